@@ -1,0 +1,1 @@
+"""cht layer (see DESIGN.md §3)."""

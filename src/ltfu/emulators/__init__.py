@@ -1,0 +1,1 @@
+"""emulators layer (see DESIGN.md §3)."""

@@ -1,0 +1,1 @@
+"""openhim layer (see DESIGN.md §3)."""

@@ -1,0 +1,94 @@
+"""One typed settings object: environment variables ``LTFU_*`` and an optional TOML file.
+
+Precedence (highest first): constructor arguments, environment, ``LTFU_CONFIG`` TOML file, defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LTFU_", extra="ignore")
+
+    data_dir: Path = Field(default=Path("ltfu-data"), description="Where the embedded SQLite database lives.")
+    database_url: str | None = Field(
+        default=None, description="sqlite:///path or postgresql://...; default SQLite under data_dir."
+    )
+    host: str = "127.0.0.1"
+    port: int = 8000
+    base_url: str = Field(
+        default="https://ltfu.example.org/fhir",
+        description="Base for our identifier systems and CodeSystems (not the address we listen on).",
+    )
+    public_url: str | None = Field(default=None, description="Address clients reach us at (for links).")
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    admin_password: SecretStr | None = None
+
+    # CHT
+    cht_url: str | None = None
+    cht_username: str | None = None
+    cht_password: SecretStr | None = None
+    cht_verify_tls: bool = True
+    cht_form: str = "interop_follow_up"
+    cht_cancel_form: str = "interop_follow_up_cancel"
+    cht_max_concurrency: int = Field(default=8, ge=1)
+    cht_timeout_s: float = 30.0
+
+    # Delivery (outbox)
+    workers: bool = Field(default=True, description="Run delivery workers inside `ltfu serve`.")
+    retry_initial_s: float = 10.0
+    retry_max_s: float = 6 * 3600.0
+    retry_budget_s: float = 72 * 3600.0
+    retry_permanent_4xx: int = Field(default=3, description="Attempts before a non-retryable 4xx is dead.")
+    poll_interval_s: float = 0.5
+    delivery_timeout_s: float = 30.0
+    notify_verify_tls: bool = True
+    notify_mode: str = Field(default="backport", pattern="^(backport|hapi)$")
+    follow_up_window_days: int = 14
+    max_attempts: int = Field(default=2, ge=1, description="CHW attempts before not-located is final.")
+    sweep_interval_s: float = 60.0
+
+    @field_validator("cht_url", "public_url")
+    @classmethod
+    def _strip_slash(cls, v: str | None) -> str | None:
+        return v.rstrip("/") if v else v
+
+    @cached_property
+    def sqlalchemy_url(self) -> str:
+        """The async SQLAlchemy URL for ``database_url`` (driver chosen for the user)."""
+        url = self.database_url or f"sqlite:///{(self.data_dir / 'ltfu.db').as_posix()}"
+        if url.startswith(("postgres://", "postgresql://")):
+            return "postgresql+asyncpg://" + url.split("://", 1)[1]
+        if url.startswith("sqlite:///"):
+            return "sqlite+aiosqlite:///" + url.removeprefix("sqlite:///")
+        return url
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.sqlalchemy_url.startswith("sqlite")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml = os.environ.get("LTFU_CONFIG")
+        if toml:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
+        return tuple(sources)

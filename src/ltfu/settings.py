@@ -59,7 +59,22 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=2, ge=1, description="CHW attempts before not-located is final.")
     sweep_interval_s: float = 60.0
 
-    @field_validator("cht_url", "public_url")
+    # OpenHIM (off unless openhim_url is set)
+    openhim_url: str | None = Field(default=None, description="OpenHIM core API, e.g. https://openhim:8080")
+    openhim_username: str = "root@openhim.org"
+    openhim_password: SecretStr | None = None
+    openhim_verify_tls: bool = True
+    openhim_heartbeat_s: float = 10.0
+    openhim_mediator_url: str | None = Field(
+        default=None, description="Where OpenHIM reaches this mediator (route host/port)."
+    )
+    openhim_envelope: str = Field(
+        default="auto",
+        pattern="^(auto|always|never)$",
+        description="Answer in application/json+openhim: when X-OpenHIM-TransactionID is present (auto).",
+    )
+
+    @field_validator("cht_url", "public_url", "openhim_url", "openhim_mediator_url")
     @classmethod
     def _strip_slash(cls, v: str | None) -> str | None:
         return v.rstrip("/") if v else v

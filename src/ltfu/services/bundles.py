@@ -1,0 +1,238 @@
+"""``transaction`` and ``batch`` Bundles (R4 http.html §3.1.0.11).
+
+A transaction runs in one unit of work: ``urn:uuid`` fullUrls get ids before anything is written,
+references to them (and conditional references ``Type?params``) are rewritten, entries run in the
+order DELETE, POST, PUT, GET, and any failure rolls everything back. A batch runs each entry in a
+savepoint and answers per entry, so one bad patient does not sink a 400-patient list.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from ltfu.fhir.outcome import FhirError, Issue, information
+from ltfu.fhir.rest import parse_etag
+from ltfu.fhir.search_params import parse_search
+from ltfu.fhir.validation import SUPPORTED_TYPES
+from ltfu.services import resources as ops
+from ltfu.store.resources import Stored
+from ltfu.store.uow import UnitOfWork
+
+_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
+MAX_ENTRIES = 5000
+
+
+@dataclass
+class EntryResult:
+    status: str
+    stored: Stored | None = None
+    resource: dict[str, Any] | None = None  # GET results (a resource or a searchset Bundle)
+    outcome: dict[str, Any] | None = None
+
+    def to_fhir(self, include_resource: bool) -> dict[str, Any]:
+        response: dict[str, Any] = {"status": self.status}
+        entry: dict[str, Any] = {}
+        if self.stored:
+            r = self.stored.resource
+            response["location"] = f"{r['resourceType']}/{r['id']}/_history/{self.stored.version_id}"
+            response["etag"] = self.stored.etag
+            response["lastModified"] = self.stored.last_updated
+            if include_resource:
+                entry["fullUrl"] = f"{r['resourceType']}/{r['id']}"
+                entry["resource"] = r
+        elif self.resource is not None and include_resource:
+            entry["resource"] = self.resource
+        if self.outcome:
+            response["outcome"] = self.outcome
+        entry["response"] = response
+        return entry
+
+
+Search = Callable[[UnitOfWork, str, list[tuple[str, str]]], Awaitable[dict[str, Any]]]
+
+
+def _entries(bundle: dict[str, Any]) -> list[dict[str, Any]]:
+    entries = bundle.get("entry") or []
+    if not isinstance(entries, list):
+        raise FhirError.of("structure", "Bundle.entry must be an array", "Bundle.entry")
+    if len(entries) > MAX_ENTRIES:
+        raise FhirError.of("too-long", f"A Bundle may carry at most {MAX_ENTRIES} entries", "Bundle.entry",
+                           status=413)
+    for i, e in enumerate(entries):
+        req = e.get("request") if isinstance(e, dict) else None
+        if not isinstance(req, dict) or not req.get("method") or not req.get("url"):
+            raise FhirError.of("required", "Each entry needs request.method and request.url",
+                               f"Bundle.entry[{i}].request")
+        if req["method"] not in _ORDER:
+            raise FhirError.of("not-supported", f"Unsupported method {req['method']!r}",
+                               f"Bundle.entry[{i}].request.method")
+    return entries
+
+
+def _split_url(url: str) -> tuple[str, str | None, str | None]:
+    """``Patient/1`` → (Patient, 1, None); ``Patient?identifier=x`` → (Patient, None, 'identifier=x')."""
+    parts = urlsplit(url)
+    path = parts.path.strip("/")
+    segs = path.split("/") if path else []
+    res_type = segs[0] if segs else ""
+    res_id = segs[1] if len(segs) > 1 else None
+    return res_type, res_id, parts.query or None
+
+
+def _prefix(err: FhirError, index: int) -> FhirError:
+    issues = [
+        Issue(i.code, i.diagnostics,
+              tuple(f"Bundle.entry[{index}].resource.{e.split('.', 1)[1]}" if "." in e
+                    else f"Bundle.entry[{index}].resource" for e in i.expression) or
+              (f"Bundle.entry[{index}]",), i.severity)
+        for i in err.issues
+    ]
+    return FhirError(issues, err.status, err.headers)
+
+
+def _rewrite(node: Any, mapping: dict[str, str]) -> Any:
+    if isinstance(node, dict):
+        out = {}
+        for k, v in node.items():
+            if k == "reference" and isinstance(v, str) and v in mapping:
+                out[k] = mapping[v]
+            else:
+                out[k] = _rewrite(v, mapping)
+        return out
+    if isinstance(node, list):
+        return [_rewrite(v, mapping) for v in node]
+    return node
+
+
+def _conditional_refs(node: Any, found: set[str]) -> None:
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == "reference" and isinstance(v, str) and "?" in v and not v.startswith("urn:"):
+                found.add(v)
+            else:
+                _conditional_refs(v, found)
+    elif isinstance(node, list):
+        for v in node:
+            _conditional_refs(v, found)
+
+
+async def transaction(uow: UnitOfWork, bundle: dict[str, Any], search: Search) -> list[EntryResult]:
+    entries = _entries(bundle)
+    mapping: dict[str, str] = {}
+    preassigned: dict[int, str] = {}
+    existing: dict[int, Stored] = {}
+    seen_full: set[str] = set()
+    for i, e in enumerate(entries):
+        req = e["request"]
+        full = e.get("fullUrl")
+        if full:
+            if full in seen_full:
+                raise FhirError.of("duplicate", f"fullUrl {full} appears twice", f"Bundle.entry[{i}].fullUrl")
+            seen_full.add(full)
+        if req["method"] != "POST":
+            if full and req["method"] == "PUT":
+                res_type, res_id, _ = _split_url(req["url"])
+                if res_id:
+                    mapping[full] = f"{res_type}/{res_id}"
+            continue
+        res_type, _, _ = _split_url(req["url"])
+        if req.get("ifNoneExist"):
+            try:
+                found = await ops.find_by_query(uow, res_type, req["ifNoneExist"])
+            except FhirError as err:
+                raise _prefix(err, i) from None
+            if len(found) > 1:
+                raise FhirError.of("multiple-matches", f"ifNoneExist matched several {res_type}",
+                                   f"Bundle.entry[{i}].request.ifNoneExist", status=412)
+            if found:
+                existing[i] = await uow.resources.read(res_type, found[0]["id"])
+                if full:
+                    mapping[full] = f"{res_type}/{found[0]['id']}"
+                continue
+        preassigned[i] = str(uuid.uuid4())
+        if full:
+            mapping[full] = f"{res_type}/{preassigned[i]}"
+    # Conditional references (legal only in transactions) must each resolve to exactly one resource.
+    conditional: set[str] = set()
+    for e in entries:
+        _conditional_refs(e.get("resource"), conditional)
+    for ref in conditional:
+        res_type, _, query = _split_url(ref)
+        found = await ops.find_by_query(uow, res_type, query or "")
+        if len(found) != 1:
+            raise FhirError.of("not-found" if not found else "multiple-matches",
+                               f"Conditional reference {ref} matched {len(found)} resources", status=412
+                               if found else 404)
+        mapping[ref] = f"{res_type}/{found[0]['id']}"
+
+    results: dict[int, EntryResult] = {}
+    order = sorted(range(len(entries)), key=lambda i: _ORDER[entries[i]["request"]["method"]])
+    for i in order:
+        e = entries[i]
+        if i in existing:
+            results[i] = EntryResult("200 OK", existing[i])
+            continue
+        resource = _rewrite(e.get("resource"), mapping) if e.get("resource") is not None else None
+        try:
+            results[i] = await _run_entry(uow, e["request"], resource, preassigned.get(i), search)
+        except FhirError as err:
+            raise _prefix(err, i) from None
+    return [results[i] for i in range(len(entries))]
+
+
+async def batch(uow: UnitOfWork, bundle: dict[str, Any], search: Search) -> list[EntryResult]:
+    entries = _entries(bundle)
+    results: list[EntryResult] = []
+    for e in entries:
+        try:
+            async with uow.savepoint():
+                results.append(await _run_entry(uow, e["request"], e.get("resource"), None, search))
+        except FhirError as err:
+            results.append(EntryResult(f"{err.status}", outcome=err.outcome()))
+    return results
+
+
+async def _run_entry(
+    uow: UnitOfWork, req: dict[str, Any], resource: Any, new_id: str | None, search: Search
+) -> EntryResult:
+    method = req["method"]
+    res_type, res_id, query = _split_url(req["url"])
+    if res_type not in SUPPORTED_TYPES:
+        raise FhirError.of("not-supported", f"Resource type {res_type!r} is not supported here", status=404)
+    if method == "POST":
+        if resource is None:
+            raise FhirError.of("required", "A POST entry needs a resource")
+        res = await ops.create(uow, resource, res_type=res_type, if_none_exist=req.get("ifNoneExist"),
+                               res_id=new_id)
+        return EntryResult("201 Created" if res.created else "200 OK", res.stored)
+    if method in ("PUT", "PATCH"):
+        if method == "PATCH":
+            raise FhirError.of("not-supported", "PATCH is not supported inside Bundles")
+        if res_id:
+            res = await ops.update(uow, res_type, res_id, resource,
+                                   if_match=parse_etag(req.get("ifMatch")))
+        elif query:
+            res = await ops.conditional_update(uow, res_type, query, resource)
+        else:
+            raise FhirError.of("invalid", "A PUT entry needs Type/id or Type?search in request.url")
+        return EntryResult("201 Created" if res.created else "200 OK", res.stored)
+    if method == "DELETE":
+        if not res_id:
+            found = await ops.find_by_query(uow, res_type, query or "")
+            if len(found) > 1:
+                raise FhirError.of("multiple-matches", "Conditional delete matched several resources", status=412)
+            res_id = found[0]["id"] if found else None
+        if res_id:
+            await ops.delete(uow, res_type, res_id)
+        return EntryResult("204 No Content", outcome=information("Deleted"))
+    # GET / HEAD
+    if res_id:
+        return EntryResult("200 OK", await uow.resources.read(res_type, res_id))
+    params = parse_qsl(query or "", keep_blank_values=True)
+    parse_search(res_type, params)  # validate early for a precise error
+    return EntryResult("200 OK", resource=await search(uow, res_type, params))
+

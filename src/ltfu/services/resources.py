@@ -1,0 +1,115 @@
+"""FHIR write use cases: create, conditional create, update, delete — validated, then stored.
+
+Types with workflow meaning (ServiceRequest, Task, Organization, ...) register a ``WriteHook`` in
+``HOOKS``: it sees the validated resource before it is stored (may reshape it or refuse it) and
+the stored result after (may write more in the same transaction, e.g. a Task and an outbox row).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+from ltfu.fhir.outcome import FhirError
+from ltfu.fhir.search_params import parse_search
+from ltfu.fhir.validation import validate
+from ltfu.store.resources import Stored
+from ltfu.store.uow import UnitOfWork
+
+BeforeWrite = Callable[[UnitOfWork, dict[str, Any], Stored | None], Awaitable[dict[str, Any]]]
+AfterWrite = Callable[[UnitOfWork, Stored, Stored | None], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class WriteHook:
+    before: BeforeWrite | None = None
+    after: AfterWrite | None = None
+    allow_delete: bool = True
+
+
+HOOKS: dict[str, WriteHook] = {}
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    stored: Stored
+    created: bool  # False: an existing resource was returned (conditional create) or updated
+
+
+async def find_by_query(uow: UnitOfWork, res_type: str, query: str, *, limit: int = 2) -> list[dict[str, Any]]:
+    """Resources matching a conditional query string (``identifier=sys|val``). Unknown params → 400."""
+    params = parse_qsl(query.lstrip("?"), keep_blank_values=True)
+    if not params:
+        raise FhirError.of("invalid", "A conditional query needs at least one search parameter")
+    q = parse_search(res_type, params, strict=True)
+    q.count = limit
+    q.total = False
+    return (await uow.search(q)).matches
+
+
+async def create(
+    uow: UnitOfWork, resource: Any, *, res_type: str | None = None, if_none_exist: str | None = None,
+    res_id: str | None = None,
+) -> WriteResult:
+    resource = validate(resource, res_type)
+    res_type = resource["resourceType"]
+    if if_none_exist:
+        found = await find_by_query(uow, res_type, if_none_exist)
+        if len(found) > 1:
+            raise FhirError.of("multiple-matches",
+                               f"If-None-Exist matched more than one {res_type}: {if_none_exist}", status=412)
+        if found:
+            stored = await uow.resources.read(res_type, found[0]["id"])
+            return WriteResult(stored, created=False)
+    hook = HOOKS.get(res_type)
+    if hook and hook.before:
+        resource = await hook.before(uow, resource, None)
+    stored = await uow.resources.create(resource, res_id)
+    if hook and hook.after:
+        await hook.after(uow, stored, None)
+    return WriteResult(stored, created=True)
+
+
+async def update(
+    uow: UnitOfWork, res_type: str, res_id: str, resource: Any, *, if_match: int | None = None
+) -> WriteResult:
+    resource = validate(resource, res_type)
+    body_id = resource.get("id")
+    if body_id is None:
+        raise FhirError.of("required", "The resource in an update must carry its id", f"{res_type}.id")
+    if body_id != res_id:
+        raise FhirError.of("invalid", f"The body's id {body_id!r} does not match the URL's id {res_id!r}",
+                           f"{res_type}.id")
+    previous = await uow.resources.get(res_type, res_id)
+    hook = HOOKS.get(res_type)
+    if hook and hook.before:
+        resource = await hook.before(uow, resource, previous)
+    stored = await uow.resources.update(resource, res_id, if_match)
+    if hook and hook.after:
+        await hook.after(uow, stored, previous)
+    return WriteResult(stored, created=previous is None)
+
+
+async def conditional_update(uow: UnitOfWork, res_type: str, query: str, resource: Any) -> WriteResult:
+    found = await find_by_query(uow, res_type, query)
+    if len(found) > 1:
+        raise FhirError.of("multiple-matches", f"Conditional update matched more than one {res_type}", status=412)
+    if not found:
+        body = dict(resource) if isinstance(resource, dict) else resource
+        if isinstance(body, dict):
+            body.pop("id", None)
+        return await create(uow, body, res_type=res_type)
+    body = dict(resource) if isinstance(resource, dict) else resource
+    if isinstance(body, dict):
+        body.setdefault("id", found[0]["id"])
+    return await update(uow, res_type, found[0]["id"], body)
+
+
+async def delete(uow: UnitOfWork, res_type: str, res_id: str) -> bool:
+    hook = HOOKS.get(res_type)
+    if hook and not hook.allow_delete:
+        raise FhirError.of("business-rule", f"{res_type} cannot be deleted; change its status instead",
+                           status=405)
+    return await uow.resources.delete(res_type, res_id)

@@ -1,0 +1,70 @@
+"""API clients (HTTP Basic): stored with argon2 hashes, one facility Organization or admin each."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ltfu.store.resources import now_instant
+from ltfu.store.schema import clients
+
+_hasher = PasswordHasher()
+
+
+@dataclass(frozen=True)
+class Client:
+    name: str
+    is_admin: bool
+    organization_id: str | None
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+class ClientRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def upsert(self, name: str, password: str, *, is_admin: bool, organization_id: str | None) -> None:
+        values = dict(password_hash=hash_password(password), is_admin=is_admin, organization_id=organization_id)
+        result = await self.conn.execute(update(clients).where(clients.c.name == name).values(**values))
+        if result.rowcount == 0:
+            await self.conn.execute(insert(clients).values(name=name, created_at=now_instant(), **values))
+
+    async def remove(self, name: str) -> bool:
+        result = await self.conn.execute(delete(clients).where(clients.c.name == name))
+        return result.rowcount > 0
+
+    async def list(self) -> list[Client]:
+        rows = await self.conn.execute(
+            select(clients.c.name, clients.c.is_admin, clients.c.organization_id).order_by(clients.c.name)
+        )
+        return [Client(r.name, r.is_admin, r.organization_id) for r in rows]
+
+    async def authenticate(self, name: str, password: str) -> Client | None:
+        row = (
+            await self.conn.execute(
+                select(clients.c.password_hash, clients.c.is_admin, clients.c.organization_id).where(
+                    clients.c.name == name
+                )
+            )
+        ).first()
+        if row is None or not verify_password(row.password_hash, password):
+            return None
+        return Client(name, row.is_admin, row.organization_id)
+
+    async def password_matches(self, name: str, password: str) -> bool:
+        """True when the client exists with exactly this password (avoids re-hashing at each start)."""
+        return await self.authenticate(name, password) is not None

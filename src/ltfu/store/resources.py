@@ -1,0 +1,238 @@
+"""Versioned FHIR resources: current row, full history and search index, on one connection.
+
+Every method runs inside the caller's transaction (the unit of work); nothing here commits.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import and_, delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ltfu.fhir.outcome import FhirError
+from ltfu.fhir.search_params import index_rows
+from ltfu.store.schema import resource_history, resources, search_index
+
+
+def now_instant() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def to_fhir_instant(stored: str) -> str:
+    """Our storage instants carry microseconds; FHIR allows them, so they go out as they are."""
+    return stored
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A resource as stored: the JSON with ``id`` and ``meta`` filled in."""
+
+    resource: dict[str, Any]
+    version_id: int
+    last_updated: str
+    created: bool = False
+
+    @property
+    def ref(self) -> str:
+        return f"{self.resource['resourceType']}/{self.resource['id']}"
+
+    @property
+    def etag(self) -> str:
+        return f'W/"{self.version_id}"'
+
+
+def _dump(resource: dict[str, Any]) -> str:
+    return orjson.dumps(resource).decode()
+
+
+def _stamp(resource: dict[str, Any], res_id: str, version: int, when: str) -> dict[str, Any]:
+    meta = dict(resource.get("meta") or {})
+    meta["versionId"] = str(version)
+    meta["lastUpdated"] = to_fhir_instant(when)
+    out = {"resourceType": resource["resourceType"], "id": res_id, "meta": meta}
+    out.update((k, v) for k, v in resource.items() if k not in ("resourceType", "id", "meta"))
+    return out
+
+
+def not_found(res_type: str, res_id: str) -> FhirError:
+    return FhirError.of("not-found", f"{res_type}/{res_id} is not known", status=404)
+
+
+class ResourceRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    # ------------------------------------------------------------------ writes
+    async def create(self, resource: dict[str, Any], res_id: str | None = None) -> Stored:
+        res_type = resource["resourceType"]
+        res_id = res_id or str(uuid.uuid4())
+        return await self._write(res_type, res_id, resource, 1, "POST", existing=False)
+
+    async def update(
+        self, resource: dict[str, Any], res_id: str, if_match: int | None = None
+    ) -> Stored:
+        """Update (or create with the client's id). ``if_match`` must equal the current version."""
+        res_type = resource["resourceType"]
+        current = await self._current_row(res_type, res_id)
+        if if_match is not None and (current is None or current.version_id != if_match):
+            raise FhirError.of(
+                "conflict",
+                f"Version conflict: {res_type}/{res_id} is at version "
+                f"{current.version_id if current else 'none'}, If-Match asked for {if_match}",
+                status=412,
+            )
+        if current is None:
+            return await self._write(res_type, res_id, resource, 1, "PUT", existing=False)
+        return await self._write(res_type, res_id, resource, current.version_id + 1, "PUT", existing=True)
+
+    async def delete(self, res_type: str, res_id: str) -> bool:
+        current = await self._current_row(res_type, res_id)
+        if current is None or current.deleted:
+            return False
+        when = now_instant()
+        version = current.version_id + 1
+        tomb = {"resourceType": res_type, "id": res_id}
+        seq = await self._history(res_type, res_id, version, when, True, "DELETE", tomb)
+        await self.conn.execute(
+            update(resources)
+            .where(and_(resources.c.res_type == res_type, resources.c.res_id == res_id))
+            .values(version_id=version, seq=seq, last_updated=when, deleted=True, content=_dump(tomb))
+        )
+        await self.conn.execute(
+            delete(search_index).where(and_(search_index.c.res_type == res_type, search_index.c.res_id == res_id))
+        )
+        return True
+
+    async def _write(
+        self, res_type: str, res_id: str, resource: dict[str, Any], version: int, method: str, *, existing: bool
+    ) -> Stored:
+        when = now_instant()
+        stamped = _stamp(resource, res_id, version, when)
+        content = _dump(stamped)
+        seq = await self._history(res_type, res_id, version, when, False, method, content)
+        values = dict(version_id=version, seq=seq, last_updated=when, deleted=False, content=content)
+        if existing:
+            await self.conn.execute(
+                update(resources)
+                .where(and_(resources.c.res_type == res_type, resources.c.res_id == res_id))
+                .values(**values)
+            )
+            await self.conn.execute(
+                delete(search_index).where(
+                    and_(search_index.c.res_type == res_type, search_index.c.res_id == res_id)
+                )
+            )
+        else:
+            await self.conn.execute(insert(resources).values(res_type=res_type, res_id=res_id, **values))
+        rows = index_rows(stamped)
+        if rows:
+            await self.conn.execute(
+                insert(search_index),
+                [
+                    {"res_type": res_type, "res_id": res_id, "param": r.param, "system": r.system,
+                     "value": r.value, "value_hi": r.value_hi}
+                    for r in rows
+                ],
+            )
+        return Stored(stamped, version, when, created=version == 1 or not existing)
+
+    async def _history(
+        self, res_type: str, res_id: str, version: int, when: str, deleted: bool, method: str,
+        content: str | dict[str, Any],
+    ) -> int:
+        result = await self.conn.execute(
+            insert(resource_history)
+            .values(res_type=res_type, res_id=res_id, version_id=version, last_updated=when, deleted=deleted,
+                    method=method, content=content if isinstance(content, str) else _dump(content))
+            .returning(resource_history.c.seq)
+        )
+        return int(result.scalar_one())
+
+    # ------------------------------------------------------------------ reads
+    async def _current_row(self, res_type: str, res_id: str) -> Any:
+        result = await self.conn.execute(
+            select(resources.c.version_id, resources.c.deleted, resources.c.last_updated, resources.c.content)
+            .where(and_(resources.c.res_type == res_type, resources.c.res_id == res_id))
+        )
+        return result.first()
+
+    async def get(self, res_type: str, res_id: str) -> Stored | None:
+        """The current version, or None when unknown or deleted."""
+        row = await self._current_row(res_type, res_id)
+        if row is None or row.deleted:
+            return None
+        return Stored(orjson.loads(row.content), row.version_id, row.last_updated)
+
+    async def read(self, res_type: str, res_id: str) -> Stored:
+        row = await self._current_row(res_type, res_id)
+        if row is None:
+            raise not_found(res_type, res_id)
+        if row.deleted:
+            raise FhirError.of("deleted", f"{res_type}/{res_id} was deleted", status=410)
+        return Stored(orjson.loads(row.content), row.version_id, row.last_updated)
+
+    async def vread(self, res_type: str, res_id: str, version: int) -> Stored:
+        result = await self.conn.execute(
+            select(resource_history.c.deleted, resource_history.c.last_updated, resource_history.c.content)
+            .where(and_(resource_history.c.res_type == res_type, resource_history.c.res_id == res_id,
+                        resource_history.c.version_id == version))
+        )
+        row = result.first()
+        if row is None:
+            raise FhirError.of("not-found", f"{res_type}/{res_id} has no version {version}", status=404)
+        if row.deleted:
+            raise FhirError.of("deleted", f"{res_type}/{res_id} version {version} is a deletion", status=410)
+        return Stored(orjson.loads(row.content), version, row.last_updated)
+
+    async def history(
+        self, res_type: str | None, res_id: str | None, since: str | None, count: int, before_seq: int | None
+    ) -> list[tuple[int, str, dict[str, Any], bool, int]]:
+        """History entries newest first: (seq, method, resource, deleted, version)."""
+        h = resource_history
+        q = select(h.c.seq, h.c.method, h.c.content, h.c.deleted, h.c.version_id, h.c.res_type, h.c.res_id)
+        if res_type:
+            q = q.where(h.c.res_type == res_type)
+        if res_id:
+            q = q.where(h.c.res_id == res_id)
+        if since:
+            q = q.where(h.c.last_updated > since)
+        if before_seq:
+            q = q.where(h.c.seq < before_seq)
+        rows = (await self.conn.execute(q.order_by(h.c.seq.desc()).limit(count))).all()
+        return [(r.seq, r.method, orjson.loads(r.content), r.deleted, r.version_id) for r in rows]
+
+    async def get_many(self, refs: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        """Current versions of the given (type, id) pairs that exist, in no particular order."""
+        if not refs:
+            return []
+        by_type: dict[str, set[str]] = {}
+        for t, i in refs:
+            by_type.setdefault(t, set()).add(i)
+        out: list[dict[str, Any]] = []
+        for t, ids in by_type.items():
+            rows = await self.conn.execute(
+                select(resources.c.content).where(
+                    and_(resources.c.res_type == t, resources.c.res_id.in_(ids), resources.c.deleted.is_(False))
+                )
+            )
+            out.extend(orjson.loads(r.content) for r in rows)
+        return out
+
+    async def find_ids_by_token(self, res_type: str, param: str, system: str | None, value: str) -> list[str]:
+        """Ids of current resources with the token (``system`` None = any system)."""
+        si = search_index
+        q = select(si.c.res_id).where(and_(si.c.res_type == res_type, si.c.param == param, si.c.value == value))
+        if system is not None:
+            q = q.where(si.c.system == system)
+        return list(dict.fromkeys((await self.conn.execute(q.limit(10))).scalars()))
+
+    async def count(self, res_type: str) -> int:
+        q = select(func.count()).select_from(resources).where(
+            and_(resources.c.res_type == res_type, resources.c.deleted.is_(False))
+        )
+        return int((await self.conn.execute(q)).scalar_one())

@@ -1,0 +1,175 @@
+"""SQL tables (SQLAlchemy Core). Migrations in ``store/migrations`` create exactly these.
+
+Timestamps are ISO-8601 UTC strings with microseconds (``2024-05-02T08:00:00.000000Z``): they sort
+lexically, compare the same on SQLite and PostgreSQL and go into FHIR ``meta`` unchanged.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+Id = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrement needs INTEGER PRIMARY KEY
+
+# Current version of every resource. ``seq`` is the history row of that version: a global,
+# monotonic change number used for stable keyset paging and polling.
+resources = Table(
+    "resources",
+    metadata,
+    Column("res_type", String(64), primary_key=True),
+    Column("res_id", String(64), primary_key=True),
+    Column("version_id", Integer, nullable=False),
+    Column("seq", Id, nullable=False, unique=True),
+    Column("last_updated", String(32), nullable=False),
+    Column("deleted", Boolean, nullable=False, default=False),
+    Column("content", Text, nullable=False),
+)
+Index("ix_resources_type_seq", resources.c.res_type, resources.c.seq)
+Index("ix_resources_type_updated", resources.c.res_type, resources.c.last_updated)
+
+resource_history = Table(
+    "resource_history",
+    metadata,
+    Column("seq", Id, primary_key=True, autoincrement=True),
+    Column("res_type", String(64), nullable=False),
+    Column("res_id", String(64), nullable=False),
+    Column("version_id", Integer, nullable=False),
+    Column("last_updated", String(32), nullable=False),
+    Column("deleted", Boolean, nullable=False, default=False),
+    Column("method", String(8), nullable=False),
+    Column("content", Text, nullable=False),
+    UniqueConstraint("res_type", "res_id", "version_id"),
+)
+
+# One row per indexed value of a current resource. ``system`` is set for tokens; dates keep their
+# range in ``value``..``value_hi``; strings are stored lower-cased for case-insensitive prefix search.
+search_index = Table(
+    "search_index",
+    metadata,
+    Column("res_type", String(64), nullable=False),
+    Column("res_id", String(64), nullable=False),
+    Column("param", String(64), nullable=False),
+    Column("system", String(255), nullable=True),
+    Column("value", String(512), nullable=False),
+    Column("value_hi", String(32), nullable=True),
+)
+Index("ix_search_lookup", search_index.c.res_type, search_index.c.param, search_index.c.value)
+Index("ix_search_owner", search_index.c.res_type, search_index.c.res_id)
+
+clients = Table(
+    "clients",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("password_hash", String(256), nullable=False),
+    Column("is_admin", Boolean, nullable=False, default=False),
+    Column("organization_id", String(64), nullable=True),
+    Column("created_at", String(32), nullable=False),
+)
+
+# A follow-up case: the ServiceRequest and its Task, with the columns the workflow, the sweeper
+# and the dashboard query. The FHIR resources stay the source of truth for clients.
+cases = Table(
+    "cases",
+    metadata,
+    Column("case_id", String(64), primary_key=True),  # ServiceRequest id
+    Column("task_id", String(64), nullable=False, unique=True),
+    Column("request_key", String(600), nullable=False, unique=True),  # SR identifier system|value
+    Column("patient_id", String(64), nullable=False),
+    Column("organization_id", String(64), nullable=True),
+    Column("status", String(32), nullable=False),
+    Column("business_status", String(64), nullable=True),
+    Column("outcome", String(64), nullable=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("chw_id", String(128), nullable=True),
+    Column("cht_record_id", String(128), nullable=True),
+    Column("group_id", String(255), nullable=True),
+    Column("created_at", String(32), nullable=False),
+    Column("updated_at", String(32), nullable=False),
+    Column("sent_to_cht_at", String(32), nullable=True),
+    Column("first_attempt_at", String(32), nullable=True),
+    Column("closed_at", String(32), nullable=True),
+    Column("window_end", String(32), nullable=True),
+)
+Index("ix_cases_org_status", cases.c.organization_id, cases.c.status)
+Index("ix_cases_patient", cases.c.patient_id)
+Index("ix_cases_status_window", cases.c.status, cases.c.window_end)
+Index("ix_cases_created", cases.c.created_at)
+
+# Transactional outbox: written in the same transaction as the state change that causes it.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("destination", String(16), nullable=False),  # cht | notify
+    Column("kind", String(32), nullable=False),
+    Column("order_key", String(160), nullable=False),  # delivered strictly in id order per key
+    Column("dedupe_key", String(255), nullable=True, unique=True),
+    Column("payload", Text, nullable=False),
+    Column("status", String(16), nullable=False),  # pending | done | dead
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("created_at", String(32), nullable=False),
+    Column("next_attempt_at", String(32), nullable=False),
+    Column("last_attempt_at", String(32), nullable=True),
+    Column("done_at", String(32), nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("lease_owner", String(64), nullable=True),
+    Column("lease_until", String(32), nullable=True),
+    Column("case_id", String(64), nullable=True),
+    Column("subscription_id", String(64), nullable=True),
+    Column("organization_id", String(64), nullable=True),
+)
+Index("ix_outbox_due", outbox.c.status, outbox.c.next_attempt_at)
+Index("ix_outbox_order", outbox.c.order_key, outbox.c.status, outbox.c.id)
+Index("ix_outbox_case", outbox.c.case_id)
+
+delivery_attempts = Table(
+    "delivery_attempts",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("outbox_id", BigInteger, nullable=False, index=True),
+    Column("attempted_at", String(32), nullable=False),
+    Column("status_code", Integer, nullable=True),
+    Column("latency_ms", Integer, nullable=False),
+    Column("result", String(16), nullable=False),  # ok | retry | dead
+    Column("error", Text, nullable=True),
+)
+
+# Idempotency of inbound messages (CHT outbound push re-sends forever): key -> hash of what we took.
+inbound_receipts = Table(
+    "inbound_receipts",
+    metadata,
+    Column("key", String(255), primary_key=True),
+    Column("content_hash", String(64), nullable=False),
+    Column("received_at", String(32), nullable=False),
+    Column("result", Text, nullable=False),
+)
+
+# Notification events per Subscription (Backport IG event numbers); kept for $events and replay.
+subscription_events = Table(
+    "subscription_events",
+    metadata,
+    Column("subscription_id", String(64), primary_key=True),
+    Column("event_number", Integer, primary_key=True),
+    Column("focus", String(200), nullable=False),  # e.g. Task/abc/_history/3
+    Column("case_id", String(64), nullable=True),
+    Column("created_at", String(32), nullable=False),
+    Column("outbox_id", BigInteger, nullable=True),
+)

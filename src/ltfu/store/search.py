@@ -1,0 +1,135 @@
+"""Run a parsed ``SearchQuery`` against the search index (same SQL on SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import and_, exists, func, not_, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.elements import ColumnElement
+
+from ltfu.fhir.search_params import SEARCH_PARAMS, Criterion, SearchQuery
+from ltfu.store.resources import ResourceRepository
+from ltfu.store.schema import resources, search_index
+
+
+@dataclass
+class SearchResult:
+    matches: list[dict[str, Any]]
+    included: list[dict[str, Any]]
+    total: int | None
+    next_cursor: int | None
+
+
+def _escape_like(v: str) -> str:
+    return v.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _date_clause(col_lo: Any, col_hi: Any, prefix: str, lo: str, hi: str) -> ColumnElement[bool]:
+    """Compare the stored range [col_lo, col_hi] with the searched range [lo, hi] (FHIR prefixes)."""
+    if prefix in ("eq", "ap"):
+        return and_(col_lo >= lo, col_hi <= hi)
+    if prefix == "ne":
+        return or_(col_lo < lo, col_hi > hi)
+    if prefix == "gt":
+        return col_hi > hi
+    if prefix == "lt":
+        return col_lo < lo
+    if prefix == "ge":
+        return col_hi >= lo
+    if prefix == "le":
+        return col_lo <= hi
+    if prefix == "sa":
+        return col_lo > hi
+    return col_hi < lo  # eb
+
+
+def _value_clause(c: Criterion, value: Any) -> ColumnElement[bool]:
+    si = search_index
+    if c.kind == "token":
+        system, code, system_given = value
+        parts = []
+        if code is not None:
+            parts.append(si.c.value == code)
+        if system_given:
+            parts.append(si.c.system == system if system is not None else si.c.system.is_(None))
+        return and_(*parts)
+    if c.kind == "reference":
+        if value.startswith("*/"):
+            return si.c.value.like("%/" + _escape_like(value[2:]), escape="\\")
+        return si.c.value == value
+    if c.kind == "date":
+        return _date_clause(si.c.value, si.c.value_hi, *value)
+    if c.modifier == "exact":
+        return si.c.value == value
+    if c.modifier == "contains":
+        return si.c.value.like("%" + _escape_like(value) + "%", escape="\\")
+    return si.c.value.like(_escape_like(value) + "%", escape="\\")
+
+
+def _criterion_clause(res_type: str, c: Criterion) -> ColumnElement[bool]:
+    r = resources
+    if c.kind == "id":
+        return r.c.res_id.in_(c.values)
+    if c.kind == "lastUpdated":
+        return or_(*(_date_clause(r.c.last_updated, r.c.last_updated, *v) for v in c.values))
+    si = search_index
+    owner = and_(si.c.res_type == res_type, si.c.res_id == r.c.res_id, si.c.param == c.param)
+    if c.modifier == "missing":
+        has = exists().where(owner)
+        return not_(has) if c.values[0] else has
+    match = exists().where(and_(owner, or_(*(_value_clause(c, v) for v in c.values))))
+    return not_(match) if c.modifier == "not" else match
+
+
+async def run_search(conn: AsyncConnection, q: SearchQuery) -> SearchResult:
+    r = resources
+    where = and_(r.c.res_type == q.res_type, r.c.deleted.is_(False),
+                 *(_criterion_clause(q.res_type, c) for c in q.criteria))
+    total = None
+    if q.total or q.summary_count:
+        total = int((await conn.execute(select(func.count()).select_from(r).where(where))).scalar_one())
+    if q.summary_count:
+        return SearchResult([], [], total, None)
+    page = select(r.c.seq, r.c.content).where(where)
+    if q.cursor is not None:
+        page = page.where(r.c.seq < q.cursor if q.descending else r.c.seq > q.cursor)
+    page = page.order_by(r.c.seq.desc() if q.descending else r.c.seq).limit(q.count + 1)
+    rows = (await conn.execute(page)).all()
+    more = len(rows) > q.count
+    rows = rows[: q.count]
+    matches = [orjson.loads(row.content) for row in rows]
+    next_cursor = rows[-1].seq if more and rows else None
+    included = await _includes(conn, q, matches) if (q.includes or q.revincludes) and matches else []
+    return SearchResult(matches, included, total, next_cursor)
+
+
+async def _includes(conn: AsyncConnection, q: SearchQuery, matches: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    seen = {(m["resourceType"], m["id"]) for m in matches}
+    ids = [m["id"] for m in matches]
+    refs: list[tuple[str, str]] = []
+    si = search_index
+    for res_type, param, target in q.includes:
+        rows = await conn.execute(
+            select(si.c.value).where(and_(si.c.res_type == res_type, si.c.param == param, si.c.res_id.in_(ids)))
+        )
+        for (value,) in rows:
+            t, _, i = value.partition("/")
+            if (target is None or t == target) and (t, i) not in seen:
+                refs.append((t, i))
+    out = await ResourceRepository(conn).get_many(refs)
+    seen.update((x["resourceType"], x["id"]) for x in out)
+    targets = [f"{q.res_type}/{i}" for i in ids]
+    for res_type, param in q.revincludes:
+        if SEARCH_PARAMS[res_type][param].kind != "reference":
+            continue
+        rows = await conn.execute(
+            select(si.c.res_id).where(and_(si.c.res_type == res_type, si.c.param == param, si.c.value.in_(targets)))
+        )
+        rev = [(res_type, i) for (i,) in rows if (res_type, i) not in seen]
+        found = await ResourceRepository(conn).get_many(list(dict.fromkeys(rev)))
+        seen.update((x["resourceType"], x["id"]) for x in found)
+        out.extend(found)
+    return out

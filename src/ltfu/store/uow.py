@@ -1,0 +1,37 @@
+"""Unit of work: one database transaction and the repositories bound to it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ltfu.fhir.search_params import SearchQuery
+from ltfu.store.clients import ClientRepository
+from ltfu.store.db import Database
+from ltfu.store.resources import ResourceRepository
+from ltfu.store.search import SearchResult, run_search
+
+
+class UnitOfWork:
+    def __init__(self, conn: AsyncConnection, db: Database) -> None:
+        self.conn = conn
+        self.db = db
+        self.resources = ResourceRepository(conn)
+        self.clients = ClientRepository(conn)
+
+    async def search(self, query: SearchQuery) -> SearchResult:
+        return await run_search(self.conn, query)
+
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        """A nested transaction: a failure inside rolls back only what it wrote (batch entries)."""
+        async with self.conn.begin_nested():
+            yield
+
+
+@asynccontextmanager
+async def unit_of_work(db: Database) -> AsyncIterator[UnitOfWork]:
+    async with db.transaction() as conn:
+        yield UnitOfWork(conn, db)

@@ -23,7 +23,7 @@ from ltfu.store.clients import Client
 from ltfu.store.db import Database
 from ltfu.store.uow import unit_of_work
 
-OPEN_PATHS = ("/health",)
+OPEN_PATHS = ("/health", "/fhir/metadata")
 CACHE_SECONDS = 60.0
 _KEY = os.urandom(32)
 
@@ -50,7 +50,7 @@ class BasicAuthMiddleware:
 
     async def _client(self, scope: Scope) -> Client | None:
         header = next((v for k, v in scope["headers"] if k == b"authorization"), None)
-        if not header or not header[:6].lower() == b"basic ":
+        if not header or header[:6].lower() != b"basic ":
             return None
         try:
             name, _, password = base64.b64decode(header[6:].strip(), validate=True).decode().partition(":")

@@ -145,7 +145,7 @@ async def history(request: Request) -> Response:
     more = len(rows) > count
     rows = rows[:count]
     entries = []
-    for seq, method, resource, deleted, version in rows:
+    for _seq, method, resource, deleted, version in rows:
         entry: dict[str, Any] = {
             "fullUrl": f"{base}/{resource['resourceType']}/{resource['id']}",
             "request": {"method": method, "url": f"{resource['resourceType']}/{resource['id']}"},

@@ -1,0 +1,74 @@
+"""The ASGI application: routes, error rendering, start-up (migrations, admin client, workers)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount
+
+from ltfu.api import fhir_routes, mediator_routes, ops_routes
+from ltfu.api.auth import BasicAuthMiddleware
+from ltfu.api.crash_guard import CrashGuardMiddleware
+from ltfu.api.http import fhir_error_response
+from ltfu.fhir.outcome import FhirError, Issue
+from ltfu.settings import Settings
+from ltfu.store.db import Database
+from ltfu.store.uow import unit_of_work
+
+log = logging.getLogger("ltfu.api")
+
+
+async def ensure_admin(db: Database, settings: Settings) -> None:
+    """With LTFU_ADMIN_PASSWORD set, make sure the ``admin`` client exists with that password."""
+    if settings.admin_password is None:
+        return
+    password = settings.admin_password.get_secret_value()
+    async with unit_of_work(db) as uow:
+        if not await uow.clients.password_matches("admin", password):
+            await uow.clients.upsert("admin", password, is_admin=True, organization_id=None)
+            log.info("admin client created or its password reset from LTFU_ADMIN_PASSWORD")
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or Settings()
+    db = Database(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await db.upgrade()
+        await ensure_admin(db, settings)
+        yield
+        await db.dispose()
+
+    async def on_fhir_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, FhirError)
+        if request.url.path.startswith(mediator_routes.PREFIXES):
+            return mediator_routes.error_response(exc)
+        return fhir_error_response(exc)
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        code = {404: "not-found", 405: "not-supported"}.get(exc.status_code, "processing")
+        text = "No such route" if exc.status_code == 404 else str(exc.detail)
+        return fhir_error_response(FhirError([Issue(code, text)], exc.status_code))
+
+    app = Starlette(
+        routes=[
+            *ops_routes.routes,
+            Mount("/fhir", routes=fhir_routes.routes),
+            *mediator_routes.routes,
+        ],
+        exception_handlers={FhirError: on_fhir_error, HTTPException: on_http_error},
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.db = db
+    app.add_middleware(BasicAuthMiddleware, db=db)
+    app.add_middleware(CrashGuardMiddleware)
+    return app

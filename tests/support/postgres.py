@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 
@@ -32,7 +33,5 @@ def create_database() -> str | None:
 
 def drop_database(url: str) -> None:
     name = url.rsplit("/", 1)[1]
-    try:
+    with contextlib.suppress(OSError, asyncpg.PostgresError, TimeoutError):
         asyncio.run(_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    except (OSError, asyncpg.PostgresError, TimeoutError):
-        pass

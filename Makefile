@@ -17,6 +17,7 @@ demo: $(STAMP)
 
 tooling:
 	bash scripts/setup-cht-tooling.sh
+	bash scripts/setup-openhim-tooling.sh
 
 test: $(STAMP) tooling
 	$(BIN)/ruff check src tests bench

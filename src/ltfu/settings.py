@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     delivery_timeout_s: float = 30.0
     notify_verify_tls: bool = True
     notify_mode: str = Field(default="backport", pattern="^(backport|hapi)$")
+    notify_hmac_secret: SecretStr | None = Field(
+        default=None, description="When set, callbacks carry X-LTFU-Signature: sha256=<HMAC of the body>."
+    )
     follow_up_window_days: int = 14
     max_attempts: int = Field(default=2, ge=1, description="CHW attempts before not-located is final.")
     sweep_interval_s: float = 60.0

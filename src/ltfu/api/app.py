@@ -16,7 +16,9 @@ from ltfu.api import fhir_routes, mediator_routes, ops_routes
 from ltfu.api.auth import BasicAuthMiddleware
 from ltfu.api.crash_guard import CrashGuardMiddleware
 from ltfu.api.http import fhir_error_response
+from ltfu.delivery.runtime import Runtime
 from ltfu.fhir.outcome import FhirError, Issue
+from ltfu.services.workflow import install_hooks
 from ltfu.settings import Settings
 from ltfu.store.db import Database
 from ltfu.store.uow import unit_of_work
@@ -37,14 +39,23 @@ async def ensure_admin(db: Database, settings: Settings) -> None:
 
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings()
+    install_hooks()
     db = Database(settings)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await db.upgrade()
         await ensure_admin(db, settings)
-        yield
-        await db.dispose()
+        runtime = Runtime(db, settings) if settings.workers else None
+        app.state.runtime = runtime
+        if runtime:
+            runtime.start()
+        try:
+            yield
+        finally:
+            if runtime:
+                await runtime.close()
+            await db.dispose()
 
     async def on_fhir_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, FhirError)
@@ -69,6 +80,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
     app.state.settings = settings
     app.state.db = db
+    app.state.runtime = None
     app.add_middleware(BasicAuthMiddleware, db=db)
     app.add_middleware(CrashGuardMiddleware)
     return app

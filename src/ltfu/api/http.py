@@ -84,3 +84,10 @@ def fhir_base(request: Request) -> str:
     if public:
         return public.rstrip("/") + "/fhir"
     return str(request.base_url).rstrip("/") + "/fhir"
+
+
+def nudge_workers(request: Request) -> None:
+    """Work was just committed to the outbox: wake this process's delivery worker."""
+    runtime = request.app.state.runtime
+    if runtime is not None:
+        runtime.nudge()

@@ -13,12 +13,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ltfu.api.http import JSONResponse, json_body
+from ltfu.api.http import JSONResponse, json_body, nudge_workers
 from ltfu.fhir import poc_profiles
 from ltfu.fhir.outcome import FhirError
 from ltfu.fhir.validation import validate
-from ltfu.services import patients
+from ltfu.services import attempts, notifications, patients, requests
 from ltfu.services import resources as ops
+from ltfu.store.receipts import content_hash
 from ltfu.store.uow import unit_of_work
 
 PREFIXES = ("/mediator", "/endpoint", "/organization", "/patient", "/service-request", "/encounter")
@@ -79,7 +80,9 @@ async def patient(request: Request) -> Response:
 
 
 async def encounter(request: Request) -> Response:
-    resource = validate(poc_profiles.encounter(await _body(request, "Encounter")), "Encounter")
+    raw = await _body(request, "Encounter")
+    digest = content_hash(raw)
+    resource = validate(poc_profiles.encounter(raw), "Encounter")
     async with unit_of_work(request.app.state.db) as uow:
         ref = resource["subject"].get("reference") if isinstance(resource["subject"], dict) else None
         if not ref:
@@ -88,8 +91,36 @@ async def encounter(request: Request) -> Response:
         key = cond[1] if cond else ref.removeprefix("Patient/")
         found = await patients.require(uow, key, "Encounter.subject")
         resource["subject"] = {**resource["subject"], "reference": f"Patient/{found.resource['id']}"}
+        receipt = await uow.receipts.get(f"poc-encounter:{digest}")
+        if receipt is not None:  # CHT re-sent the same push: answer with what we stored
+            stored = await uow.resources.read("Encounter", receipt[1]["encounter"].split("/", 1)[1])
+            return JSONResponse(stored.resource, status_code=200)
+        resource = await attempts.link_poc_encounter(uow, resource, found.resource["id"])
         result = await ops.create(uow, resource, res_type="Encounter")
+        await attempts.poc_encounter_recorded(uow, result.stored)
+        await uow.receipts.put(f"poc-encounter:{digest}", digest, {"encounter": result.stored.ref}, exists=False)
+    nudge_workers(request)
     return JSONResponse(result.stored.resource, status_code=201)
+
+
+async def service_request(request: Request) -> Response:
+    """The PoC's LTFU request: answers with the facility's Subscription, ``criteria`` as the PoC gave it."""
+    resource = poc_profiles.service_request(validate(await _body(request, "ServiceRequest"), "ServiceRequest"))
+    patient_key = resource["subject"]["reference"].split("/", 1)[1]
+    async with unit_of_work(request.app.state.db) as uow:
+        org = await requests.find_organization(uow, resource["requester"]["reference"].split("/", 1)[1])
+        if org is None:
+            raise FhirError.of("not-found", "Organization not found", "ServiceRequest.requester", status=404)
+        if await notifications.facility_endpoint(uow, org.resource) is None:
+            raise FhirError.of("invalid", "Organization has no endpoint attached", "ServiceRequest.requester")
+        await patients.require(uow, patient_key, "ServiceRequest.subject")
+        resource["requester"] = {"reference": org.ref}
+        result = await ops.create(uow, resource, res_type="ServiceRequest")
+        subscription = await notifications.ensure_facility_subscription(uow, org.resource)
+    nudge_workers(request)
+    assert subscription is not None  # the facility has an endpoint (checked above)
+    body = {**subscription.resource, "criteria": f"Encounter?identifier={patient_key}"}
+    return JSONResponse(body, status_code=201 if result.created else 200)
 
 
 def _both(path: str, endpoint_fn: Any, methods: list[str]) -> list[Route]:
@@ -104,4 +135,5 @@ routes = [
     *_both("/organization", organization, ["POST"]),
     *_both("/patient", patient, ["POST"]),
     *_both("/encounter", encounter, ["POST"]),
+    *_both("/service-request", service_request, ["POST"]),
 ]

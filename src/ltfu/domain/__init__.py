@@ -1,1 +1,1 @@
-"""domain layer (see DESIGN.md §3)."""
+"""Pure rules of the LTFU workflow: no I/O, no imports of other ltfu layers (DESIGN §3)."""

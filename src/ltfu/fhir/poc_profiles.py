@@ -141,3 +141,17 @@ def conditional_patient_reference(ref: str) -> tuple[str, str] | None:
     """``Patient/?identifier=x`` / ``Patient?identifier=sys|x`` → ('identifier', 'x' or 'sys|x')."""
     m = re.fullmatch(r"Patient/?\?identifier=(.+)", ref)
     return ("identifier", m.group(1)) if m else None
+
+
+def service_request(body: Any) -> dict[str, Any]:
+    """The PoC's rules: intent, ``subject`` = ``Patient/<id>``, ``requester`` = ``Organization/<identifier>``."""
+    r = _require_object(body, "ServiceRequest")
+    if not r.get("intent"):
+        raise _fail('"intent" is required', "ServiceRequest.intent")
+    for field, target in (("subject", "Patient"), ("requester", "Organization")):
+        ref = r.get(field)
+        if not isinstance(ref, dict):
+            raise _fail(f'"{field}" is required', f"ServiceRequest.{field}")
+        if not isinstance(ref.get("reference"), str) or not re.fullmatch(rf"{target}/\S+", ref["reference"]):
+            raise _fail(f'"{field}.reference" must look like {target}/<id>', f"ServiceRequest.{field}.reference")
+    return r

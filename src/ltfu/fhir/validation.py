@@ -58,13 +58,12 @@ SUPPORTED_TYPES: frozenset[str] = frozenset({
     "Organization", "Endpoint", "Patient", "Practitioner", "ServiceRequest", "Task",
     "Encounter", "Observation", "Subscription", "Appointment",
 })
-#: ``validate`` also takes a ``Bundle`` (entries must hold SUPPORTED_TYPES), though it is not a REST type.
-_TOP_TYPES = SUPPORTED_TYPES | {"Bundle"}
 #: At most this many issues are reported (plus one saying how many more there were).
 MAX_ISSUES = 100
 #: Objects nested deeper than this are refused before model validation (real resources use < 15).
 MAX_DEPTH = 48
 _STATUS = 400
+_COLLECT = 2 * MAX_ISSUES  # issues gathered before merely counting (a 10 MiB body can hold 10^6 problems)
 
 # --- element kinds, compiled once from bindings.ELEMENTS ---------------------------------------------
 _BOOL, _INT, _DEC, _STR, _CODE, _URI, _ID, _XHTML, _OBJ, _RES, _ENTRY = range(11)
@@ -134,14 +133,18 @@ def _short(value: str, limit: int = 40) -> str:
 
 # --- pass 1: schema-guided walk --------------------------------------------------------------------
 class _Walk:
-    __slots__ = ("issues", "fatal", "entry_types")
+    __slots__ = ("issues", "dropped", "fatal", "entry_types")
 
     def __init__(self, entry_types: frozenset[str] | None = SUPPORTED_TYPES) -> None:
         self.issues: list[tuple[str, str, str]] = []  # (code, expression, diagnostics)
+        self.dropped = 0  # issues past _COLLECT: counted, not rendered
         self.fatal = False  # the models must not see this input (they could crash on it)
         self.entry_types = entry_types  # what Bundle.entry.resource may hold (None: any R4 type)
 
     def add(self, code: str, path: Path, text: str) -> None:
+        if len(self.issues) >= _COLLECT:
+            self.dropped += 1
+            return
         expr = _render(path)
         self.issues.append((code, expr, text.format(expr=expr)))
 
@@ -185,6 +188,10 @@ class _Walk:
                 continue
             kind, arg, many = entry
             if not many:
+                if type(value) is str and value and (
+                    kind == _STR or (kind == _CODE and (arg is None or value in arg))
+                ):
+                    continue  # the common case, without a call
                 self.value(value, kind, arg, (path, key), depth)
             elif type(value) is not list:
                 if value is None:
@@ -361,7 +368,9 @@ def _model_issues(err: Any, resource: dict, root: str) -> list[tuple[str, str, s
             names = [n for n in _choice_names(msg) if isinstance(data, dict) and n in data]
             target = _render((path, names[0])) if names else expr
             listed = ", ".join(names) or "the choice types"
-            out.append(("structure", target, f"Only one of {listed} may be present (choice at {expr})"))
+            choice = _common_prefix(_choice_names(msg)) or "the element"
+            text = f"Only one of {listed} may be present: {choice}[x] is a single choice"
+            out.append(("structure", target, text))
         elif "Expect any of field value" in msg:
             names = _choice_names(msg)
             prefix = _common_prefix(names)
@@ -441,8 +450,10 @@ def validate(resource: Any, expected_type: str | None = None) -> dict:
     """Check that ``resource`` is a valid FHIR R4 resource of a type we accept; return it unchanged.
 
     ``expected_type`` is the type the URL names (``POST /fhir/Patient``); a body of another type is
-    an ``invalid`` issue. Types: SUPPORTED_TYPES, plus ``Bundle`` whose entries must hold
-    SUPPORTED_TYPES (each entry's resource is validated: ``Bundle.entry[2].resource.status``).
+    an ``invalid`` issue. Types: SUPPORTED_TYPES; a ``Bundle`` only when asked for with
+    ``expected_type="Bundle"`` (so a store never takes one by accident): its entries' resources must be
+    SUPPORTED_TYPES and are validated too (``Bundle.entry[2].resource.status``). To validate a batch
+    entry by entry, call ``validate(entry["resource"])`` for each instead.
 
     Raises FhirError (status 400, see the module docstring) listing every problem found (at most
     MAX_ISSUES, then one issue counting the rest). Never raises anything else for JSON-like input.
@@ -459,7 +470,7 @@ def validate(resource: Any, expected_type: str | None = None) -> dict:
     if expected_type is not None and rt != expected_type:
         raise FhirError([Issue("invalid", f"The resource is a '{_short(rt)}', but this request expects "
                                           f"a '{expected_type}'", ("resourceType",))], _STATUS)
-    if rt not in _TOP_TYPES:
+    if rt not in SUPPORTED_TYPES and not (rt == "Bundle" and expected_type == "Bundle"):
         raise FhirError([Issue("not-supported", f"Resource type '{_short(rt)}' is not supported "
                                                 f"(supported: {', '.join(sorted(SUPPORTED_TYPES))})",
                                ("resourceType",))], _STATUS)
@@ -467,18 +478,23 @@ def validate(resource: Any, expected_type: str | None = None) -> dict:
     walk = _Walk()
     walk.object(resource, _SPECS[rt], rt, 0)
     found = walk.issues
-    if not walk.fatal:
+    extra = walk.dropped
+    stopped = walk.fatal or len(found) > MAX_ISSUES  # enough to report: spare the (slow) models
+    if not stopped:
         try:
             _model(rt).model_validate(resource)
         except ValueError as exc:  # pydantic.ValidationError is a ValueError
             if hasattr(exc, "errors"):
-                seen = [expr for _, expr, _ in found]
+                seen: set[str] = set()
+                lists: set[str] = set()
+                for _, expr, _ in found:
+                    _remember(expr, seen, lists)
                 for issue in _model_issues(exc, resource, rt):
-                    expr = issue[1]
-                    unknown = issue[2].startswith("Unknown element")  # a problem of its own: keep it
-                    if unknown or not any(expr == s or expr.startswith((s + ".", s + "[")) for s in seen):
+                    if len(found) >= _COLLECT:
+                        extra += 1
+                    elif _is_new(issue, seen, lists):
                         found.append(issue)
-                        seen.append(expr)
+                        _remember(issue[1], seen, lists)
             else:
                 found.append(_unexpected(rt, exc))
         except Exception as exc:  # a model bug must still be a 4xx, not a 500
@@ -486,9 +502,28 @@ def validate(resource: Any, expected_type: str | None = None) -> dict:
     if not found:
         return resource
     issues = [Issue(code, text, (expr,)) for code, expr, text in found[:MAX_ISSUES]]
-    if len(found) > MAX_ISSUES:
-        issues.append(Issue("structure", f"{len(found) - MAX_ISSUES} more problems were not reported"))
+    more = len(found) + extra - MAX_ISSUES
+    if more > 0:
+        prefix = "At least " if stopped else ""
+        issues.append(Issue("structure", f"{prefix}{more} more problems were not reported"))
     raise FhirError(issues, _STATUS)
+
+
+def _remember(expr: str, seen: set[str], lists: set[str]) -> None:
+    seen.add(expr)
+    for i, ch in enumerate(expr):
+        if ch == "[":
+            lists.add(expr[:i])
+
+
+def _is_new(issue: tuple[str, str, str], seen: set[str], lists: set[str]) -> bool:
+    """Whether a model issue adds to what was reported already (by the walk or the model)."""
+    code, expr, text = issue
+    if text.startswith("Unknown element"):  # always a problem of its own
+        return True
+    if expr in seen or (code == "structure" and expr in lists):  # same place / "bad list" of a bad item
+        return False
+    return not any(ch in ".[" and expr[:i] in seen for i, ch in enumerate(expr))  # inside a reported one
 
 
 def _unexpected(rt: str, exc: Exception) -> tuple[str, str, str]:

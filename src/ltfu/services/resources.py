@@ -20,6 +20,7 @@ from ltfu.store.uow import UnitOfWork
 
 BeforeWrite = Callable[[UnitOfWork, dict[str, Any], Stored | None], Awaitable[dict[str, Any]]]
 AfterWrite = Callable[[UnitOfWork, Stored, Stored | None], Awaitable[None]]
+FindExisting = Callable[[UnitOfWork, dict[str, Any]], Awaitable[Stored | None]]
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class WriteHook:
     before: BeforeWrite | None = None
     after: AfterWrite | None = None
     allow_delete: bool = True
+    existing: FindExisting | None = None  # idempotency: the stored twin of a resource being created
 
 
 HOOKS: dict[str, WriteHook] = {}
@@ -64,6 +66,10 @@ async def create(
             stored = await uow.resources.read(res_type, found[0]["id"])
             return WriteResult(stored, created=False)
     hook = HOOKS.get(res_type)
+    if hook and hook.existing:
+        twin = await hook.existing(uow, resource)
+        if twin is not None:
+            return WriteResult(twin, created=False)
     if hook and hook.before:
         resource = await hook.before(uow, resource, None)
     stored = await uow.resources.create(resource, res_id)

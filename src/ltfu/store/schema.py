@@ -173,3 +173,12 @@ subscription_events = Table(
     Column("created_at", String(32), nullable=False),
     Column("outbox_id", BigInteger, nullable=True),
 )
+
+# One row per notification Subscription: the event counter (row-locked on increment) and its facility.
+subscription_counters = Table(
+    "subscription_counters",
+    metadata,
+    Column("subscription_id", String(64), primary_key=True),
+    Column("organization_id", String(64), nullable=False, index=True),
+    Column("events_since_start", Integer, nullable=False, default=0),
+)

@@ -8,8 +8,12 @@ from contextlib import asynccontextmanager
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ltfu.fhir.search_params import SearchQuery
+from ltfu.settings import Settings
+from ltfu.store.cases import CaseRepository
 from ltfu.store.clients import ClientRepository
 from ltfu.store.db import Database
+from ltfu.store.outbox import OutboxRepository
+from ltfu.store.receipts import ReceiptRepository
 from ltfu.store.resources import ResourceRepository
 from ltfu.store.search import SearchResult, run_search
 
@@ -20,6 +24,13 @@ class UnitOfWork:
         self.db = db
         self.resources = ResourceRepository(conn)
         self.clients = ClientRepository(conn)
+        self.cases = CaseRepository(conn)
+        self.outbox = OutboxRepository(conn, skip_locked=not db.is_sqlite)
+        self.receipts = ReceiptRepository(conn)
+
+    @property
+    def settings(self) -> Settings:
+        return self.db.settings
 
     async def search(self, query: SearchQuery) -> SearchResult:
         return await run_search(self.conn, query)

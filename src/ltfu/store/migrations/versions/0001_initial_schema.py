@@ -1,11 +1,12 @@
 """initial schema
 
 Revision ID: 0001
-Revises: 
+Revises: (none)
 """
 
-import sqlalchemy as sa
 from alembic import op
+import sqlalchemy as sa
+
 
 revision = '0001'
 down_revision = None
@@ -136,6 +137,15 @@ def upgrade() -> None:
     with op.batch_alter_table('search_index', schema=None) as batch_op:
         batch_op.create_index('ix_search_lookup', ['res_type', 'param', 'value'], unique=False)
         batch_op.create_index('ix_search_owner', ['res_type', 'res_id'], unique=False)
+
+    op.create_table('subscription_counters',
+    sa.Column('subscription_id', sa.String(length=64), nullable=False),
+    sa.Column('organization_id', sa.String(length=64), nullable=False),
+    sa.Column('events_since_start', sa.Integer(), nullable=False),
+    sa.PrimaryKeyConstraint('subscription_id', name=op.f('pk_subscription_counters'))
+    )
+    with op.batch_alter_table('subscription_counters', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_subscription_counters_organization_id'), ['organization_id'], unique=False)
 
     op.create_table('subscription_events',
     sa.Column('subscription_id', sa.String(length=64), nullable=False),

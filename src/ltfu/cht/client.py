@@ -1,0 +1,75 @@
+"""CHT API client (aiohttp): Basic auth in a header, JSON only, no redirects, TLS verified by default.
+
+CHT answers a bad password to a "human" client with a 302 to its login page, so redirects are never
+followed and ``Accept: application/json`` is always sent (reference/cht.md §1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+
+
+@dataclass(frozen=True)
+class ChtResponse:
+    status: int
+    body: Any  # parsed JSON, or the text when CHT answered something else
+    latency_ms: int
+
+
+class ChtClient:
+    def __init__(self, url: str, username: str | None, password: str | None, *, verify_tls: bool = True,
+                 timeout_s: float = 30.0, max_concurrency: int = 8) -> None:
+        self.url = url.rstrip("/")
+        self._auth = aiohttp.BasicAuth(username, password or "") if username else None
+        self._verify = verify_tls
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._limit = asyncio.Semaphore(max_concurrency)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout, auth=self._auth,
+                connector=aiohttp.TCPConnector(ssl=None if self._verify else False, limit=32),
+                headers={"Accept": "application/json", "User-Agent": "ltfu-mediator"},
+                json_serialize=lambda o: orjson.dumps(o).decode(),
+            )
+        return self._session
+
+    async def request(self, method: str, path: str, body: Any = None) -> ChtResponse:
+        session = await self._client()
+        data = orjson.dumps(body) if body is not None else None
+        headers = {"Content-Type": "application/json"} if data is not None else {}
+        async with self._limit:
+            start = time.perf_counter()
+            async with session.request(method, self.url + path, data=data, headers=headers,
+                                       allow_redirects=False) as resp:
+                raw = await resp.read()
+                latency = int((time.perf_counter() - start) * 1000)
+        try:
+            parsed: Any = orjson.loads(raw) if raw else None
+        except orjson.JSONDecodeError:
+            parsed = raw[:500].decode("utf-8", "replace")
+        return ChtResponse(resp.status, parsed, latency)
+
+    async def create_record(self, record: dict[str, Any]) -> ChtResponse:
+        return await self.request("POST", "/api/v2/records", record)
+
+    async def get_doc(self, doc_id: str) -> ChtResponse:
+        return await self.request("GET", f"/medic/{doc_id}")
+
+    async def get_person(self, person_id: str) -> ChtResponse:
+        return await self.request("GET", f"/medic/{person_id}")
+
+    async def find(self, selector: dict[str, Any], limit: int = 5) -> ChtResponse:
+        return await self.request("POST", "/medic/_find", {"selector": selector, "limit": limit})
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()

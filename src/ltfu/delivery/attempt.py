@@ -1,0 +1,37 @@
+"""What one delivery attempt produced, and what it changes when it is recorded."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from ltfu.delivery.retry import Verdict
+from ltfu.store.outbox import OutboxRow
+from ltfu.store.uow import UnitOfWork
+
+Effect = Callable[[UnitOfWork], Awaitable[None]]
+
+
+@dataclass
+class Attempt:
+    verdict: Verdict
+    status_code: int | None = None
+    latency_ms: int = 0
+    error: str | None = None
+    on_done: Effect | None = None  # applied in the transaction that marks the row done
+
+
+class Handler:
+    """Sends one outbox row. Must not raise for delivery problems: return an Attempt instead."""
+
+    destination: str
+
+    async def send(self, row: OutboxRow) -> Attempt:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def dead_effect(self, row: OutboxRow, error: str) -> Effect | None:
+        """What giving up on ``row`` changes (applied in the transaction that marks it dead)."""
+        return None
+
+    async def close(self) -> None:
+        return None

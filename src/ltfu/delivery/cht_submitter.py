@@ -1,0 +1,165 @@
+"""Sends follow-up and cancel records to CHT (records API, JSON form), never twice.
+
+Before a retry (the previous try may have reached CHT before we crashed or timed out) it asks CHT
+for a record of this case first, so a CHW never gets two tasks for one case.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+
+from ltfu.cht import records
+from ltfu.cht.client import ChtClient, ChtResponse
+from ltfu.delivery.attempt import Attempt, Effect, Handler
+from ltfu.delivery.retry import Verdict, classify
+from ltfu.fhir.systems import Systems
+from ltfu.services import tasks
+from ltfu.settings import Settings
+from ltfu.store.db import Database
+from ltfu.store.outbox import OutboxRow
+from ltfu.store.resources import now_instant
+from ltfu.store.uow import UnitOfWork, unit_of_work
+
+PERSON_TYPES = ("person", "contact")
+
+
+def _failure(resp: ChtResponse, what: str) -> Attempt:
+    verdict = classify(resp.status)
+    if resp.status == 302:
+        detail = "CHT redirected to its login page: check LTFU_CHT_USERNAME/PASSWORD"
+        verdict = Verdict.PERMANENT
+    elif resp.status >= 500 and isinstance(resp.body, dict) and resp.body.get("details"):
+        # The records API answers 500 for problems that will not go away (unknown form, missing _meta).
+        detail = f"CHT refused the {what}: {resp.body['details']}"
+        verdict = Verdict.PERMANENT
+    else:
+        body = resp.body if isinstance(resp.body, str) else (resp.body or {}).get("error", "")
+        detail = f"CHT answered {resp.status} to the {what}: {str(body)[:200]}"
+    return Attempt(verdict, resp.status, resp.latency_ms, detail)
+
+
+class ChtSubmitter(Handler):
+    destination = "cht"
+
+    def __init__(self, db: Database, settings: Settings) -> None:
+        assert settings.cht_url
+        self.db = db
+        self.settings = settings
+        self.systems = Systems(settings.base_url)
+        self.client = ChtClient(
+            settings.cht_url, settings.cht_username,
+            settings.cht_password.get_secret_value() if settings.cht_password else None,
+            verify_tls=settings.cht_verify_tls, timeout_s=settings.cht_timeout_s,
+            max_concurrency=settings.cht_max_concurrency)
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def send(self, row: OutboxRow) -> Attempt:
+        try:
+            if row.kind == "follow-up":
+                return await self._follow_up(row)
+            if row.kind == "cancel":
+                return await self._cancel(row)
+            return Attempt(Verdict.DEAD, error=f"unknown CHT message kind {row.kind!r}")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return Attempt(Verdict.RETRY, error=f"CHT unreachable: {type(exc).__name__}")
+
+    async def _load(self, case_id: str) -> tuple[Any, dict[str, Any], dict[str, Any], dict[str, Any] | None]:
+        async with unit_of_work(self.db) as uow:
+            case = await uow.cases.get(case_id)
+            sr = (await uow.resources.read("ServiceRequest", case_id)).resource
+            patient = (await uow.resources.read("Patient", case.patient_id)).resource
+            org = await uow.resources.get("Organization", case.organization_id) if case.organization_id else None
+        return case, sr, patient, org.resource if org else None
+
+    async def _existing(self, form: str, case_id: str) -> str | None:
+        resp = await self.client.find({"form": form.upper(), "fields.case_ref": case_id}, limit=1)
+        if resp.status == 200 and isinstance(resp.body, dict) and resp.body.get("docs"):
+            return resp.body["docs"][0].get("_id")
+        return None
+
+    async def _post(self, record: dict[str, Any], what: str) -> tuple[str | None, Attempt]:
+        resp = await self.client.create_record(record)
+        if resp.status != 200 or not isinstance(resp.body, dict) or resp.body.get("success") is not True:
+            return None, _failure(resp, what)
+        record_id = resp.body.get("id")
+        if not record_id:
+            return None, Attempt(Verdict.PERMANENT, resp.status, resp.latency_ms,
+                                 "CHT reported success without a record id (a transition failed)")
+        # CHT saves a record with validation errors and still says success: read it back.
+        stored = await self.client.get_doc(record_id)
+        errors = stored.body.get("errors") if stored.status == 200 and isinstance(stored.body, dict) else None
+        if errors:
+            codes = ", ".join(str(e.get("code", e)) for e in errors)
+            return record_id, Attempt(Verdict.PERMANENT, resp.status, resp.latency_ms,
+                                      f"CHT stored the {what} with errors: {codes}")
+        return record_id, Attempt(Verdict.OK, resp.status, resp.latency_ms + stored.latency_ms)
+
+    async def _follow_up(self, row: OutboxRow) -> Attempt:
+        case_id = row.payload["case_id"]
+        case, sr, patient, org = await self._load(case_id)
+        if case.status not in ("requested", "received"):
+            return Attempt(Verdict.OK, error=f"case already {case.status}; not sent")
+        person_id = records.cht_contact_id(patient, self.systems)
+        if person_id is None:
+            return self._unassignable("the patient has no CHT contact id (not matched to a CHT person)")
+        person = await self.client.get_person(person_id)
+        if person.status == 404:
+            return self._unassignable("the patient's CHT contact id is unknown to CHT", person)
+        if person.status != 200:
+            return _failure(person, "person lookup")
+        if not isinstance(person.body, dict) or person.body.get("type") not in PERSON_TYPES:
+            return self._unassignable("the patient's CHT id is not a person in CHT", person)
+        form = self.settings.cht_form
+        record_id = await self._existing(form, case_id) if row.attempts > 0 else None
+        attempt = Attempt(Verdict.OK, 200, person.latency_ms)
+        if record_id is None:
+            record = records.follow_up_record(
+                form, case_id=case_id, patient_uuid=person_id, patient_shortcode=records.cht_shortcode(
+                    patient, self.systems) or person.body.get("patient_id"),
+                request=sr, organization=org, window_end=case.window_end)
+            record_id, attempt = await self._post(record, "follow-up record")
+            if attempt.verdict is not Verdict.OK:
+                return attempt
+
+        async def received(uow: UnitOfWork) -> None:
+            current = await uow.cases.get(case_id)
+            if current is None or current.status != "requested":
+                await uow.cases.set(case_id, cht_record_id=record_id, sent_to_cht_at=now_instant())
+                return
+            await tasks.transition(uow, case_id, "received", "received-by-cht",
+                                   case_values={"cht_record_id": record_id, "sent_to_cht_at": now_instant()})
+
+        attempt.on_done = received
+        return attempt
+
+    def _unassignable(self, reason: str, resp: ChtResponse | None = None) -> Attempt:
+        return Attempt(Verdict.PERMANENT, resp.status if resp else None, resp.latency_ms if resp else 0,
+                       f"unassignable: {reason}")
+
+    def dead_effect(self, row: OutboxRow, error: str) -> Effect | None:
+        """Giving up on a follow-up: the Task is rejected (``unassignable``) and the facility told."""
+        if row.kind != "follow-up":
+            return None
+        case_id = row.payload["case_id"]
+
+        async def reject(uow: UnitOfWork) -> None:
+            case = await uow.cases.get(case_id)
+            if case is not None and case.status in ("requested", "received"):
+                await tasks.transition(uow, case_id, "rejected", "unassignable", reason=error[:300])
+
+        return reject
+
+    async def _cancel(self, row: OutboxRow) -> Attempt:
+        case_id = row.payload["case_id"]
+        _, _, patient, _ = await self._load(case_id)
+        form = self.settings.cht_cancel_form
+        if row.attempts > 0 and await self._existing(form, case_id):
+            return Attempt(Verdict.OK, 200, 0, "cancel record already in CHT")
+        record = records.cancel_record(form, case_id=case_id, patient_uuid=records.cht_contact_id(
+            patient, self.systems), reason=row.payload.get("reason"))
+        _, attempt = await self._post(record, "cancel record")
+        return attempt

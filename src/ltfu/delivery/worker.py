@@ -1,0 +1,124 @@
+"""Outbox workers: claim due rows, send them, record every attempt, retry or give up.
+
+Several workers (in one process or many, on one PostgreSQL) share the outbox safely: claims use
+``FOR UPDATE SKIP LOCKED`` and a lease; a result is recorded only while the lease is still ours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+
+from ltfu.delivery.attempt import Attempt, Handler
+from ltfu.delivery.retry import RetryPolicy, Verdict
+from ltfu.services import requests
+from ltfu.settings import Settings
+from ltfu.store.db import Database
+from ltfu.store.outbox import OutboxRow
+from ltfu.store.uow import unit_of_work
+
+log = logging.getLogger("ltfu.delivery")
+
+
+class Worker:
+    def __init__(self, db: Database, settings: Settings, handlers: list[Handler], *, batch: int = 32) -> None:
+        self.db = db
+        self.settings = settings
+        self.handlers = {h.destination: h for h in handlers}
+        self.policy = RetryPolicy(settings.retry_initial_s, settings.retry_max_s, settings.retry_budget_s,
+                                  settings.retry_permanent_4xx)
+        self.batch = batch
+        self.name = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.lease_s = settings.delivery_timeout_s * 3 + 30
+        self.last_beat = time.monotonic()
+        self.wake = asyncio.Event()
+        self.sent = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        log.info("delivery worker %s started for %s", self.name, ", ".join(self.handlers))
+        while not stop.is_set():
+            self.last_beat = time.monotonic()
+            try:
+                busy = await self.run_once()
+            except Exception as exc:  # noqa: BLE001 - a worker must survive a database hiccup
+                log.error("delivery round failed: %s", type(exc).__name__)
+                busy = False
+            if not busy:
+                self.wake.clear()
+                try:
+                    await asyncio.wait_for(self.wake.wait(), timeout=self.settings.poll_interval_s)
+                except TimeoutError:
+                    pass
+        for h in self.handlers.values():
+            await h.close()
+
+    async def run_once(self) -> bool:
+        """One claim-and-send round; True when it found work."""
+        async with unit_of_work(self.db) as uow:
+            rows = await uow.outbox.claim(self.name, self.batch, self.lease_s, tuple(self.handlers))
+        if not rows:
+            return False
+        await asyncio.gather(*(self._deliver(row) for row in rows))
+        return True
+
+    async def _deliver(self, row: OutboxRow) -> None:
+        handler = self.handlers[row.destination]
+        try:
+            attempt = await handler.send(row)
+        except Exception as exc:  # noqa: BLE001 - a bug in one message must not stop the others
+            log.error("delivery of outbox row %s crashed: %s", row.id, type(exc).__name__)
+            attempt = Attempt(Verdict.RETRY, error=f"internal error: {type(exc).__name__}")
+        await self._record(row, handler, attempt)
+
+    async def _record(self, row: OutboxRow, handler: Handler, attempt: Attempt) -> None:
+        async with unit_of_work(self.db) as uow:
+            if not await uow.outbox.still_leased_by(row.id, self.name):
+                log.warning("lease on outbox row %s lost; its result is dropped (it will be retried)", row.id)
+                return
+            error = attempt.error or ""
+            if attempt.verdict is Verdict.OK:
+                await uow.outbox.record_attempt(row.id, attempt.status_code, attempt.latency_ms, "ok", attempt.error)
+                if attempt.on_done:
+                    await attempt.on_done(uow)
+                await uow.outbox.done(row.id)
+                self.sent += 1
+                return
+            wait = self.policy.next_step(attempt.verdict, row.attempts)
+            if wait is None:
+                await uow.outbox.record_attempt(row.id, attempt.status_code, attempt.latency_ms, "dead", error)
+                effect = handler.dead_effect(row, error)
+                if effect:
+                    await effect(uow)
+                await uow.outbox.dead(row.id, error)
+                log.warning("outbox row %s (%s %s) is dead after %s attempts: %s", row.id, row.destination,
+                            row.kind, row.attempts + 1, error[:200])
+            else:
+                await uow.outbox.record_attempt(row.id, attempt.status_code, attempt.latency_ms, "retry", error)
+                await uow.outbox.retry_later(row.id, wait, error)
+
+
+class Sweeper:
+    """Ends the cases whose follow-up window passed without an outcome."""
+
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.db = db
+        self.interval = settings.sweep_interval_s
+        self.last_beat = time.monotonic()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self.last_beat = time.monotonic()
+            try:
+                async with unit_of_work(self.db) as uow:
+                    n = await requests.expire_due(uow)
+                if n:
+                    log.info("expired %s cases", n)
+            except Exception as exc:  # noqa: BLE001
+                log.error("expiry sweep failed: %s", type(exc).__name__)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=self.interval)
+            except TimeoutError:
+                pass

@@ -1,0 +1,44 @@
+"""The Task state machine of a follow-up case (DESIGN §4)."""
+
+from __future__ import annotations
+
+TERMINAL = frozenset({"completed", "failed", "cancelled", "rejected", "entered-in-error"})
+
+_ALLOWED: dict[str, frozenset[str]] = {
+    "requested": frozenset({"received", "rejected", "cancelled"}),  # CHT may refuse before any ack
+    "received": frozenset({"accepted", "in-progress", "rejected", "cancelled"}),
+    "accepted": frozenset({"in-progress", "cancelled", "failed"}),
+    "in-progress": frozenset({"completed", "failed", "on-hold", "cancelled"}),
+    "on-hold": frozenset({"in-progress", "cancelled"}),
+}
+# Expiry may end a case in any non-terminal state.
+_EXPIRY = frozenset({"requested", "received", "accepted", "in-progress", "on-hold"})
+
+
+class IllegalTransition(ValueError):
+    def __init__(self, current: str, target: str) -> None:
+        super().__init__(f"A Task cannot go from {current!r} to {target!r}")
+        self.current = current
+        self.target = target
+
+
+def can_move(current: str, target: str) -> bool:
+    if current == target:
+        return current not in TERMINAL
+    if target == "failed" and current in _EXPIRY:
+        return True
+    return target in _ALLOWED.get(current, frozenset())
+
+
+def check(current: str, target: str) -> None:
+    if not can_move(current, target):
+        raise IllegalTransition(current, target)
+
+
+def path_to(current: str, target: str) -> list[str]:
+    """The states to pass through to reach ``target`` (a CHW report can arrive before CHT's ack)."""
+    order = ["requested", "received", "in-progress"]
+    if current in order and target in order and order.index(target) > order.index(current):
+        return order[order.index(current) + 1 : order.index(target) + 1]
+    check(current, target)
+    return [target] if current != target else []

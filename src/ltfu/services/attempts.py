@@ -1,0 +1,181 @@
+"""A CHW's follow-up attempt, as CHT pushes it: Encounter + outcome Observation, and the Task moved.
+
+Idempotent: the Encounter and Observation ids derive from the CHT report ``_id`` (PUT semantics),
+and a receipt with the content hash turns an unchanged re-send into a no-op.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from ltfu.cht.inbound import FollowUpReport
+from ltfu.domain.outcomes import METHOD_CLASS, METHODS, OUTCOMES, WHO_SYSTEM, Concept, is_final
+from ltfu.fhir.outcome import FhirError
+from ltfu.fhir.systems import ACT_CODE, POC_CHT_SYSTEM, Systems
+from ltfu.services import patients, tasks
+from ltfu.store.receipts import content_hash
+from ltfu.store.resources import Stored, now_instant
+from ltfu.store.uow import UnitOfWork
+
+OPEN_FOR_ATTEMPTS = ("requested", "received", "accepted", "in-progress", "on-hold")
+
+
+def _concept(system: str, c: Concept) -> dict[str, Any]:
+    codings = [{"system": system, "code": c.code, "display": c.display}]
+    if c.who:
+        codings.append({"system": WHO_SYSTEM, "code": c.who})
+    return {"coding": codings, "text": c.display}
+
+
+def _chw(systems: Systems, report: FollowUpReport) -> dict[str, Any] | None:
+    if not report.chw_id:
+        return None
+    ref: dict[str, Any] = {"identifier": {"system": systems.cht_contact, "value": report.chw_id}}
+    if report.chw_name:
+        ref["display"] = report.chw_name
+    return ref
+
+
+def _encounter(systems: Systems, report: FollowUpReport, case_id: str, patient: Stored,
+               cht_patient: str | None) -> dict[str, Any]:
+    cls = METHOD_CLASS[report.method]
+    identifiers = [{"system": systems.cht_report, "value": report.report_id}]
+    if cht_patient:  # keeps the PoC's `Encounter?identifier=<patient>` query working
+        identifiers.append({"use": "secondary", "system": POC_CHT_SYSTEM, "value": cht_patient})
+    enc: dict[str, Any] = {
+        "resourceType": "Encounter",
+        "identifier": identifiers,
+        "status": "finished",
+        "class": {"system": ACT_CODE, "code": cls[0], "display": cls[1]},
+        "type": [_concept(systems.method, METHODS[report.method])],
+        "subject": {"reference": patient.ref},
+        "basedOn": [{"reference": f"ServiceRequest/{case_id}"}],
+        "period": {"start": report.reported_at, "end": report.reported_at},
+    }
+    chw = _chw(systems, report)
+    if chw:
+        enc["participant"] = [{"individual": chw}]
+    return enc
+
+
+def _observation(systems: Systems, report: FollowUpReport, case_id: str, patient: Stored,
+                 encounter_id: str) -> dict[str, Any]:
+    components: list[dict[str, Any]] = []
+
+    def component(code: str, text: str, **value: Any) -> None:
+        components.append({"code": {"coding": [{"system": systems.outcome, "code": code}], "text": text}, **value})
+
+    if report.contacted is not None:
+        component("patient-contacted", "Patient contacted", valueBoolean=report.contacted)
+    if report.next_appointment_date:
+        component("next-appointment-date", "Next appointment", valueDateTime=report.next_appointment_date)
+    if report.info_source:
+        component("information-source", "Source of information",
+                  valueCodeableConcept={"text": report.info_source})
+    for key, value in report.details.items():
+        kind = {"valueDateTime": value} if key.endswith("_date") else {"valueString": value}
+        component(key.replace("_", "-"), key.replace("_", " ").capitalize(), **kind)
+    obs: dict[str, Any] = {
+        "resourceType": "Observation",
+        "identifier": [{"system": systems.cht_observation, "value": f"{report.report_id}:outcome"}],
+        "basedOn": [{"reference": f"ServiceRequest/{case_id}"}],
+        "status": "final",
+        "code": {"coding": [{"system": WHO_SYSTEM, "code": "HIV.H.DE23", "display": "Tracing outcome"}],
+                 "text": "Follow-up outcome"},
+        "subject": {"reference": patient.ref},
+        "encounter": {"reference": f"Encounter/{encounter_id}"},
+        "effectiveDateTime": report.reported_at,
+        "valueCodeableConcept": _concept(systems.outcome, OUTCOMES[report.outcome]),
+    }
+    chw = _chw(systems, report)
+    if chw:
+        obs["performer"] = [chw]
+    if components:
+        obs["component"] = components
+    if report.notes:
+        obs["note"] = [{"text": report.notes}]
+    return obs
+
+
+async def _find_case(uow: UnitOfWork, report: FollowUpReport) -> Any:
+    if report.case_ref:
+        case = await uow.cases.get(report.case_ref)
+        if case is not None:
+            return case
+    if report.patient_uuid:
+        patient = await patients.find(uow, report.patient_uuid)
+        if patient is not None:
+            case = await uow.cases.open_for_patient(patient.resource["id"])
+            if case is not None:
+                return case
+    raise FhirError.of("not-found", "No follow-up case matches this report's case_ref or patient", "case_ref",
+                       status=404)
+
+
+async def record_follow_up(uow: UnitOfWork, report: FollowUpReport, raw: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """Store the attempt; returns (result, changed). Replays of the same content change nothing."""
+    key = f"cht-report:{report.report_id}"
+    digest = content_hash(raw)
+    seen = await uow.receipts.get(key)
+    if seen and seen[0] == digest:
+        return seen[1], False
+    case = await _find_case(uow, report)
+    systems = Systems(uow.settings.base_url)
+    patient = await uow.resources.read("Patient", case.patient_id)
+    enc_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"cht-report:{report.report_id}"))
+    obs_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"cht-report:{report.report_id}:outcome"))
+    encounter = await uow.resources.update(
+        {**_encounter(systems, report, case.case_id, patient, report.patient_uuid), "id": enc_id}, enc_id)
+    observation = await uow.resources.update(
+        {**_observation(systems, report, case.case_id, patient, enc_id), "id": obs_id}, obs_id)
+    result = {"case": case.case_id, "encounter": f"Encounter/{enc_id}", "observation": f"Observation/{obs_id}"}
+    if case.status in OPEN_FOR_ATTEMPTS:
+        await _advance(uow, case, report, encounter, observation, systems)
+    await uow.receipts.put(key, digest, result, exists=seen is not None)
+    return result, True
+
+
+async def _advance(uow: UnitOfWork, case: Any, report: FollowUpReport, encounter: Stored, observation: Stored,
+                   systems: Systems) -> None:
+    final = is_final(report.outcome, report.attempt_no, uow.settings.max_attempts)
+    values: dict[str, Any] = {"attempts": max(case.attempts or 0, report.attempt_no)}
+    if case.first_attempt_at is None:
+        values["first_attempt_at"] = report.reported_at
+    if report.chw_id:
+        values["chw_id"] = report.chw_id
+    owner = _chw(systems, report)
+    context = [encounter.resource, observation.resource]
+    if final:
+        values["outcome"] = report.outcome
+        outputs = [
+            {"type": {"text": "outcome"}, "valueCodeableConcept": _concept(systems.outcome, OUTCOMES[report.outcome])},
+            {"type": {"text": "encounter"}, "valueReference": {"reference": encounter.ref}},
+        ]
+        await tasks.transition(uow, case.case_id, "completed", "outcome-recorded", outputs=outputs, owner=owner,
+                               context=context, case_values=values)
+    else:
+        await tasks.transition(uow, case.case_id, "in-progress", "attempt-unsuccessful", owner=owner,
+                               context=context, case_values=values)
+
+
+async def link_poc_encounter(uow: UnitOfWork, encounter: dict[str, Any], patient_id: str) -> dict[str, Any]:
+    """The PoC's Encounter: tie it to the patient's open case (basedOn) before it is stored."""
+    case = await uow.cases.open_for_patient(patient_id)
+    if case is None:
+        return encounter
+    based = [b for b in encounter.get("basedOn") or [] if b.get("reference") != f"ServiceRequest/{case.case_id}"]
+    return {**encounter, "basedOn": [*based, {"reference": f"ServiceRequest/{case.case_id}"}]}
+
+
+async def poc_encounter_recorded(uow: UnitOfWork, encounter: Stored) -> None:
+    """A PoC visit report moves the open case to in-progress (an attempt without a coded outcome)."""
+    for ref in encounter.resource.get("basedOn") or []:
+        case_id = ref.get("reference", "").removeprefix("ServiceRequest/")
+        case = await uow.cases.get(case_id)
+        if case is not None and case.status in ("requested", "received", "accepted"):
+            values = {"attempts": (case.attempts or 0) + 1}
+            if case.first_attempt_at is None:
+                values["first_attempt_at"] = now_instant()
+            await tasks.transition(uow, case_id, "in-progress", "attempt-in-progress", context=[encounter.resource],
+                                   case_values=values)

@@ -1,0 +1,70 @@
+"""CHT person docs → FHIR Patients, keyed by the CHT ``_id`` (never duplicated)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ltfu.cht.inbound import ChtPerson
+from ltfu.fhir.systems import POC_CHT_SYSTEM, Systems
+from ltfu.store.receipts import content_hash
+from ltfu.store.resources import Stored
+from ltfu.store.uow import UnitOfWork
+
+_GENDER = {"male": "male", "female": "female", "m": "male", "f": "female", "other": "other"}
+
+
+def patient_from_person(person: ChtPerson, systems: Systems) -> dict[str, Any]:
+    identifiers = [
+        {"use": "official", "system": systems.cht_contact, "value": person.id},
+        {"use": "secondary", "system": POC_CHT_SYSTEM, "value": person.id},  # the PoC's Patient?identifier=<_id>
+    ]
+    if person.patient_id:
+        identifiers.append({"use": "usual", "system": systems.cht_patient_id, "value": person.patient_id})
+    patient: dict[str, Any] = {"resourceType": "Patient", "identifier": identifiers, "active": True,
+                               "gender": _GENDER.get(person.sex or "", "unknown")}
+    if person.name:
+        parts = person.name.split()
+        name: dict[str, Any] = {"text": person.name}
+        if len(parts) > 1:
+            name["family"] = parts[-1]
+            name["given"] = parts[:-1]
+        patient["name"] = [name]
+    if person.date_of_birth:
+        patient["birthDate"] = person.date_of_birth
+    if person.phone:
+        patient["telecom"] = [{"system": "phone", "value": person.phone, "use": "mobile"}]
+    return patient
+
+
+async def upsert(uow: UnitOfWork, person: ChtPerson, raw: dict[str, Any]) -> tuple[Stored, bool]:
+    """(the Patient, whether it was created). An unchanged re-send writes nothing."""
+    systems = Systems(uow.settings.base_url)
+    key = f"cht-person:{person.id}"
+    digest = content_hash(raw)
+    seen = await uow.receipts.get(key)
+    ids = await uow.resources.find_ids_by_token("Patient", "identifier", systems.cht_contact, person.id)
+    if not ids:  # a Patient the facility or the PoC API registered with the CHT id
+        ids = await uow.resources.find_ids_by_token("Patient", "identifier", POC_CHT_SYSTEM, person.id)
+    current = await uow.resources.get("Patient", ids[0]) if ids else None
+    if current is not None and seen and seen[0] == digest:
+        return current, False
+    wanted = patient_from_person(person, systems)
+    if current is None:
+        stored = await uow.resources.create(wanted)
+        created = True
+    else:
+        merged = _merge(current.resource, wanted)
+        stored = current if merged == current.resource else await uow.resources.update(merged, current.resource["id"])
+        created = False
+    await uow.receipts.put(key, digest, {"patient": stored.ref}, exists=seen is not None)
+    return stored, created
+
+
+def _merge(existing: dict[str, Any], from_cht: dict[str, Any]) -> dict[str, Any]:
+    """CHT owns demographics it sends; identifiers from elsewhere (facility MRN) are kept."""
+    keep = [i for i in existing.get("identifier") or []
+            if (i.get("system"), i.get("value")) not in {(j["system"], j["value"]) for j in from_cht["identifier"]}
+            and i.get("system") not in {j["system"] for j in from_cht["identifier"]}]
+    out = {**existing, **{k: v for k, v in from_cht.items() if k != "identifier"}}
+    out["identifier"] = [*keep, *from_cht["identifier"]]
+    return out

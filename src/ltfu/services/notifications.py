@@ -1,0 +1,224 @@
+"""Facility notifications (Subscriptions R5 Backport IG, R4 flavour): one Subscription per facility.
+
+Every Task change becomes an event with the next event number of each subscription of the Task's
+requester, recorded in ``subscription_events`` and queued in the outbox in the same transaction.
+The notifier builds the notification Bundle at delivery time from the stored snapshot.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+from sqlalchemy import func, insert, select, update
+
+from ltfu.fhir.outcome import FhirError
+from ltfu.fhir.search_params import parse_search
+from ltfu.fhir.systems import BACKPORT, Systems
+from ltfu.services import resources as ops
+from ltfu.services.resources import WriteHook
+from ltfu.store.resources import Stored, now_instant
+from ltfu.store.schema import outbox, subscription_counters, subscription_events
+from ltfu.store.uow import UnitOfWork
+
+LIVE = ("requested", "active", "error")
+_REQUESTER = re.compile(r"Task\?requester=Organization/([A-Za-z0-9\-.]{1,64})$")
+
+
+def filter_criteria(org_id: str) -> str:
+    return f"Task?requester=Organization/{org_id}"
+
+
+def subscription_org(sub: dict[str, Any]) -> str | None:
+    """The facility a Subscription is for: its backport filter criteria (or plain criteria)."""
+    candidates = [sub.get("criteria") or ""]
+    for ext in (sub.get("_criteria") or {}).get("extension", []):
+        if ext.get("url") == BACKPORT + "backport-filter-criteria":
+            candidates.append(ext.get("valueString") or "")
+    for c in candidates:
+        m = _REQUESTER.match(c.strip())
+        if m:
+            return m.group(1)
+    return None
+
+
+def _subscription_for(systems: Systems, org_id: str, endpoint: dict[str, Any]) -> dict[str, Any]:
+    channel: dict[str, Any] = {
+        "type": "rest-hook",
+        "endpoint": endpoint["address"],
+        "payload": "application/fhir+json",
+        "_payload": {"extension": [{"url": BACKPORT + "backport-payload-content", "valueCode": "full-resource"}]},
+        "extension": [{"url": BACKPORT + "backport-timeout", "valueUnsignedInt": 30}],
+    }
+    if endpoint.get("header"):
+        channel["header"] = list(endpoint["header"])
+    return {
+        "resourceType": "Subscription",
+        "meta": {"profile": [BACKPORT + "backport-subscription"]},
+        "status": "requested",
+        "reason": "LTFU follow-up task updates for the facility",
+        "criteria": systems.topic,
+        "_criteria": {"extension": [{"url": BACKPORT + "backport-filter-criteria",
+                                     "valueString": filter_criteria(org_id)}]},
+        "channel": channel,
+    }
+
+
+async def subscriptions_of(uow: UnitOfWork, org_id: str) -> list[str]:
+    rows = await uow.conn.execute(
+        select(subscription_counters.c.subscription_id).where(subscription_counters.c.organization_id == org_id)
+        .order_by(subscription_counters.c.subscription_id))
+    return list(rows.scalars())
+
+
+async def facility_endpoint(uow: UnitOfWork, org: dict[str, Any]) -> dict[str, Any] | None:
+    for ref in org.get("endpoint") or []:
+        ref_s = (ref or {}).get("reference", "")
+        if ref_s.startswith("Endpoint/"):
+            ep = await uow.resources.get("Endpoint", ref_s.split("/", 1)[1])
+            if ep and ep.resource.get("address") and ep.resource.get("status", "active") == "active":
+                return ep.resource
+    return None
+
+
+async def ensure_facility_subscription(uow: UnitOfWork, org: dict[str, Any]) -> Stored | None:
+    """Create (or follow a changed Endpoint of) the facility's Subscription; None without an Endpoint."""
+    endpoint = await facility_endpoint(uow, org)
+    if endpoint is None:
+        return None
+    systems = Systems(uow.settings.base_url)
+    for sub_id in await subscriptions_of(uow, org["id"]):
+        current = await uow.resources.get("Subscription", sub_id)
+        if current is None or current.resource.get("status") == "off":
+            continue
+        channel = current.resource.get("channel", {})
+        if channel.get("endpoint") == endpoint["address"] and channel.get("header") == endpoint.get("header"):
+            return current
+        wanted = _subscription_for(systems, org["id"], endpoint)
+        body = {**current.resource, "channel": wanted["channel"], "status": "requested"}
+        result = await ops.update(uow, "Subscription", sub_id, body)
+        return result.stored
+    result = await ops.create(uow, _subscription_for(systems, org["id"], endpoint), res_type="Subscription")
+    return result.stored
+
+
+async def _next_event_number(uow: UnitOfWork, sub_id: str) -> int:
+    await uow.conn.execute(
+        update(subscription_counters).where(subscription_counters.c.subscription_id == sub_id)
+        .values(events_since_start=subscription_counters.c.events_since_start + 1))
+    row = await uow.conn.execute(
+        select(subscription_counters.c.events_since_start).where(subscription_counters.c.subscription_id == sub_id))
+    return int(row.scalar_one())
+
+
+async def emit_task_event(uow: UnitOfWork, task: Stored, context: list[dict[str, Any]] | None = None,
+                          case_id: str | None = None) -> None:
+    """Queue a notification of this Task version for every live subscription of its requester."""
+    org_ref = (task.resource.get("requester") or {}).get("reference", "")
+    if not org_ref.startswith("Organization/"):
+        return
+    org_id = org_ref.split("/", 1)[1]
+    for sub_id in await subscriptions_of(uow, org_id):
+        sub = await uow.resources.get("Subscription", sub_id)
+        if sub is None or sub.resource.get("status") not in LIVE:
+            continue
+        number = await _next_event_number(uow, sub_id)
+        focus = f"Task/{task.resource['id']}/_history/{task.version_id}"
+        now = now_instant()
+        payload = {"subscription": sub_id, "event": number, "timestamp": now, "focus": focus,
+                   "resources": [task.resource, *(context or [])]}
+        row_id = await uow.outbox.enqueue(
+            "notify", "event", f"sub:{sub_id}", payload, dedupe_key=f"event:{sub_id}:{number}",
+            case_id=case_id, subscription_id=sub_id, organization_id=org_id)
+        await uow.conn.execute(insert(subscription_events).values(
+            subscription_id=sub_id, event_number=number, focus=focus, case_id=case_id, created_at=now,
+            outbox_id=row_id))
+
+
+async def events(uow: UnitOfWork, sub_id: str, since: int | None, until: int | None) -> list[dict[str, Any]]:
+    """Stored event payloads of a subscription in [since, until] (for ``$events``)."""
+    se = subscription_events
+    q = (select(se.c.event_number, outbox.c.payload).join(outbox, outbox.c.id == se.c.outbox_id)
+         .where(se.c.subscription_id == sub_id).order_by(se.c.event_number))
+    if since is not None:
+        q = q.where(se.c.event_number >= since)
+    if until is not None:
+        q = q.where(se.c.event_number <= until)
+    return [orjson.loads(p) for _, p in (await uow.conn.execute(q.limit(1000))).all()]
+
+
+async def events_count(uow: UnitOfWork, sub_id: str) -> int:
+    row = await uow.conn.execute(
+        select(subscription_counters.c.events_since_start).where(subscription_counters.c.subscription_id == sub_id))
+    return int(row.scalar_one_or_none() or 0)
+
+
+async def set_status(uow: UnitOfWork, sub_id: str, status: str, error: str | None = None) -> None:
+    """Move a Subscription to ``active``/``error``/``off`` (no-op when already there)."""
+    sub = await uow.resources.get("Subscription", sub_id)
+    if sub is None or sub.resource.get("status") == status:
+        return
+    body = {**sub.resource, "status": status}
+    if error:
+        body["error"] = error[:500]
+    elif "error" in body and status == "active":
+        del body["error"]
+    await uow.resources.update(body, sub_id)
+
+
+async def handshake(uow: UnitOfWork, sub: Stored) -> None:
+    sub_id = sub.resource["id"]
+    await uow.outbox.enqueue("notify", "handshake", f"sub:{sub_id}", {"subscription": sub_id},
+                             subscription_id=sub_id,
+                             organization_id=subscription_org(sub.resource))
+
+
+# --------------------------------------------------------------------------- hooks
+
+async def _subscription_before(uow: UnitOfWork, sub: dict[str, Any], previous: Stored | None) -> dict[str, Any]:
+    if sub.get("channel", {}).get("type") != "rest-hook":
+        raise FhirError.of("not-supported", "Only rest-hook subscriptions are supported", "Subscription.channel.type",
+                           status=422)
+    if subscription_org(sub) is None:
+        raise FhirError.of(
+            "business-rule",
+            "Subscription criteria (or its backport filter criteria) must be Task?requester=Organization/<id>",
+            "Subscription.criteria", status=422)
+    if not sub.get("channel", {}).get("endpoint"):
+        raise FhirError.of("required", "Subscription.channel.endpoint is required", "Subscription.channel.endpoint",
+                           status=422)
+    return sub
+
+
+async def _subscription_after(uow: UnitOfWork, stored: Stored, previous: Stored | None) -> None:
+    org_id = subscription_org(stored.resource)
+    sub_id = stored.resource["id"]
+    if previous is None:
+        exists = await uow.conn.execute(select(func.count()).select_from(subscription_counters)
+                                        .where(subscription_counters.c.subscription_id == sub_id))
+        if not exists.scalar_one():
+            await uow.conn.execute(insert(subscription_counters).values(
+                subscription_id=sub_id, organization_id=org_id, events_since_start=0))
+    if stored.resource.get("status") == "requested" and (
+            previous is None or previous.resource.get("status") != "requested"
+            or previous.resource.get("channel") != stored.resource.get("channel")):
+        await handshake(uow, stored)
+
+
+async def _organization_after(uow: UnitOfWork, stored: Stored, previous: Stored | None) -> None:
+    await ensure_facility_subscription(uow, stored.resource)
+
+
+async def _endpoint_after(uow: UnitOfWork, stored: Stored, previous: Stored | None) -> None:
+    """An Endpoint's address or header changed: the facilities using it follow."""
+    if previous is None:
+        return
+    q = parse_search("Organization", [("endpoint", f"Endpoint/{stored.resource['id']}")])
+    for org in (await uow.search(q)).matches:
+        await ensure_facility_subscription(uow, org)
+
+
+SUBSCRIPTION_HOOK = WriteHook(before=_subscription_before, after=_subscription_after)
+ORGANIZATION_HOOK = WriteHook(after=_organization_after)
+ENDPOINT_HOOK = WriteHook(after=_endpoint_after)

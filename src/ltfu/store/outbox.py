@@ -1,0 +1,174 @@
+"""The transactional outbox: rows written with the state change that causes them, claimed by workers.
+
+Order: a row is claimable only when no earlier *pending* row shares its ``order_key`` (dead rows
+do not block). Claims take a lease; a worker that dies mid-delivery loses its lease when it ends,
+and another worker picks the row up again (at-least-once; receivers are idempotent).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from sqlalchemy import and_, func, insert, not_, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ltfu.store.resources import now_instant
+from ltfu.store.schema import delivery_attempts, outbox
+
+
+def instant_in(seconds: float) -> str:
+    return (datetime.now(UTC) + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    destination: str
+    kind: str
+    order_key: str
+    payload: dict[str, Any]
+    attempts: int
+    created_at: str
+    case_id: str | None
+    subscription_id: str | None
+    organization_id: str | None
+    last_error: str | None = None
+
+
+def _row(r: Any) -> OutboxRow:
+    return OutboxRow(r.id, r.destination, r.kind, r.order_key, orjson.loads(r.payload), r.attempts, r.created_at,
+                     r.case_id, r.subscription_id, r.organization_id, r.last_error)
+
+
+class OutboxRepository:
+    def __init__(self, conn: AsyncConnection, *, skip_locked: bool) -> None:
+        self.conn = conn
+        self.skip_locked = skip_locked
+
+    async def enqueue(
+        self, destination: str, kind: str, order_key: str, payload: dict[str, Any], *, dedupe_key: str | None = None,
+        case_id: str | None = None, subscription_id: str | None = None, organization_id: str | None = None,
+        delay_s: float = 0.0,
+    ) -> int | None:
+        """Add a message; with ``dedupe_key`` a second enqueue of the same message is a no-op (None)."""
+        if dedupe_key is not None:
+            exists = await self.conn.execute(select(outbox.c.id).where(outbox.c.dedupe_key == dedupe_key))
+            if exists.first() is not None:
+                return None
+        now = now_instant()
+        result = await self.conn.execute(
+            insert(outbox).values(
+                destination=destination, kind=kind, order_key=order_key, dedupe_key=dedupe_key,
+                payload=orjson.dumps(payload).decode(), status="pending", attempts=0, created_at=now,
+                next_attempt_at=instant_in(delay_s) if delay_s else now, case_id=case_id,
+                subscription_id=subscription_id, organization_id=organization_id,
+            ).returning(outbox.c.id)
+        )
+        return int(result.scalar_one())
+
+    async def claim(self, worker: str, limit: int, lease_s: float, destinations: tuple[str, ...]) -> list[OutboxRow]:
+        """Due rows at the head of their order key, leased to ``worker``."""
+        now = now_instant()
+        earlier = outbox.alias("earlier")
+        head = not_(
+            select(earlier.c.id)
+            .where(and_(earlier.c.order_key == outbox.c.order_key, earlier.c.status == "pending",
+                        earlier.c.id < outbox.c.id))
+            .exists()
+        )
+        q = (
+            select(outbox)
+            .where(and_(outbox.c.status == "pending", outbox.c.next_attempt_at <= now,
+                        outbox.c.destination.in_(destinations),
+                        or_(outbox.c.lease_until.is_(None), outbox.c.lease_until < now), head))
+            .order_by(outbox.c.next_attempt_at, outbox.c.id)
+            .limit(limit)
+        )
+        if self.skip_locked:
+            q = q.with_for_update(skip_locked=True, of=outbox)
+        rows = (await self.conn.execute(q)).all()
+        if not rows:
+            return []
+        await self.conn.execute(
+            update(outbox).where(outbox.c.id.in_([r.id for r in rows]))
+            .values(lease_owner=worker, lease_until=instant_in(lease_s))
+        )
+        return [_row(r) for r in rows]
+
+    async def still_leased_by(self, row_id: int, worker: str) -> bool:
+        r = (await self.conn.execute(
+            select(outbox.c.lease_owner, outbox.c.status).where(outbox.c.id == row_id))).first()
+        return r is not None and r.lease_owner == worker and r.status == "pending"
+
+    async def record_attempt(self, row_id: int, status_code: int | None, latency_ms: int, result: str,
+                             error: str | None) -> None:
+        await self.conn.execute(insert(delivery_attempts).values(
+            outbox_id=row_id, attempted_at=now_instant(), status_code=status_code, latency_ms=latency_ms,
+            result=result, error=error))
+
+    async def done(self, row_id: int) -> None:
+        now = now_instant()
+        await self.conn.execute(update(outbox).where(outbox.c.id == row_id).values(
+            status="done", done_at=now, last_attempt_at=now, attempts=outbox.c.attempts + 1, lease_owner=None,
+            lease_until=None, last_error=None))
+
+    async def retry_later(self, row_id: int, delay_s: float, error: str) -> None:
+        await self.conn.execute(update(outbox).where(outbox.c.id == row_id).values(
+            next_attempt_at=instant_in(delay_s), last_attempt_at=now_instant(), attempts=outbox.c.attempts + 1,
+            last_error=error[:2000], lease_owner=None, lease_until=None))
+
+    async def dead(self, row_id: int, error: str) -> None:
+        await self.conn.execute(update(outbox).where(outbox.c.id == row_id).values(
+            status="dead", last_attempt_at=now_instant(), attempts=outbox.c.attempts + 1, last_error=error[:2000],
+            lease_owner=None, lease_until=None))
+
+    async def cancel_pending(self, order_key: str, kind: str) -> int:
+        """Drop pending (never delivered) rows of a kind for a key, e.g. a follow-up a cancel overtakes."""
+        result = await self.conn.execute(
+            update(outbox).where(and_(outbox.c.order_key == order_key, outbox.c.kind == kind,
+                                      outbox.c.status == "pending", outbox.c.attempts == 0))
+            .values(status="done", done_at=now_instant(), last_error="superseded before delivery"))
+        return int(result.rowcount or 0)
+
+    async def replay(self, *, row_id: int | None = None, destination: str | None = None,
+                     organization_id: str | None = None) -> int:
+        """Put dead rows back in the queue (one, or all matching), with a fresh retry budget."""
+        cond = [outbox.c.status == "dead"]
+        if row_id is not None:
+            cond.append(outbox.c.id == row_id)
+        if destination:
+            cond.append(outbox.c.destination == destination)
+        if organization_id:
+            cond.append(outbox.c.organization_id == organization_id)
+        result = await self.conn.execute(update(outbox).where(and_(*cond)).values(
+            status="pending", next_attempt_at=now_instant(), attempts=0, lease_owner=None, lease_until=None))
+        return int(result.rowcount or 0)
+
+    async def list(self, status: str | None = None, destination: str | None = None, limit: int = 100,
+                   organization_id: str | None = None, case_id: str | None = None) -> list[Any]:
+        q = select(outbox)
+        if status:
+            q = q.where(outbox.c.status == status)
+        if destination:
+            q = q.where(outbox.c.destination == destination)
+        if organization_id:
+            q = q.where(outbox.c.organization_id == organization_id)
+        if case_id:
+            q = q.where(outbox.c.case_id == case_id)
+        return list((await self.conn.execute(q.order_by(outbox.c.id.desc()).limit(limit))).all())
+
+    async def depth(self) -> dict[tuple[str, str], tuple[int, str | None]]:
+        """(destination, status) → (count, oldest next_attempt_at) for pending and dead rows."""
+        q = (select(outbox.c.destination, outbox.c.status, func.count(), func.min(outbox.c.next_attempt_at))
+             .where(outbox.c.status != "done").group_by(outbox.c.destination, outbox.c.status))
+        return {(d, s): (n, oldest) for d, s, n, oldest in (await self.conn.execute(q)).all()}
+
+    async def attempts_for(self, row_ids: list[int]) -> list[Any]:
+        if not row_ids:
+            return []
+        q = (select(delivery_attempts).where(delivery_attempts.c.outbox_id.in_(row_ids))
+             .order_by(delivery_attempts.c.id))
+        return list((await self.conn.execute(q)).all())

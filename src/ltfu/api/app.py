@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount
 
-from ltfu.api import fhir_routes, mediator_routes, ops_routes
+from ltfu.api import admin_routes, cht_routes, fhir_routes, mediator_routes, ops_routes, subscription_routes
 from ltfu.api.auth import BasicAuthMiddleware
 from ltfu.api.crash_guard import CrashGuardMiddleware
 from ltfu.api.http import fhir_error_response
@@ -72,7 +72,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app = Starlette(
         routes=[
             *ops_routes.routes,
-            Mount("/fhir", routes=fhir_routes.routes),
+            Mount("/fhir", routes=[*subscription_routes.routes, *fhir_routes.routes]),
+            *cht_routes.routes,
+            *admin_routes.routes,
             *mediator_routes.routes,
         ],
         exception_handlers={FhirError: on_fhir_error, HTTPException: on_http_error},

@@ -10,7 +10,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ltfu.api.capability import capability_statement
-from ltfu.api.http import FhirResponse, fhir_base, json_body, prefer_return, read_body
+from ltfu.api.http import FhirResponse, fhir_base, json_body, nudge_workers, prefer_return, read_body
 from ltfu.fhir.outcome import FhirError, information
 from ltfu.fhir.rest import parse_etag
 from ltfu.fhir.search_params import date_range, parse_search
@@ -43,6 +43,7 @@ def _version_headers(stored: Stored, base: str) -> dict[str, str]:
 
 
 def _write_response(request: Request, stored: Stored, status: int) -> Response:
+    nudge_workers(request)
     headers = _version_headers(stored, fhir_base(request))
     mode = prefer_return(request)
     if mode == "minimal":
@@ -200,6 +201,7 @@ async def delete(request: Request) -> Response:
     res_type = _type(request)
     async with unit_of_work(_db(request)) as uow:
         await ops.delete(uow, res_type, request.path_params["id"])
+    nudge_workers(request)
     return FhirResponse(information(f"{res_type}/{request.path_params['id']} deleted"), status_code=200)
 
 
@@ -230,6 +232,7 @@ async def transaction_or_batch(request: Request) -> Response:
             results = await bundles.transaction(uow, body, run_search)
         else:
             results = await bundles.batch(uow, body, run_search)
+    nudge_workers(request)
     return FhirResponse({
         "resourceType": "Bundle",
         "type": f"{kind}-response",

@@ -36,9 +36,22 @@ def check(current: str, target: str) -> None:
 
 
 def path_to(current: str, target: str) -> list[str]:
-    """The states to pass through to reach ``target`` (a CHW report can arrive before CHT's ack)."""
-    order = ["requested", "received", "in-progress"]
-    if current in order and target in order and order.index(target) > order.index(current):
-        return order[order.index(current) + 1 : order.index(target) + 1]
-    check(current, target)
-    return [target] if current != target else []
+    """The states to pass through to reach ``target``: the shortest legal path.
+
+    A CHW's report can arrive before CHT's acknowledgement was recorded, or report a final outcome on
+    the first attempt; the Task then walks ``requested → received → in-progress → completed``.
+    """
+    if current == target:
+        check(current, target)
+        return []
+    frontier: list[list[str]] = [[current]]
+    seen = {current}
+    while frontier:
+        path = frontier.pop(0)
+        for nxt in sorted(_ALLOWED.get(path[-1], frozenset()) | ({"failed"} if path[-1] in _EXPIRY else set())):
+            if nxt == target:
+                return [*path[1:], nxt]
+            if nxt not in seen and nxt not in TERMINAL:
+                seen.add(nxt)
+                frontier.append([*path, nxt])
+    raise IllegalTransition(current, target)

@@ -1,0 +1,63 @@
+"""Admin API for the outbox: list deliveries, replay dead ones (one, or all of a facility)."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ltfu.api.auth import current_client
+from ltfu.api.http import JSONResponse, nudge_workers
+from ltfu.fhir.outcome import FhirError
+from ltfu.store.uow import unit_of_work
+
+
+def _admin(request: Request) -> None:
+    if not current_client(request).is_admin:
+        raise FhirError.of("forbidden", "Only admin clients may manage deliveries", status=403)
+
+
+def _row(r: object) -> dict[str, object]:
+    keys = ("id", "destination", "kind", "status", "attempts", "created_at", "next_attempt_at", "last_attempt_at",
+            "done_at", "last_error", "case_id", "subscription_id", "organization_id")
+    return {k: getattr(r, k) for k in keys}
+
+
+async def list_outbox(request: Request) -> Response:
+    _admin(request)
+    q = request.query_params
+    limit = q.get("limit", "100")
+    if not limit.isdigit():
+        raise FhirError.of("invalid", "limit must be a whole number", "limit")
+    async with unit_of_work(request.app.state.db) as uow:
+        rows = await uow.outbox.list(status=q.get("status"), destination=q.get("destination"),
+                                     organization_id=q.get("organization"), case_id=q.get("case"),
+                                     limit=min(int(limit), 1000))
+    return JSONResponse({"items": [_row(r) for r in rows]})
+
+
+async def retry_one(request: Request) -> Response:
+    _admin(request)
+    row_id = request.path_params["id"]
+    async with unit_of_work(request.app.state.db) as uow:
+        n = await uow.outbox.replay(row_id=row_id)
+    if not n:
+        raise FhirError.of("not-found", f"No dead delivery {row_id}", status=404)
+    nudge_workers(request)
+    return JSONResponse({"requeued": n})
+
+
+async def retry_many(request: Request) -> Response:
+    _admin(request)
+    q = request.query_params
+    async with unit_of_work(request.app.state.db) as uow:
+        n = await uow.outbox.replay(destination=q.get("destination"), organization_id=q.get("organization"))
+    nudge_workers(request)
+    return JSONResponse({"requeued": n})
+
+
+routes = [
+    Route("/admin/outbox", list_outbox, methods=["GET"]),
+    Route("/admin/outbox/retry", retry_many, methods=["POST"]),
+    Route("/admin/outbox/{id:int}/retry", retry_one, methods=["POST"]),
+]

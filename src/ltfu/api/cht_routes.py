@@ -1,0 +1,39 @@
+"""Targets of CHT's outbound push (``/cht/...``). CHT retries every 5 minutes and re-sends on change,
+so every route is idempotent; a 4xx here is permanent for that payload and CHT keeps retrying it.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ltfu.api.http import JSONResponse, json_body, nudge_workers
+from ltfu.cht.inbound import parse_follow_up, parse_person
+from ltfu.services import attempts, cht_people
+from ltfu.store.uow import unit_of_work
+
+
+async def patient(request: Request) -> Response:
+    raw = await json_body(request)
+    person = parse_person(raw)
+    async with unit_of_work(request.app.state.db) as uow:
+        stored, created = await cht_people.upsert(uow, person, raw)
+    return JSONResponse({"status": "created" if created else "ok", "patient": stored.ref},
+                        status_code=201 if created else 200)
+
+
+async def follow_up(request: Request) -> Response:
+    raw = await json_body(request)
+    report = parse_follow_up(raw)
+    async with unit_of_work(request.app.state.db) as uow:
+        result, changed = await attempts.record_follow_up(uow, report, raw)
+    nudge_workers(request)
+    return JSONResponse({"status": "recorded" if changed else "duplicate", **result},
+                        status_code=201 if changed else 200)
+
+
+routes = [
+    Route("/cht/patient", patient, methods=["POST"]),
+    Route("/cht/follow-up", follow_up, methods=["POST"]),
+]

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ltfu.openhim import cli as openhim_cli
 from ltfu.settings import Settings
 from ltfu.store.db import Database
 from ltfu.store.uow import unit_of_work
@@ -18,8 +19,15 @@ app = typer.Typer(help="ltfu: the Loss-To-Follow-Up mediator between facilities 
                   no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 clients_app = typer.Typer(help="API clients (HTTP Basic credentials).", no_args_is_help=True)
+outbox_app = typer.Typer(help="Deliveries to CHT and to facilities (the transactional outbox).", no_args_is_help=True)
+emulate_app = typer.Typer(help="Emulators of CHT and of a facility, for demos and tests.", no_args_is_help=True)
+cht_config_app = typer.Typer(help="The CHT configuration in cht-config/.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(clients_app, name="clients")
+app.add_typer(outbox_app, name="outbox")
+app.add_typer(emulate_app, name="emulate")
+app.add_typer(cht_config_app, name="cht-config")
+app.add_typer(openhim_cli.app, name="openhim")
 console = Console()
 err = Console(stderr=True)
 
@@ -125,6 +133,105 @@ def clients_remove(name: str) -> None:
         err.print(f"no client named {name!r}")
         raise typer.Exit(1)
     console.print(f"client {name!r} removed")
+
+
+@app.command()
+def worker() -> None:
+    """Run delivery workers and the expiry sweeper alone (several may share one PostgreSQL)."""
+    from ltfu.delivery.runtime import Runtime
+    from ltfu.logs import configure_logging
+    from ltfu.services.workflow import install_hooks
+
+    settings = _settings()
+    configure_logging()
+    install_hooks()
+
+    async def run(db: Database) -> None:
+        import signal
+
+        runtime = Runtime(db, settings)
+        runtime.start()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, runtime.stop.set)
+        console.print(f"ltfu worker {runtime.worker.name} running; Ctrl-C to stop")
+        await runtime.stop.wait()
+        await runtime.close()
+
+    asyncio.run(_with_db(settings, run))
+
+
+@outbox_app.command("list")
+def outbox_list(
+    status: Annotated[str | None, typer.Option(help="pending, done or dead")] = "dead",
+    destination: Annotated[str | None, typer.Option(help="cht or notify")] = None,
+    limit: int = 50,
+) -> None:
+    """List deliveries (default: the dead ones) with their last error."""
+
+    async def run(db: Database):  # type: ignore[no-untyped-def]
+        async with unit_of_work(db) as uow:
+            return await uow.outbox.list(status=status, destination=destination, limit=limit)
+
+    rows = asyncio.run(_with_db(_settings(), run))
+    table = Table("id", "to", "kind", "status", "tries", "case", "last error")
+    for r in rows:
+        table.add_row(str(r.id), r.destination, r.kind, r.status, str(r.attempts), r.case_id or "",
+                      (r.last_error or "")[:60])
+    console.print(table)
+
+
+@outbox_app.command("retry")
+def outbox_retry(
+    row_id: Annotated[int | None, typer.Argument(help="One dead delivery; omit with --all")] = None,
+    all_dead: Annotated[bool, typer.Option("--all", help="Every dead delivery (narrow with the options)")] = False,
+    destination: Annotated[str | None, typer.Option(help="cht or notify")] = None,
+    facility: Annotated[str | None, typer.Option(help="Only this Organization's deliveries")] = None,
+) -> None:
+    """Put dead deliveries back in the queue with a fresh retry budget."""
+    if (row_id is None) == (not all_dead):
+        err.print("Give one delivery id, or --all.")
+        raise typer.Exit(2)
+
+    async def run(db: Database) -> int:
+        async with unit_of_work(db) as uow:
+            return await uow.outbox.replay(row_id=row_id, destination=destination, organization_id=facility)
+
+    n = asyncio.run(_with_db(_settings(), run))
+    console.print(f"{n} deliveries re-queued")
+    if n == 0 and row_id is not None:
+        raise typer.Exit(1)
+
+
+@emulate_app.command("cht", add_help_option=False,
+                      context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def emulate_cht(ctx: typer.Context) -> None:
+    """Run the CHT emulator (options: `ltfu emulate cht --help`)."""
+    from ltfu.emulators.cht.server import main as cht_main
+
+    cht_main(list(ctx.args))
+
+
+@cht_config_app.command("build")
+def cht_config_build(
+    mediator_url: Annotated[str, typer.Option(help="Where CHT reaches the mediator, e.g. https://ltfu.example.org")],
+    credential_key: Annotated[str, typer.Option(help="CHT credential key holding the mediator password")],
+    username: Annotated[str, typer.Option(help="The ltfu client CHT pushes as")] = "cht",
+    config_dir: Annotated[str, typer.Option(help="The cht-conf project")] = "cht-config",
+    out: Annotated[str | None, typer.Option(help="Write a copy here instead of changing config_dir")] = None,
+) -> None:
+    """Point the CHT app's outbound push at this mediator (writes app_settings)."""
+    from pathlib import Path
+
+    from ltfu.cht.config_build import ConfigBuildError, build_app_settings
+
+    try:
+        path = build_app_settings(Path(config_dir), mediator_url, credential_key, username=username,
+                                  out_dir=Path(out) if out else None)
+    except ConfigBuildError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    console.print(f"wrote {path}; then: cht --url=<your CHT> compile-app-settings upload-app-settings")
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,6 +19,9 @@ from ltfu.api.crash_guard import CrashGuardMiddleware
 from ltfu.api.http import fhir_error_response
 from ltfu.delivery.runtime import Runtime
 from ltfu.fhir.outcome import FhirError, Issue
+from ltfu.openhim.client import RegistrationRejected
+from ltfu.openhim.envelope import OpenHIMEnvelopeMiddleware
+from ltfu.openhim.runtime import run_openhim
 from ltfu.services.workflow import install_hooks
 from ltfu.settings import Settings
 from ltfu.store.db import Database
@@ -37,6 +41,14 @@ async def ensure_admin(db: Database, settings: Settings) -> None:
             log.info("admin client created or its password reset from LTFU_ADMIN_PASSWORD")
 
 
+async def _openhim(settings: Settings, stop: asyncio.Event) -> None:
+    """Register with OpenHIM and heartbeat; a rejected registration is logged, the API keeps serving."""
+    try:
+        await run_openhim(settings, stop)
+    except RegistrationRejected as exc:
+        log.error("OpenHIM rejected the mediator registration (fix the configuration): %s", exc)
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings()
     install_hooks()
@@ -50,9 +62,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.runtime = runtime
         if runtime:
             runtime.start()
+        openhim_stop = asyncio.Event()
+        openhim = asyncio.create_task(_openhim(settings, openhim_stop)) if settings.openhim_url else None
         try:
             yield
         finally:
+            openhim_stop.set()
+            if openhim:
+                await asyncio.gather(openhim, return_exceptions=True)
             if runtime:
                 await runtime.close()
             await db.dispose()
@@ -85,4 +102,5 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.runtime = None
     app.add_middleware(BasicAuthMiddleware, db=db)
     app.add_middleware(CrashGuardMiddleware)
+    app.add_middleware(OpenHIMEnvelopeMiddleware, settings=settings)  # outermost: 401s get wrapped too
     return app

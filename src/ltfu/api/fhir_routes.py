@@ -10,7 +10,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ltfu.api.capability import capability_statement
-from ltfu.api.http import FhirResponse, fhir_base, json_body, nudge_workers, prefer_return, read_body
+from ltfu.api.http import FhirResponse, fhir_base, json_body, nudge_workers, prefer_return, read_body, report_write
 from ltfu.fhir.outcome import FhirError, information
 from ltfu.fhir.rest import parse_etag
 from ltfu.fhir.search_params import date_range, parse_search
@@ -44,6 +44,7 @@ def _version_headers(stored: Stored, base: str) -> dict[str, str]:
 
 def _write_response(request: Request, stored: Stored, status: int) -> Response:
     nudge_workers(request)
+    report_write(request, stored.resource, status)
     headers = _version_headers(stored, fhir_base(request))
     mode = prefer_return(request)
     if mode == "minimal":

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ltfu.api.http import JSONResponse, json_body, nudge_workers
+from ltfu.api.http import JSONResponse, json_body, nudge_workers, report_write
 from ltfu.fhir import poc_profiles
 from ltfu.fhir.outcome import FhirError
 from ltfu.fhir.validation import validate
@@ -55,6 +55,7 @@ async def endpoint(request: Request) -> Response:
     resource = poc_profiles.endpoint(validate(await _body(request, "Endpoint"), "Endpoint"))
     async with unit_of_work(request.app.state.db) as uow:
         result = await ops.create(uow, resource, res_type="Endpoint")
+    report_write(request, result.stored.resource, 201)
     return JSONResponse(result.stored.resource, status_code=201)
 
 
@@ -67,6 +68,7 @@ async def organization(request: Request) -> Response:
             raise FhirError.of("invalid", f"{ref} does not exist: register the Endpoint first",
                                "Organization.endpoint[0]")
         result = await ops.create(uow, resource, res_type="Organization")
+    report_write(request, result.stored.resource, 201)
     return JSONResponse(result.stored.resource, status_code=201)
 
 
@@ -76,6 +78,7 @@ async def patient(request: Request) -> Response:
     assert value is not None  # checked by the profile
     async with unit_of_work(request.app.state.db) as uow:
         result = await patients.create_unless_known(uow, resource, poc_profiles.CHT_SYSTEM, value)
+    report_write(request, result.stored.resource, 201 if result.created else 200)
     return JSONResponse(result.stored.resource, status_code=201 if result.created else 200)
 
 
@@ -100,6 +103,7 @@ async def encounter(request: Request) -> Response:
         await attempts.poc_encounter_recorded(uow, result.stored)
         await uow.receipts.put(f"poc-encounter:{digest}", digest, {"encounter": result.stored.ref}, exists=False)
     nudge_workers(request)
+    report_write(request, result.stored.resource, 201)
     return JSONResponse(result.stored.resource, status_code=201)
 
 
@@ -118,6 +122,7 @@ async def service_request(request: Request) -> Response:
         result = await ops.create(uow, resource, res_type="ServiceRequest")
         subscription = await notifications.ensure_facility_subscription(uow, org.resource)
     nudge_workers(request)
+    report_write(request, result.stored.resource, 201 if result.created else 200)
     assert subscription is not None  # the facility has an endpoint (checked above)
     body = {**subscription.resource, "criteria": f"Encounter?identifier={patient_key}"}
     return JSONResponse(body, status_code=201 if result.created else 200)

@@ -20,6 +20,7 @@ from aiohttp import web
 from ltfu.emulators.cht import ChtEmulatorConfig, create_app
 
 FIXTURES = Path(__file__).parent / "fixtures"
+CHT_CONFIG = Path(__file__).resolve().parents[3] / "cht-config"
 ADMIN = ("medic", "emu-admin-pass-1")
 CRED_KEY = "ltfu-mediator"
 CRED_SECRET = "s3cret-for-cht"
@@ -92,7 +93,12 @@ def settings_file(tmp_path: Path, base_url: str, mutate: Callable[[dict], None] 
     return path
 
 
-def make_config(tmp_path: Path, base_url: str = "http://127.0.0.1:1", **overrides: Any) -> ChtEmulatorConfig:
+def make_config(
+    tmp_path: Path, base_url: str = "http://127.0.0.1:1", *, cht_config: bool = False, **overrides: Any
+) -> ChtEmulatorConfig:
+    """An emulator config on the test fixture's app_settings, or with ``cht_config`` on the real
+    ``cht-config/`` project (outbound pointed at ``base_url`` the way ``ltfu cht-config build`` does,
+    the mediator password in the vault, the mediator user with the project's ``ltfu_mediator`` role)."""
     mutate = overrides.pop("mutate", None)
     chw = overrides.pop("chw", {})
     kwargs: dict[str, Any] = {
@@ -103,8 +109,19 @@ def make_config(tmp_path: Path, base_url: str = "http://127.0.0.1:1", **override
         "timezone": "Africa/Nairobi",
         "users": [{"username": "ltfu", "password": "Mediator-pass-1", "roles": ["data_entry"]}],
     }
+    if cht_config:
+        kwargs.update(
+            app_settings_path=CHT_CONFIG,
+            mediator_url=base_url,
+            mediator_credential_key=CRED_KEY,
+            mediator_password=CRED_SECRET,
+            credentials={},
+            users=[{"username": "ltfu", "password": "Mediator-pass-1", "roles": ["ltfu_mediator"]}],
+        )
+    else:
+        kwargs["app_settings_path"] = settings_file(tmp_path, base_url, mutate)
     kwargs.update(overrides)
-    config = ChtEmulatorConfig(app_settings_path=settings_file(tmp_path, base_url, mutate), **kwargs)
+    config = ChtEmulatorConfig(**kwargs)
     config.chw.first_delay_s = 0.2
     config.chw.retry_delay_s = 0.2
     config.chw.jitter_s = 0.0
@@ -202,7 +219,7 @@ async def seed_area(run: Running) -> dict:
             "name": "Area 1",
             "type": "health_center",
             "parent": district,
-            "contact": {"name": "Wanjiru CHW", "phone": "+254700000001"},
+            "contact": {"name": "Wanjiru CHW", "phone": "+254700000001", "role": "chw"},
         },
     )
     assert status == 200, body

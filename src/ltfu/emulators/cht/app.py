@@ -24,6 +24,7 @@ from .auth import Authenticator, UserCtx, is_online, require, require_admin, req
 from .chw import CASE_PREFIX, ChwSimulation
 from .config import ChtEmulatorConfig
 from .contacts import Contacts
+from .follow_up_form import FormError
 from .http import (
     ApiError,
     CouchError,
@@ -79,6 +80,8 @@ class Emulator:
         self.store.on_change(lambda db, entry: self._change.set() if db == MEDIC else None)
         for key, secret in config.credentials.items():
             self.outbound.set_credential(key, secret)
+        if config.mediator_password is not None:
+            self.outbound.set_credential(config.mediator_credential_key, config.mediator_password)
         for user in config.users:
             if self.store.peek("_users", f"org.couchdb.user:{user['username']}") is None:
                 self.contacts.create_user(dict(user))
@@ -665,7 +668,13 @@ async def emu_chw_submit(request: Request) -> Response:
         case = next((c for c in emu.chw.cases() if c.get("case_ref") == body["case_ref"]), None)
     if case is None or case.get("state") != "open":
         return json_response({"error": "not_found", "reason": "no open follow-up for that record/case"}, 404)
-    report = emu.chw.submit(case, outcome=body.get("outcome"), method=body.get("method"))
+    answers = body.get("answers")
+    if answers is not None and not isinstance(answers, dict):
+        return json_response({"error": "bad_request", "reason": "answers must be an object"}, 400)
+    try:
+        report = emu.chw.submit(case, outcome=body.get("outcome"), method=body.get("method"), answers=answers)
+    except FormError as exc:
+        return json_response({"error": "bad_request", "reason": str(exc)}, 400)
     return json_response(report, 201)
 
 

@@ -7,6 +7,8 @@ from typing import Any
 
 import orjson
 
+from ltfu.cht.config_build import apply_outbound_destination, normalise_mediator_url
+
 from .config import ChtEmulatorConfig
 
 # contact-types-utils' hard-coded hierarchy, used when app_settings declare no contact_types
@@ -45,6 +47,13 @@ def load_app_settings(config: ChtEmulatorConfig) -> dict:
                 raise FileNotFoundError(f"no app_settings in {path}")
     if config.forms_path is not None:
         settings.setdefault("forms", {}).update(_read(Path(config.forms_path)))
+    if config.mediator_url is not None:
+        apply_outbound_destination(
+            settings,
+            normalise_mediator_url(config.mediator_url),
+            config.mediator_credential_key,
+            config.mediator_username,
+        )
     return settings
 
 

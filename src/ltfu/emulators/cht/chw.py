@@ -22,9 +22,10 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 
+from . import follow_up_form as form
 from .app_settings import Settings
 from .auth import ONLINE_ROLE
 from .config import ChwSimConfig
@@ -39,17 +40,29 @@ CANCEL_PREFIX = "chw-cancel:"
 
 FORM_XML_SHA256 = hashlib.sha256(b"ltfu_follow_up emulated form").hexdigest()
 
-NOT_LOCATED_REASONS = ("wrong_address", "phone_off", "not_home", "unknown")
-REFUSAL_REASONS = ("stigma", "side_effects", "feels_well", "faith_healing", "transport_cost", "other")
+INFO_SOURCE_BY_OUTCOME = {
+    "returning_to_care": "client",
+    "already_returned": "treatment_provider",
+    "refused": "client",
+    "self_transferred": "treatment_provider",
+    "hospitalized": "family_partner",
+    "moved": "family_partner",
+    "deceased": "family_partner",
+    "not_located": "family_partner",
+}
+OTHER_SOURCES = ("Neighbour", "Village elder", "Landlord", "Community health assistant")
 FACILITIES = ("Kisumu County Referral Hospital", "Ahero Sub-County Hospital", "Lumumba Health Centre")
 AREAS = ("Nairobi", "Mombasa", "Eldoret", "Nakuru", "Kakamega")
-
-
-def _ms_to_date(v: Any, zone: tzinfo) -> str:
-    """A JSON-form date (ms) as the device shows it: ``YYYY-MM-DD`` in local time."""
-    if isinstance(v, int | float) and not isinstance(v, bool):
-        return datetime.fromtimestamp(v / 1000, zone).date().isoformat()
-    return v if isinstance(v, str) else ""
+NOTES = {
+    "returning_to_care": ("Will come on clinic day", "Needs transport money, referred to social worker"),
+    "already_returned": ("Collected drugs at the facility last week",),
+    "refused": ("Says he feels well", "Family does not know the status"),
+    "not_located": ("Tried the phone number on file", "Neighbours say the family left"),
+    "self_transferred": ("Shows a transfer letter",),
+    "hospitalized": ("Admitted at the county hospital",),
+    "moved": ("Moved for work",),
+    "deceased": ("Family informed the CHW",),
+}
 
 
 class ChwSimulation:
@@ -250,8 +263,16 @@ class ChwSimulation:
         mix = {k: v for k, v in self.config.outcome_mix.items() if v > 0} or {"returning_to_care": 1.0}
         return rng.choices(list(mix), weights=list(mix.values()))[0]
 
-    def submit(self, case: dict, outcome: str | None = None, method: str | None = None) -> dict | None:
-        """The CHW fills the follow-up form for the next attempt of ``case``; returns the saved report."""
+    def submit(
+        self,
+        case: dict,
+        outcome: str | None = None,
+        method: str | None = None,
+        answers: dict[str, Any] | None = None,
+    ) -> dict | None:
+        """The CHW fills the follow-up form for the next attempt of ``case``; returns the saved report.
+        ``answers`` (the form's follow_up questions) replace the simulated answers; a
+        :class:`.follow_up_form.FormError` is raised before anything is saved if the form would refuse them."""
         record = self.store.peek(MEDIC, case["record_id"])
         patient = self.store.peek(MEDIC, case.get("patient_uuid", ""))
         chw = self.store.peek(MEDIC, case.get("chw_contact_id", ""))
@@ -259,8 +280,10 @@ class ChwSimulation:
             self.store.upsert(EMULATOR, dict(case, state="unassignable"))
             return None
         attempt = int(case.get("attempt", 0)) + 1
+        if answers is not None:
+            outcome = str(answers.get("outcome") or "")
         outcome = outcome or self.choose(case["case_ref"], attempt)
-        report = self.build_report(record, patient, chw, attempt, outcome, method)
+        report = self.build_report(record, patient, chw, attempt, outcome, method, answers=answers)
         self.store.put(MEDIC, report)
         self.stats["reports"] += 1
         self.outcomes[outcome] += 1
@@ -274,63 +297,28 @@ class ChwSimulation:
         return report
 
     def build_report(
-        self, record: dict, patient: dict, chw: dict, attempt: int, outcome: str, method: str | None = None
+        self,
+        record: dict,
+        patient: dict,
+        chw: dict,
+        attempt: int,
+        outcome: str,
+        method: str | None = None,
+        *,
+        answers: dict[str, Any] | None = None,
+        now: datetime | None = None,
     ) -> dict:
-        """The doc the CHT app saves for the ``ltfu_follow_up`` form (all field values strings)."""
-        rf = record.get("fields") or {}
-        case_ref = str(rf.get("case_ref") or record["_id"])
-        rng = self._rng(case_ref, attempt * 1000 + 7)
-        today = datetime.now(self.zone).date()
-        if method is None:
-            method = "phone" if attempt == 1 else "home_visit"
-            if attempt == 1 and rng.random() < 0.15:
-                method = "sms"
-        located = outcome != "not_located"
-        info_source = {
-            "returning_to_care": "client",
-            "already_returned": "treatment_provider",
-            "refused": "client",
-            "self_transferred": "treatment_provider",
-            "hospitalized": "family_partner",
-            "moved": "family_partner",
-            "deceased": "family_partner",
-        }.get(outcome, "")
-        follow_up = {
-            "method": method,
-            "contacted": "yes" if located else "no",
-            "info_source": info_source,
-            "info_source_other": "",
-            "outcome": outcome,
-            "next_appointment_date": "",
-            "referral_given": "",
-            "refusal_reason": "",
-            "refusal_reason_other": "",
-            "transfer_facility": "",
-            "moved_date": "",
-            "new_area": "",
-            "death_date": "",
-            "death_place": "",
-            "not_located_reason": "",
-        }
-        if outcome == "returning_to_care":
-            follow_up["next_appointment_date"] = (today + timedelta(days=rng.randint(1, 14))).isoformat()
-            follow_up["referral_given"] = rng.choice(("yes", "no"))
-        elif outcome == "refused":
-            follow_up["refusal_reason"] = rng.choice(REFUSAL_REASONS)
-            if follow_up["refusal_reason"] == "other":
-                follow_up["refusal_reason_other"] = "Busy with work"
-        elif outcome == "self_transferred":
-            follow_up["transfer_facility"] = rng.choice(FACILITIES)
-        elif outcome == "moved":
-            follow_up["moved_date"] = (today - timedelta(days=rng.randint(10, 90))).isoformat()
-            follow_up["new_area"] = rng.choice(AREAS)
-        elif outcome == "deceased":
-            follow_up["death_date"] = (today - timedelta(days=rng.randint(5, 120))).isoformat()
-            follow_up["death_place"] = rng.choice(("home", "health_facility", "other"))
-        elif outcome == "not_located":
-            follow_up["not_located_reason"] = rng.choice(NOT_LOCATED_REASONS)
-        patient_code = str(patient.get("patient_id") or rf.get("patient_id") or "")
-        now_ms = int(time.time() * 1000)
+        """The doc the CHT app saves when the CHW submits ``ltfu_follow_up`` from the task of ``attempt``
+        (see :mod:`.follow_up_form`). ``answers`` (the follow_up questions) replace the simulated ones;
+        :class:`.follow_up_form.FormError` if the form would not accept them."""
+        now = now or datetime.now(self.zone)
+        today = now.astimezone(self.zone).date()
+        inputs = form.task_inputs(record, patient, attempt, self.zone, self.config.window_days)
+        if answers is None:
+            rng = self._rng(inputs["task_case_ref"] or record["_id"], attempt * 1000 + 7)
+            answers = self.simulated_answers(outcome, method or self._method(inputs, rng), rng, today)
+        follow_up = form.follow_up_page(answers, inputs, inputs["task_case_ref"], today)
+        now_ms = int(now.timestamp() * 1000)
         return {
             "_id": str(uuid.uuid4()),
             "type": "data_record",
@@ -339,34 +327,48 @@ class ChwSimulation:
             "from": str(chw.get("phone") or ""),
             "contact": minify(chw),
             "form_version": {"time": 1732000000000, "sha256": FORM_XML_SHA256},
-            "hidden_fields": ["meta"],
-            "fields": {
-                "inputs": {
-                    "meta": {"location": {"lat": "", "long": "", "error": "", "message": ""}},
-                    "source": "task",
-                    "source_id": record["_id"],
-                    "case_ref": case_ref,
-                    "reason": str(rf.get("reason") or ""),
-                    "missed_appointment_date": _ms_to_date(rf.get("missed_appointment_date"), self.zone),
-                    "facility_name": str(rf.get("facility_name") or ""),
-                    "attempt_no": str(attempt),
-                    "contact": {
-                        "_id": patient["_id"],
-                        "name": str(patient.get("name") or ""),
-                        "patient_id": patient_code,
-                        "phone": str(patient.get("phone") or ""),
-                    },
-                },
-                "patient_uuid": patient["_id"],
-                "patient_id": patient_code,
-                "case_ref": case_ref,
-                "source_id": record["_id"],
-                "follow_up": follow_up,
-                "barriers": "",
-                "notes": "" if located else "Tried the phone number on file",
-                "meta": {"instanceID": f"uuid:{uuid.uuid4()}"},
-            },
+            "hidden_fields": list(form.HIDDEN_FIELDS),
+            "fields": form.report_fields(inputs, follow_up),
             "reported_date": now_ms,
             "geolocation_log": [{"timestamp": now_ms, "recording": {"code": 1, "message": "denied"}}],
             "geolocation": {"code": 1, "message": "User denied Geolocation"},
         }
+
+    @staticmethod
+    def _method(inputs: dict, rng: random.Random) -> str:
+        """The CHW follows the task's suggestion; some first attempts are an SMS instead of a call."""
+        method = inputs["suggested_method"]
+        return "sms" if method == "phone" and rng.random() < 0.15 else method
+
+    @staticmethod
+    def simulated_answers(outcome: str, method: str, rng: random.Random, today: date) -> dict[str, str]:
+        """A CHW's answers to the follow_up questions for ``outcome`` (only what the form asks)."""
+        # not located: usually nobody was reached; sometimes a relative who does not know where they are
+        contacted = "no" if outcome == "not_located" and rng.random() < 0.8 else "yes"
+        answers: dict[str, str] = {"method": method, "contacted": contacted}
+        if contacted == "yes":
+            source = "other" if rng.random() < 0.1 else INFO_SOURCE_BY_OUTCOME.get(outcome, "family_partner")
+            answers["info_source"] = source
+            if source == "other":
+                answers["info_source_other"] = rng.choice(OTHER_SOURCES)
+        answers["outcome"] = outcome
+        if outcome == "returning_to_care":
+            answers["next_appointment_date"] = (today + timedelta(days=rng.randint(1, 14))).isoformat()
+        elif outcome == "refused":
+            answers["refusal_reason"] = rng.choice(form.CHOICES["refusal_reason"])
+        elif outcome == "self_transferred":
+            answers["transfer_facility"] = rng.choice(FACILITIES)
+        elif outcome == "moved":
+            if rng.random() < 0.8:
+                answers["moved_date"] = (today - timedelta(days=rng.randint(10, 90))).isoformat()
+            answers["new_area"] = rng.choice(AREAS)
+        elif outcome == "deceased":
+            if rng.random() < 0.8:
+                answers["death_date"] = (today - timedelta(days=rng.randint(5, 120))).isoformat()
+            if rng.random() < 0.8:
+                answers["death_place"] = rng.choice(form.CHOICES["death_place"])
+        elif outcome == "not_located":
+            answers["not_located_reason"] = rng.choice(form.CHOICES["not_located_reason"])
+        if rng.random() < 0.4:
+            answers["notes"] = rng.choice(NOTES.get(outcome, ("Visited",)))
+        return answers

@@ -5,6 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+#: the repository's cht-conf project, when the package runs from a source checkout
+REPO_CHT_CONFIG = Path(__file__).resolve().parents[4] / "cht-config"
+
+
+def default_cht_config_dir() -> Path | None:
+    """The source checkout's ``cht-config/`` (the real app settings), or ``None`` when not available."""
+    return REPO_CHT_CONFIG if (REPO_CHT_CONFIG / "app_settings" / "base_settings.json").is_file() else None
+
 DEFAULT_OUTCOME_MIX: dict[str, float] = {
     "returning_to_care": 0.45,
     "already_returned": 0.10,
@@ -40,6 +48,8 @@ class ChwSimConfig:
     cancel_forms: tuple[str, ...] = ("INTEROP_FOLLOW_UP_CANCEL",)
     #: the XForm id of the CHW's follow-up app form (report.form)
     report_form: str = "ltfu_follow_up"
+    #: tasks.js WINDOW_DAYS: a request without ``due_date`` is followed up this many days (task input ``due_date``)
+    window_days: int = 14
 
 
 @dataclass
@@ -51,6 +61,15 @@ class ChtEmulatorConfig:
     app_settings_path: Path | None = None
     #: an extra ``forms.json`` merged over the forms of ``app_settings_path``
     forms_path: Path | None = None
+    #: the mediator's base URL; when set it is written into every outbound destination with the
+    #: credential key and user below (``ltfu.cht.config_build.apply_outbound_destination``, what
+    #: ``ltfu cht-config build --mediator-url URL --credential-key KEY`` does to the files)
+    mediator_url: str | None = None
+    mediator_credential_key: str = "ltfu-mediator"
+    mediator_username: str = "cht"
+    #: the password CHT sends to the mediator, put in the vault under ``mediator_credential_key`` at
+    #: start (``PUT /api/v1/credentials/<key>``); ``None`` leaves the vault to ``credentials``
+    mediator_password: str | None = None
     #: SQLite file for the store; ``None`` keeps everything in memory
     db_path: Path | None = None
     #: CouchDB server admin, as in CHT development setups

@@ -13,7 +13,7 @@ from pathlib import Path
 import uvicorn
 
 from .app import create_app
-from .config import ChtEmulatorConfig
+from .config import ChtEmulatorConfig, default_cht_config_dir
 
 
 def run(host: str, port: int, config: ChtEmulatorConfig, *, log_level: str = "warning") -> None:
@@ -25,7 +25,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ltfu-cht-emulator", description="CHT emulator for ltfu")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=5988)
-    p.add_argument("--app-settings", type=Path, help="app_settings.json or a cht-conf project folder")
+    default_settings = default_cht_config_dir()
+    p.add_argument(
+        "--app-settings",
+        type=Path,
+        default=default_settings,
+        help=f"app_settings.json or a cht-conf project folder (default: {default_settings or 'none'})",
+    )
+    p.add_argument("--mediator-url", help="write this mediator base URL into every outbound destination")
+    p.add_argument("--credential-key", default="ltfu-mediator", help="outbound password_key (with --mediator-url)")
+    p.add_argument("--mediator-username", default="cht", help="outbound Basic-auth user (with --mediator-url)")
+    p.add_argument("--mediator-password", help="secret stored under --credential-key at start")
     p.add_argument("--forms", type=Path, help="extra forms.json merged over the app_settings forms")
     p.add_argument("--db", type=Path, help="SQLite file (default: in memory)")
     p.add_argument("--admin-password", default="password", help="password of the admin user 'medic'")
@@ -59,6 +69,10 @@ def config_from_args(args: argparse.Namespace) -> ChtEmulatorConfig:
     config = ChtEmulatorConfig(
         app_settings_path=args.app_settings,
         forms_path=args.forms,
+        mediator_url=args.mediator_url,
+        mediator_credential_key=args.credential_key,
+        mediator_username=args.mediator_username,
+        mediator_password=args.mediator_password,
         db_path=args.db,
         admin_password=args.admin_password,
         credentials=dict(c.split("=", 1) for c in args.credential),

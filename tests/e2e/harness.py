@@ -173,7 +173,8 @@ class Loop:
         self._receiver_server.__exit__(*exc)
 
     def add_worker(self) -> Process:
-        w = Process(f"worker{len(self.workers)}", [LTFU, "worker"], self.env, self.tmp / f"worker{len(self.workers)}.log")
+        name = f"worker{len(self.workers)}"
+        w = Process(name, [LTFU, "worker"], self.env, self.tmp / f"{name}.log")
         self.workers.append(w.start())
         return w
 

@@ -7,6 +7,7 @@ Several workers (in one process or many, on one PostgreSQL) share the outbox saf
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -48,10 +49,8 @@ class Worker:
                 busy = False
             if not busy:
                 self.wake.clear()
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), timeout=self.settings.poll_interval_s)
-                except TimeoutError:
-                    pass
         for h in self.handlers.values():
             await h.close()
 
@@ -118,7 +117,5 @@ class Sweeper:
                     log.info("expired %s cases", n)
             except Exception as exc:  # noqa: BLE001
                 log.error("expiry sweep failed: %s", type(exc).__name__)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self.interval)
-            except TimeoutError:
-                pass

@@ -23,6 +23,8 @@ from ltfu.store.resources import Stored
 from ltfu.store.uow import UnitOfWork
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
+# Within the POSTs, what others point at goes first (a defaulter list may put each Patient after its request).
+_CREATE_FIRST = {"Endpoint": 0, "Organization": 1, "Practitioner": 2, "Patient": 3, "Appointment": 4}
 MAX_ENTRIES = 5000
 
 
@@ -170,7 +172,11 @@ async def transaction(uow: UnitOfWork, bundle: dict[str, Any], search: Search) -
         mapping[ref] = f"{res_type}/{found[0]['id']}"
 
     results: dict[int, EntryResult] = {}
-    order = sorted(range(len(entries)), key=lambda i: _ORDER[entries[i]["request"]["method"]])
+    def rank(i: int) -> tuple[int, int]:
+        req = entries[i]["request"]
+        return _ORDER[req["method"]], _CREATE_FIRST.get(_split_url(req["url"])[0], 9) if req["method"] == "POST" else 0
+
+    order = sorted(range(len(entries)), key=rank)
     for i in order:
         e = entries[i]
         if i in existing:

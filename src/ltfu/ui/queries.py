@@ -421,7 +421,8 @@ async def case_detail(conn: AsyncConnection, scope: Scope, case_id: str, names: 
             events.append(Event(at, kind, f"Task {STATE_LABELS.get(current[0], current[0]).lower()}", detail,
                                 [(f"Task v{version}", f"/fhir/Task/{case.task_id}/_history/{version}")]))
         previous = current
-    observations = {(o.get("encounter") or {}).get("reference"): o for o in await _based_on(conn, "Observation", case_id)}
+    observations = {(o.get("encounter") or {}).get("reference"): o
+                    for o in await _based_on(conn, "Observation", case_id)}
     for enc in await _based_on(conn, "Encounter", case_id):
         method = _coding_code((enc.get("type") or [{}])[0])
         chw = ((enc.get("participant") or [{}])[0].get("individual") or {})

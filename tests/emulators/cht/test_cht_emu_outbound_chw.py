@@ -75,9 +75,7 @@ async def test_missing_credentials_queue_then_credentials_api(tmp_path):
         receiver() as rec,
         serve(make_config(tmp_path, rec.url, chw={"enabled": False}, credentials={})) as run,
     ):
-        status, body, _ = await run.call(
-            "POST", "/api/v1/places", json_body={"name": "D", "type": "district_hospital"}
-        )
+        status, body, _ = await run.call("POST", "/api/v1/places", json_body={"name": "D", "type": "district_hospital"})
         status, body, _ = await run.call(
             "POST", "/api/v1/people", json_body={"name": "P", "role": "patient", "place": body["id"]}
         )
@@ -117,9 +115,7 @@ async def test_records_push_synchronously_and_chw_reports(tmp_path):
         assert status == 200
         record_id = body["id"]
         # attempt 1: not located by phone; attempt 2: home visit, returning to care
-        reports = await wait_for(
-            lambda: len(rec.bodies("/cht/follow-up")) >= 2 and rec.bodies("/cht/follow-up")
-        )
+        reports = await wait_for(lambda: len(rec.bodies("/cht/follow-up")) >= 2 and rec.bodies("/cht/follow-up"))
         first, second = reports[0], reports[1]
         patient = run.emu.store.peek("medic", ids["patient"])
         assert first["outcome"] == "not_located" and first["method"] == "phone" and first["attempt_no"] == 1
@@ -131,11 +127,7 @@ async def test_records_push_synchronously_and_chw_reports(tmp_path):
             assert r["patient_id"] == patient["patient_id"]
             assert r["chw_id"] == ids["chw_contact"] and r["chw_name"] == "Wanjiru CHW"
         doc = run.emu.store.peek("medic", first["report_id"])
-        assert (
-            doc["form"] == "ltfu_follow_up"
-            and doc["content_type"] == "xml"
-            and doc["from"] == "+254700000001"
-        )
+        assert doc["form"] == "ltfu_follow_up" and doc["content_type"] == "xml" and doc["from"] == "+254700000001"
         assert doc["contact"] == {
             "_id": ids["chw_contact"],
             "parent": {"_id": ids["area"], "parent": {"_id": ids["district"]}},
@@ -143,9 +135,7 @@ async def test_records_push_synchronously_and_chw_reports(tmp_path):
         inputs = doc["fields"]["inputs"]
         assert inputs["source"] == "task" and inputs["source_id"] == record_id
         assert doc["fields"]["request_doc_id"] == record_id and inputs["task_case_ref"] == "SR-100"
-        assert (
-            inputs["contact"]["_id"] == ids["patient"] and inputs["missed_appointment_date"] == "2025-01-28"
-        )
+        assert inputs["contact"]["_id"] == ids["patient"] and inputs["missed_appointment_date"] == "2025-01-28"
 
         def strings_only(v):
             return all(strings_only(x) for x in v.values()) if isinstance(v, dict) else isinstance(v, str)
@@ -209,14 +199,14 @@ async def test_restart_keeps_state(tmp_path):
             await wait_for(lambda: run.emu.chw.cases())
             await run.call("POST", "/_emulator/sentinel/flush")
             seq, count = run.emu.store.update_seq("medic"), run.emu.store.doc_count("medic")
-        async with serve(make_config(tmp_path, rec.url, cht_config=True, db_path=db, chw={"first_delay_s": 0.0})) as run:
+        async with serve(
+            make_config(tmp_path, rec.url, cht_config=True, db_path=db, chw={"first_delay_s": 0.0})
+        ) as run:
             assert run.emu.store.update_seq("medic") >= seq and run.emu.store.doc_count("medic") >= count
             status, doc, _ = await run.call("GET", f"/medic/{record_id}")
             assert status == 200 and doc["fields"]["case_ref"] == "SR-100"
             # users survive (the CHW logs in), no patient is pushed twice (infodocs kept)
-            assert (await run.call("GET", "/medic/org.couchdb.user:chw1", auth=("chw1", "Chw-pass-2024")))[
-                0
-            ] == 200
+            assert (await run.call("GET", "/medic/org.couchdb.user:chw1", auth=("chw1", "Chw-pass-2024")))[0] == 200
             await run.call("POST", "/_emulator/sentinel/flush")
             assert len(rec.bodies("/cht/patient")) == 1
             # the open follow-up (seen before the restart, CHW then paused) is acted on now

@@ -17,8 +17,11 @@ from __future__ import annotations
 import base64
 import csv
 import json
+import os
 import random
 import re
+import shutil
+import subprocess
 import xml.etree.ElementTree as ET
 from datetime import date, datetime
 from pathlib import Path
@@ -147,7 +150,10 @@ def test_report_equals_the_harness_report(name: str) -> None:
         assert report[key] == real[key], key
     assert masked(report["fields"]) == masked(fields)
     # CHT stores the submitting user's contact, minified
-    assert report["contact"] == {"_id": "chw_jane", "parent": {"_id": "area_kondele", "parent": {"_id": "facility_kisumu"}}}
+    assert report["contact"] == {
+        "_id": "chw_jane",
+        "parent": {"_id": "area_kondele", "parent": {"_id": "facility_kisumu"}},
+    }
     assert report["from"] == "+254700000001"
 
 
@@ -162,7 +168,12 @@ def test_simulated_reports_have_the_harness_shape() -> None:
         rng = random.Random(i)
         answers = sim.simulated_answers(outcome, form.suggested_method(attempt), rng, today)
         report = sim.build_report(
-            harness_request(f"rec-{i}"), PATIENT, CHW, attempt, outcome, answers=answers,
+            harness_request(f"rec-{i}"),
+            PATIENT,
+            CHW,
+            attempt,
+            outcome,
+            answers=answers,
             now=datetime(2025, 3, 3, 10, tzinfo=NAIROBI),
         )
         fields = report["fields"]
@@ -184,8 +195,13 @@ def test_simulated_reports_have_the_harness_shape() -> None:
 def test_form_rules_refuse_what_enketo_refuses() -> None:
     inputs = form.task_inputs(harness_request("r"), PATIENT, 1, NAIROBI)
     today = date(2025, 3, 3)
-    ok = {"method": "phone", "contacted": "yes", "info_source": "client", "outcome": "refused",
-          "refusal_reason": "stigma"}
+    ok = {
+        "method": "phone",
+        "contacted": "yes",
+        "info_source": "client",
+        "outcome": "refused",
+        "refusal_reason": "stigma",
+    }
     page = form.follow_up_page({**ok, "transfer_facility": "ignored", "notes": None}, inputs, "SR-1", today)
     assert "transfer_facility" not in page and page["notes"] == ""
     bad = [
@@ -232,9 +248,20 @@ def test_xform_instance_and_binds_are_the_emulator_s() -> None:
 
     instance = tree(data)
     report = simulation().build_report(
-        harness_request("r"), PATIENT, CHW, 1, "moved",
-        answers={"method": "phone", "contacted": "yes", "info_source": "other", "info_source_other": "N",
-                 "outcome": "moved", "moved_date": "2025-03-01", "new_area": "Kisumu"},
+        harness_request("r"),
+        PATIENT,
+        CHW,
+        1,
+        "moved",
+        answers={
+            "method": "phone",
+            "contacted": "yes",
+            "info_source": "other",
+            "info_source_other": "N",
+            "outcome": "moved",
+            "moved_date": "2025-03-01",
+            "new_area": "Kisumu",
+        },
         now=datetime(2025, 3, 3, 10, tzinfo=NAIROBI),
     )
     emitted = key_paths(report["fields"])
@@ -260,7 +287,9 @@ def test_xform_instance_and_binds_are_the_emulator_s() -> None:
         constraint = bind.get("constraint") or ""
         if q.kind.startswith("date"):
             assert bind.get("type") == "date"
-            assert (">=" in constraint) == (q.kind == "date>=today") and ("<=" in constraint) == (q.kind == "date<=today")
+            assert (">=" in constraint) == (q.kind == "date>=today") and ("<=" in constraint) == (
+                q.kind == "date<=today"
+            )
         else:
             assert bind.get("type") == "string" and not constraint, q.name
     # the top-level calculates the report carries
@@ -325,12 +354,29 @@ def contract_follow_up() -> tuple[set[str], dict[str, set[str]]]:
 
 
 ALWAYS = {
-    "report_id", "reported_date", "case_ref", "patient_uuid", "patient_id", "chw_id", "chw_name",
-    "attempt_no", "method", "contacted", "outcome",
+    "report_id",
+    "reported_date",
+    "case_ref",
+    "patient_uuid",
+    "patient_id",
+    "chw_id",
+    "chw_name",
+    "attempt_no",
+    "method",
+    "contacted",
+    "outcome",
 }
 DETAILS = {
-    "info_source", "next_appointment_date", "refusal_reason", "transfer_facility", "new_area", "moved_date",
-    "death_date", "death_place", "not_located_reason", "notes",
+    "info_source",
+    "next_appointment_date",
+    "refusal_reason",
+    "transfer_facility",
+    "new_area",
+    "moved_date",
+    "death_date",
+    "death_place",
+    "not_located_reason",
+    "notes",
 }
 
 
@@ -352,11 +398,34 @@ async def test_outbound_payloads_of_simulated_reports_are_the_contract(tmp_path:
         submitted: list[dict] = []
         cases = [(o, None) for o in form.CHOICES["outcome"]]
         # a CHW who answers everything, so that every optional field is seen once
-        cases.append(("deceased", {"method": "home_visit", "contacted": "yes", "info_source": "other",
-                                   "info_source_other": "Neighbour", "outcome": "deceased",
-                                   "death_date": "2025-01-02", "death_place": "home", "notes": "Buried at home"}))
-        cases.append(("moved", {"method": "home_visit", "contacted": "yes", "info_source": "family_partner",
-                                "outcome": "moved", "moved_date": "2025-01-02", "new_area": "Mombasa"}))
+        cases.append(
+            (
+                "deceased",
+                {
+                    "method": "home_visit",
+                    "contacted": "yes",
+                    "info_source": "other",
+                    "info_source_other": "Neighbour",
+                    "outcome": "deceased",
+                    "death_date": "2025-01-02",
+                    "death_place": "home",
+                    "notes": "Buried at home",
+                },
+            )
+        )
+        cases.append(
+            (
+                "moved",
+                {
+                    "method": "home_visit",
+                    "contacted": "yes",
+                    "info_source": "family_partner",
+                    "outcome": "moved",
+                    "moved_date": "2025-01-02",
+                    "new_area": "Mombasa",
+                },
+            )
+        )
         for i, (outcome, answers) in enumerate(cases):
             case_ref = f"SR-{i}"
             status, body, _ = await run.call(
@@ -420,3 +489,32 @@ async def test_outbound_payloads_of_simulated_reports_are_the_contract(tmp_path:
                     assert payload[k] in allowed, (k, payload[k])
             union |= set(payload)
         assert union == names
+
+
+def test_compiled_app_settings_load_like_the_project(tmp_path: Path) -> None:
+    """What ``cht compile-app-settings`` writes gives the emulator the same settings as the
+    project's ``app_settings/`` sources (the emulator needs no node at run time)."""
+    cht = CHT_CONFIG / "node_modules" / ".bin" / "cht"
+    if not cht.exists():
+        pytest.fail("cht-config/node_modules is missing: run scripts/setup-cht-tooling.sh first", pytrace=False)
+    project = tmp_path / "cht-config"
+    shutil.copytree(CHT_CONFIG, project, ignore=shutil.ignore_patterns("node_modules", "app_settings.json"))
+    (project / "node_modules").symlink_to(CHT_CONFIG / "node_modules", target_is_directory=True)
+    build_app_settings(project, "http://127.0.0.1:9/", CRED_KEY)
+    proc = subprocess.run(
+        [str(cht), "--no-check", "compile-app-settings"],
+        cwd=project,
+        env={**os.environ, "TZ": "Africa/Nairobi", "NO_COLOR": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    compiled = load_app_settings(ChtEmulatorConfig(app_settings_path=project / "app_settings.json"))
+    sources = load_app_settings(ChtEmulatorConfig(app_settings_path=project))
+    for key in sources:
+        assert compiled[key] == sources[key], key
+    # compiled extras the emulator does not use
+    assert set(compiled) - set(sources) <= {"tasks", "contact_summary", "purge"}
+    assert compiled["outbound"]["ltfu_follow_up"]["destination"]["base_url"] == "http://127.0.0.1:9"

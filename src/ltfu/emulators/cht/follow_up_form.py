@@ -46,7 +46,6 @@ HIDDEN_FIELDS = ("request_doc_id", "meta")
 WINDOW_DAYS = 14
 
 
-
 class Question(NamedTuple):
     """A question of the follow_up group, as its XForm ``bind`` says."""
 

@@ -7,12 +7,12 @@ import asyncio
 import uuid
 
 import pytest
+from tests.conftest import Api
 
 from ltfu.services import requests as request_service
 from ltfu.settings import Settings
 from ltfu.store.db import Database
 from ltfu.store.uow import unit_of_work
-from tests.conftest import Api
 
 CONN = {"system": "http://terminology.hl7.org/CodeSystem/endpoint-connection-type", "code": "hl7-fhir-rest"}
 MRN = "https://facility.example/mrn"
@@ -65,7 +65,8 @@ def test_request_creates_task_case_and_cht_submission(server: Api) -> None:
     case_id = r.json()["id"]
     task = task_of(server, case_id)
     assert task["status"] == "requested" and task["intent"] == "order"
-    assert task["for"]["reference"] == f"Patient/{pat['id']}" and task["requester"]["reference"] == f"Organization/{org}"
+    assert task["for"]["reference"] == f"Patient/{pat['id']}"
+    assert task["requester"]["reference"] == f"Organization/{org}"
     assert task["code"]["coding"][0]["code"] == "fulfill" and task["basedOn"][0]["reference"].endswith(case_id)
     cht = outbox(server, destination="cht")
     assert [(m["kind"], m["case_id"]) for m in cht] == [("follow-up", case_id)]
@@ -253,7 +254,8 @@ def test_poc_service_request_flow(server: Api) -> None:
     assert missing_pat.status_code == 404
     # the PoC's CHT outbound Encounter is linked to the open case and moves it
     enc = {"identifier": [{"system": "cht", "use": "official", "value": cht_id}], "status": "finished",
-           "class": "outpatient", "type": [{"text": "visit"}], "subject": {"reference": f"Patient/?identifier={cht_id}"},
+           "class": "outpatient", "type": [{"text": "visit"}],
+           "subject": {"reference": f"Patient/?identifier={cht_id}"},
            "participant": [{"type": [{"text": "CHW"}]}]}
     stored = server.post("/mediator/encounter", json=enc)
     assert stored.status_code == 201 and stored.json()["basedOn"][0]["reference"].startswith("ServiceRequest/")

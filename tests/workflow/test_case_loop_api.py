@@ -174,6 +174,9 @@ def test_chw_reports_move_the_task(server: Api) -> None:
     assert numbers == [1, 2, 3]
     status = server.get(f"/fhir/Subscription/{sub['id']}/$status").json()["entry"][0]["resource"]
     assert next(p["valueString"] for p in status["parameter"] if p["name"] == "events-since-subscription-start") == "3"
+    stats = server.get("/admin/stats").json()
+    assert stats["by_status"] == {"completed": 1} and stats["by_outcome"] == {"returning-to-care": 1}
+    assert stats["median_seconds"]["request_to_close"] is not None
     # a late report after the end is stored but changes nothing
     late = server.post("/cht/follow-up", json=report(case_id, "refused", 3))
     assert late.status_code == 201 and task_of(server, case_id)["status"] == "completed"

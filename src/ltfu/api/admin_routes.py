@@ -9,6 +9,7 @@ from starlette.routing import Route
 from ltfu.api.auth import current_client
 from ltfu.api.http import JSONResponse, nudge_workers
 from ltfu.fhir.outcome import FhirError
+from ltfu.store.stats import loop_stats
 from ltfu.store.uow import unit_of_work
 
 
@@ -56,7 +57,14 @@ async def retry_many(request: Request) -> Response:
     return JSONResponse({"requeued": n})
 
 
+async def stats(request: Request) -> Response:
+    _admin(request)
+    async with request.app.state.db.connect() as conn:
+        return JSONResponse(await loop_stats(conn))
+
+
 routes = [
+    Route("/admin/stats", stats, methods=["GET"]),
     Route("/admin/outbox", list_outbox, methods=["GET"]),
     Route("/admin/outbox/retry", retry_many, methods=["POST"]),
     Route("/admin/outbox/{id:int}/retry", retry_one, methods=["POST"]),

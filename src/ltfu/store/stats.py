@@ -1,0 +1,48 @@
+"""Whole-system figures for operators and the demo summary: cases, stage times, deliveries."""
+
+from __future__ import annotations
+
+import statistics
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ltfu.store.schema import cases, delivery_attempts, outbox
+
+
+def _ts(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+
+def _median_seconds(pairs: list[tuple[str | None, str | None]]) -> float | None:
+    spans = [(b - a).total_seconds() for a, b in ((_ts(x), _ts(y)) for x, y in pairs) if a and b and b >= a]
+    return round(statistics.median(spans), 3) if spans else None
+
+
+async def loop_stats(conn: AsyncConnection) -> dict[str, Any]:
+    by_status = dict((await conn.execute(select(cases.c.status, func.count()).group_by(cases.c.status))).all())
+    by_outcome = dict((await conn.execute(
+        select(cases.c.outcome, func.count()).where(cases.c.outcome.is_not(None)).group_by(cases.c.outcome))).all())
+    rows = (await conn.execute(select(cases.c.created_at, cases.c.sent_to_cht_at, cases.c.first_attempt_at,
+                                      cases.c.closed_at))).all()
+    deliveries: dict[str, dict[str, int]] = {}
+    for dest, status, n in (await conn.execute(
+            select(outbox.c.destination, outbox.c.status, func.count()).group_by(outbox.c.destination,
+                                                                                 outbox.c.status))).all():
+        deliveries.setdefault(dest, {})[status] = n
+    attempts = dict((await conn.execute(
+        select(delivery_attempts.c.result, func.count()).group_by(delivery_attempts.c.result))).all())
+    return {
+        "cases": sum(by_status.values()),
+        "by_status": by_status,
+        "by_outcome": by_outcome,
+        "median_seconds": {
+            "request_to_cht": _median_seconds([(r.created_at, r.sent_to_cht_at) for r in rows]),
+            "request_to_first_attempt": _median_seconds([(r.created_at, r.first_attempt_at) for r in rows]),
+            "request_to_close": _median_seconds([(r.created_at, r.closed_at) for r in rows]),
+        },
+        "deliveries": deliveries,
+        "attempts": attempts,
+    }

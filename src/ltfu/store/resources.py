@@ -63,9 +63,21 @@ def not_found(res_type: str, res_id: str) -> FhirError:
     return FhirError.of("not-found", f"{res_type}/{res_id} is not known", status=404)
 
 
+@dataclass(frozen=True)
+class _Row:
+    version_id: int
+    deleted: bool
+    last_updated: str
+    content: str
+
+
 class ResourceRepository:
+    """Reads are remembered for the life of the unit of work (one transaction): a request that looks
+    at the same Organization or Subscription several times asks the database once."""
+
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
+        self._rows: dict[tuple[str, str], _Row | None] = {}
 
     # ------------------------------------------------------------------ writes
     async def create(self, resource: dict[str, Any], res_id: str | None = None) -> Stored:
@@ -103,6 +115,7 @@ class ResourceRepository:
             .where(and_(resources.c.res_type == res_type, resources.c.res_id == res_id))
             .values(version_id=version, seq=seq, last_updated=when, deleted=True, content=_dump(tomb))
         )
+        self._rows[(res_type, res_id)] = _Row(version, True, when, _dump(tomb))
         await self.conn.execute(
             delete(search_index).where(and_(search_index.c.res_type == res_type, search_index.c.res_id == res_id))
         )
@@ -129,6 +142,7 @@ class ResourceRepository:
             )
         else:
             await self.conn.execute(insert(resources).values(res_type=res_type, res_id=res_id, **values))
+        self._rows[(res_type, res_id)] = _Row(version, False, when, content)
         rows = index_rows(stamped)
         if rows:
             await self.conn.execute(
@@ -154,12 +168,16 @@ class ResourceRepository:
         return int(result.scalar_one())
 
     # ------------------------------------------------------------------ reads
-    async def _current_row(self, res_type: str, res_id: str) -> Any:
-        result = await self.conn.execute(
-            select(resources.c.version_id, resources.c.deleted, resources.c.last_updated, resources.c.content)
-            .where(and_(resources.c.res_type == res_type, resources.c.res_id == res_id))
-        )
-        return result.first()
+    async def _current_row(self, res_type: str, res_id: str) -> _Row | None:
+        key = (res_type, res_id)
+        if key not in self._rows:
+            result = await self.conn.execute(
+                select(resources.c.version_id, resources.c.deleted, resources.c.last_updated, resources.c.content)
+                .where(and_(resources.c.res_type == res_type, resources.c.res_id == res_id))
+            )
+            row = result.first()
+            self._rows[key] = _Row(row.version_id, row.deleted, row.last_updated, row.content) if row else None
+        return self._rows[key]
 
     async def get(self, res_type: str, res_id: str) -> Stored | None:
         """The current version, or None when unknown or deleted."""

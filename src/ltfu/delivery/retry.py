@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from enum import Enum
+from functools import cached_property
 
 
 class Verdict(Enum):
@@ -33,17 +35,24 @@ class RetryPolicy:
     budget_s: float = 72 * 3600.0
     permanent_attempts: int = 3
 
+    def _base(self, attempt: int) -> float:
+        return min(self.max_s, self.initial_s * 2.0 ** min(max(0, attempt - 1), 60))
+
     def delay(self, attempt: int) -> float:
         """Delay before the next try after ``attempt`` failed tries (1-based), with jitter in [50%, 100%]."""
-        base = min(self.max_s, self.initial_s * (2 ** max(0, attempt - 1)))
-        return base * (0.5 + random.random() / 2)
+        return self._base(attempt) * (0.5 + random.random() / 2)
 
+    @cached_property
     def max_attempts(self) -> int:
         """Attempts that fit in the budget when every wait is its shortest (so the budget is at least met)."""
         total, n = 0.0, 0
         while total < self.budget_s:
             n += 1
-            total += min(self.max_s, self.initial_s * (2 ** (n - 1))) * 0.5
+            step = self._base(n) * 0.5
+            if self._base(n) >= self.max_s:  # from here on every wait is the same: count them at once
+                n += max(0, math.ceil((self.budget_s - total) / step) - 1)
+                break
+            total += step
         return n + 1
 
     def next_step(self, verdict: Verdict, attempts_so_far: int) -> float | None:
@@ -53,6 +62,6 @@ class RetryPolicy:
             return None
         if verdict is Verdict.PERMANENT and tries >= self.permanent_attempts:
             return None
-        if tries >= self.max_attempts():
+        if tries >= self.max_attempts:
             return None
         return self.delay(tries)

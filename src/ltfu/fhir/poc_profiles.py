@@ -15,7 +15,8 @@ from ltfu.fhir.outcome import FhirError, Issue
 CHT_SYSTEM = "cht"
 ENDPOINT_CONNECTION_SYSTEM = "http://terminology.hl7.org/CodeSystem/endpoint-connection-type"
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+# A GUID, hyphens optional: CouchDB (so CHT) ids are 32 hex digits; the PoC's joi guid() took both.
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
 
 # Bare ``Encounter.class`` strings seen from CHT mappings → v3-ActCode.
 ENCOUNTER_CLASSES = {

@@ -75,7 +75,7 @@ class Contacts:
             data.pop("place")
         data.pop("_rev", None)
         entry = self.store.put(MEDIC, data)
-        return {"id": entry.id, "rev": entry.rev}
+        return {"ok": True, "id": entry.id, "rev": entry.rev}  # CouchDB's post result, as people.js returns it
 
     def get_or_create_person(self, data: Any) -> dict:
         if isinstance(data, str):
@@ -139,11 +139,11 @@ class Contacts:
             place["parent"] = minify(place["parent"])
         if not contact:
             entry = self.store.put(MEDIC, place)
-            return {"id": entry.id, "rev": entry.rev}
+            return {"ok": True, "id": entry.id, "rev": entry.rev}
         if contact_exists:
             place["contact"] = minify(contact)
             entry = self.store.put(MEDIC, place)
-            return {"id": entry.id, "rev": entry.rev, "contact": {"id": contact["_id"]}}
+            return {"ok": True, "id": entry.id, "rev": entry.rev, "contact": {"id": contact["_id"]}}
         entry = self.store.put(MEDIC, place)
         contact["place"] = entry.id
         person = self.get_or_create_person(contact)

@@ -212,6 +212,15 @@ def emulate_cht(ctx: typer.Context) -> None:
     cht_main(list(ctx.args))
 
 
+@emulate_app.command("facility", add_help_option=False,
+                      context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def emulate_facility(ctx: typer.Context) -> None:
+    """Run the facility (EMR) emulator (options: `ltfu emulate facility --help`)."""
+    from ltfu.emulators.facility.server import main as facility_main
+
+    facility_main(list(ctx.args))
+
+
 @cht_config_app.command("build")
 def cht_config_build(
     mediator_url: Annotated[str, typer.Option(help="Where CHT reaches the mediator, e.g. https://ltfu.example.org")],

@@ -136,6 +136,25 @@ def clients_remove(name: str) -> None:
 
 
 @app.command()
+def demo(
+    cases: Annotated[int, typer.Option(help="Follow-up cases to run through the loop (0: only start and wire)")] = 200,
+    keep_running: Annotated[bool, typer.Option("--keep-running", help="Leave the services up afterwards")] = False,
+    mediator_port: Annotated[int | None, typer.Option(help="Default: a free port")] = None,
+    cht_port: Annotated[int | None, typer.Option(help="Default: a free port")] = None,
+    facility_port: Annotated[int | None, typer.Option(help="Default: a free port")] = None,
+    admin_password: Annotated[str | None, typer.Option(help="The mediator's `admin` client (default: random)")] = None,
+    cht_admin_password: Annotated[str, typer.Option(help="The CHT emulator's admin `medic`")] = "password",
+) -> None:
+    """The whole loop on this machine: mediator + CHT emulator + facility emulator, with a summary."""
+    from ltfu.demo import DemoOptions, run
+
+    code = run(DemoOptions(cases=cases, keep_running=keep_running, mediator_port=mediator_port, cht_port=cht_port,
+                           facility_port=facility_port, admin_password=admin_password,
+                           cht_admin_password=cht_admin_password), _settings())
+    raise typer.Exit(code)
+
+
+@app.command()
 def worker() -> None:
     """Run delivery workers and the expiry sweeper alone (several may share one PostgreSQL)."""
     from ltfu.delivery.runtime import Runtime

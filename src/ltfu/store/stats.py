@@ -38,6 +38,11 @@ async def loop_stats(conn: AsyncConnection) -> dict[str, Any]:
         "cases": sum(by_status.values()),
         "by_status": by_status,
         "by_outcome": by_outcome,
+        "reached": {
+            "cht": sum(1 for r in rows if r.sent_to_cht_at),
+            "attempted": sum(1 for r in rows if r.first_attempt_at),
+            "closed": sum(1 for r in rows if r.closed_at),
+        },
         "median_seconds": {
             "request_to_cht": _median_seconds([(r.created_at, r.sent_to_cht_at) for r in rows]),
             "request_to_first_attempt": _median_seconds([(r.created_at, r.first_attempt_at) for r in rows]),

@@ -1,0 +1,285 @@
+"""`ltfu demo`: the mediator, the CHT emulator and the facility emulator on this machine, wired like a
+deployment (three processes on loopback, SQLite), and N follow-up cases through the whole loop.
+
+Nothing here takes a shortcut around the mediator: the facility emulator speaks FHIR to it, CHT's
+outbound push brings persons and CHW reports to it, and its own workers call CHT and the facility.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ltfu.emulators.facility import FacilityClient
+from ltfu.settings import Settings
+from ltfu.store.db import Database
+from ltfu.store.uow import unit_of_work
+
+PUSH_USER = "cht"
+CHW_AREAS = 4
+HOUSEHOLDS_PER_AREA = 5
+
+
+@dataclass
+class DemoOptions:
+    cases: int = 200
+    keep_running: bool = False
+    mediator_port: int | None = None
+    cht_port: int | None = None
+    facility_port: int | None = None
+    admin_password: str | None = None
+    cht_admin_password: str = "password"
+    timeout_s: float = 180.0
+    chw_delay_s: float = 1.0
+
+
+@dataclass
+class Services:
+    data: Path
+    mediator: str
+    cht: str
+    facility: str
+    admin: tuple[str, str]
+    cht_admin: tuple[str, str]
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(url: str, what: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited (code {proc.returncode}); see {log}")
+        try:
+            if requests.get(url, timeout=2).status_code < 500:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{what} did not answer at {url} within {timeout:.0f} s; see {log}")
+
+
+async def _add_push_client(settings: Settings, password: str) -> None:
+    db = Database(settings)
+    try:
+        await db.upgrade()
+        async with unit_of_work(db) as uow:
+            await uow.clients.upsert(PUSH_USER, password, is_admin=True, organization_id=None)
+    finally:
+        await db.dispose()
+
+
+def start(opts: DemoOptions, base: Settings, console: Console) -> Services:
+    data = base.data_dir / "demo"
+    shutil.rmtree(data, ignore_errors=True)
+    data.mkdir(parents=True)
+    admin = ("admin", opts.admin_password or secrets.token_urlsafe(12))
+    cht_admin = ("medic", opts.cht_admin_password)
+    push_password = secrets.token_urlsafe(16)
+    mport, cport, fport = (opts.mediator_port or _free_port(), opts.cht_port or _free_port(),
+                           opts.facility_port or _free_port())
+    svc = Services(data, f"http://127.0.0.1:{mport}", f"http://127.0.0.1:{cport}", f"http://127.0.0.1:{fport}",
+                   admin, cht_admin)
+    db_url = f"sqlite:///{(data / 'ltfu.db').resolve()}"
+    env = {**os.environ, "LTFU_DATA_DIR": str(data), "LTFU_DATABASE_URL": db_url, "LTFU_ADMIN_PASSWORD": admin[1],
+           "LTFU_CHT_URL": svc.cht, "LTFU_CHT_USERNAME": cht_admin[0], "LTFU_CHT_PASSWORD": cht_admin[1],
+           "LTFU_PUBLIC_URL": svc.mediator, "LTFU_POLL_INTERVAL_S": "0.2", "LTFU_RETRY_INITIAL_S": "2",
+           "LTFU_RETRY_MAX_S": "30"}
+    asyncio.run(_add_push_client(Settings(database_url=db_url, data_dir=data), push_password))
+    ltfu = str(Path(sys.executable).with_name("ltfu"))
+    commands = [
+        ("mediator", [ltfu, "serve", "--port", str(mport)], svc.mediator + "/health"),
+        ("CHT emulator", [ltfu, "emulate", "cht", "--port", str(cport), "--db", str(data / "cht.db"),
+                          "--admin-password", cht_admin[1], "--mediator-url", svc.mediator,
+                          "--credential-key", "ltfu-mediator", "--mediator-username", PUSH_USER,
+                          "--mediator-password", push_password, "--retry-interval", "5",
+                          "--chw-delay", str(opts.chw_delay_s), "--chw-retry-delay", str(opts.chw_delay_s)],
+         svc.cht + "/api/info"),
+        ("facility emulator", [ltfu, "emulate", "facility", "--port", str(fport), "--mediator-url", svc.mediator,
+                               "--username", admin[0], "--password", admin[1], "--cht-url", svc.cht,
+                               "--cht-username", cht_admin[0], "--cht-password", cht_admin[1]],
+         svc.facility + "/_facility/info"),
+    ]
+    for name, args, health in commands:
+        log = data / f"{name.split()[0].lower()}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        svc.procs.append(proc)
+        try:
+            _wait(health, name, proc, log)
+        except RuntimeError:
+            svc.stop()
+            raise
+        where = svc.mediator if name == "mediator" else health.rsplit("/", 2)[0]
+        console.print(f"  [green]✓[/green] {name:<18} {where}")
+    return svc
+
+
+def seed_cht(svc: Services) -> list[str]:
+    """A county hospital, CHW areas each with a CHW (offline user), and households: the household ids."""
+    s = requests.Session()
+    s.auth = svc.cht_admin
+    s.headers["Accept"] = "application/json"
+
+    def post(path: str, body: Any) -> Any:
+        r = s.post(svc.cht + path, json=body, timeout=30)
+        if r.status_code != 200:
+            raise RuntimeError(f"CHT emulator refused {path}: {r.status_code} {r.text[:200]}")
+        return r.json()
+
+    hospital = post("/api/v1/places", {"name": "Kisumu County Referral Hospital", "type": "district_hospital"})["id"]
+    households = []
+    for a in range(CHW_AREAS):
+        area = post("/api/v1/places", {"name": f"CHW area {a + 1}", "type": "health_center", "parent": hospital})["id"]
+        post("/api/v2/users", [{"username": f"chw{a + 1}", "password": f"Chw-{secrets.token_hex(6)}-Aa1!",
+                                "roles": ["chw"], "place": area,
+                                "contact": {"name": f"CHW {a + 1}", "role": "chw", "phone": f"+25471100{a:04d}"}}])
+        for h in range(HOUSEHOLDS_PER_AREA):
+            households.append(post("/api/v1/places", {"name": f"Household {a + 1}.{h + 1}", "type": "clinic",
+                                                      "parent": area})["id"])
+    return households
+
+
+def _stats(svc: Services) -> dict[str, Any]:
+    return requests.get(svc.mediator + "/admin/stats", auth=svc.admin, timeout=10).json()
+
+
+def run_cases(opts: DemoOptions, svc: Services, console: Console) -> tuple[dict[str, Any], dict[str, Any], float]:
+    fac = FacilityClient(svc.facility)
+    households = seed_cht(svc)
+    fac.register()
+    started = time.monotonic()
+    with console.status(f"Facility sends its defaulter list of {opts.cases} patients (people created in CHT first)"):
+        sent = fac.send_list(opts.cases, cht={"places": households})
+    console.print(f"  list sent: {sent.get('requests_created', opts.cases)} requests in one FHIR transaction")
+    columns = (TextColumn("{task.description:<34}"), BarColumn(bar_width=36), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    stages = ["Cases opened (Task requested)", "Received by CHT", "CHW attempted", "Outcome recorded / closed",
+              "Facility notified of the end"]
+    deadline = time.monotonic() + opts.timeout_s
+    with Progress(*columns, console=console) as progress:
+        bars = [progress.add_task(name, total=opts.cases) for name in stages]
+        while True:
+            st, rep = _stats(svc), fac.report()
+            reached = st["reached"]
+            values = [st["cases"], reached["cht"], reached["attempted"], reached["closed"], rep["tasks"]["terminal"]]
+            for bar, v in zip(bars, values, strict=True):
+                progress.update(bar, completed=v)
+            if values[-1] >= opts.cases and values[3] >= opts.cases or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+    return _stats(svc), fac.report(), time.monotonic() - started
+
+
+def summary(opts: DemoOptions, svc: Services, st: dict[str, Any], rep: dict[str, Any], elapsed: float,
+            console: Console) -> bool:
+    cht = requests.get(svc.cht + "/_emulator/stats", auth=svc.cht_admin, timeout=10).json()
+    requests_in_cht = cht["docs"].get("data_record:INTEROP_FOLLOW_UP", 0)
+    outcomes = Table(title="Cases by outcome", show_edge=False)
+    outcomes.add_column("outcome")
+    outcomes.add_column("cases", justify="right")
+    for name, n in sorted(st["by_outcome"].items(), key=lambda x: -x[1]):
+        outcomes.add_row(name, str(n))
+    for status, n in sorted(st["by_status"].items()):
+        if status != "completed":
+            outcomes.add_row(f"(Task {status})", str(n))
+    console.print(outcomes)
+    stages = Table(title="Median time from request", show_edge=False)
+    stages.add_column("stage")
+    stages.add_column("seconds", justify="right")
+    for label, key in (("received by CHT", "request_to_cht"), ("first CHW attempt", "request_to_first_attempt"),
+                       ("case closed", "request_to_close")):
+        v = st["median_seconds"][key]
+        stages.add_row(label, "-" if v is None else f"{v:.1f}")
+    console.print(stages)
+    d = st["deliveries"]
+    lost = st["cases"] - st["reached"]["closed"]
+    problems = {
+        "cases not closed": lost,
+        "dead deliveries": sum(x.get("dead", 0) for x in d.values()),
+        "duplicate notifications": rep["duplicates"],
+        "missing notifications": rep["missing_events"],
+        "out-of-order notifications": rep["out_of_order"],
+    }
+    problems["duplicate CHT follow-ups"] = max(0, requests_in_cht - st["cases"])
+    console.print(
+        f"Deliveries: CHT {d.get('cht', {}).get('done', 0)} done, notifications {d.get('notify', {}).get('done', 0)} "
+        f"done (with the handshake); {st['attempts'].get('retry', 0)} attempts retried. The facility received "
+        f"{rep['events_received']} events ({rep['unique_events']} unique).")
+    bad = {k: v for k, v in problems.items() if v}
+    if bad:
+        console.print("[red]Loop incomplete:[/red] " + ", ".join(f"{k}: {v}" for k, v in bad.items()))
+    else:
+        console.print(f"[green]All {st['cases']} cases closed the loop in {elapsed:.1f} s: nothing lost, "
+                      "nothing duplicated, every notification in order.[/green]")
+    return not bad
+
+
+def urls(svc: Services, console: Console) -> None:
+    console.print(f"\nLook at (user {svc.admin[0]} / password {svc.admin[1]}):")
+    console.print(f"  {svc.mediator}/ui                  the operator dashboard")
+    console.print(f"  {svc.mediator}/fhir/Task?_count=5  the cases as FHIR Tasks")
+    console.print(f"  {svc.mediator}/admin/stats         loop figures")
+    console.print(f"  {svc.facility}/_facility/report  what the facility saw (no auth)")
+    console.print(f"  {svc.cht}/_emulator/stats  (medic / {svc.cht_admin[1]})  the CHT emulator")
+    console.print(f"Logs and databases: {svc.data}/")
+
+
+def run(opts: DemoOptions, settings: Settings | None = None) -> int:
+    console = Console()
+    settings = settings or Settings()
+    console.print(f"[bold]ltfu demo[/bold]: {opts.cases} follow-up cases through mediator, CHT and facility")
+    try:
+        svc = start(opts, settings, console)
+    except RuntimeError as exc:
+        console.print(f"[red]{exc}[/red]")
+        return 1
+    ok = True
+    try:
+        if opts.cases:
+            st, rep, elapsed = run_cases(opts, svc, console)
+            ok = summary(opts, svc, st, rep, elapsed, console)
+        urls(svc, console)
+        if opts.keep_running:
+            console.print("Running; Ctrl-C to stop.")
+            try:
+                while all(p.poll() is None for p in svc.procs):
+                    time.sleep(1)
+            except KeyboardInterrupt:
+                pass
+    except (RuntimeError, requests.RequestException) as exc:
+        console.print(f"[red]Demo failed: {exc}[/red] (logs in {svc.data}/)")
+        ok = False
+    finally:
+        svc.stop()
+    return 0 if ok else 1

@@ -18,6 +18,7 @@ demo: $(STAMP)
 tooling:
 	bash scripts/setup-cht-tooling.sh
 	bash scripts/setup-openhim-tooling.sh
+	bash scripts/fetch-fhir-schema.sh
 
 test: $(STAMP) tooling
 	$(BIN)/ruff check src tests bench

@@ -144,3 +144,19 @@ def test_two_worker_processes_on_postgresql_deliver_once(tmp_path: Path) -> None
             assert w1.proc and w2.proc and w1.proc.poll() is None and w2.proc.poll() is None
     finally:
         postgres.drop_database(url)
+
+
+def test_patient_unknown_to_cht_is_rejected_as_unassignable(tmp_path: Path) -> None:
+    with Loop(tmp_path, f"sqlite:///{tmp_path / 'u.db'}") as loop:
+        org = loop.register_facility()
+        ghost = loop.fhir("POST", "/fhir/Patient", json={
+            "resourceType": "Patient", "identifier": [
+                {"system": "https://ltfu.example.org/fhir/NamingSystem/cht-contact-id", "value": "no-such-person"}]})
+        case = loop.request(org, ghost.json()["id"], "REQ-GHOST").json()
+        wait_until(lambda: loop.tasks_by_status() == {"rejected": 1}, 30, "the case rejected")
+        task = loop.fhir("GET", "/fhir/Task").json()["entry"][0]["resource"]
+        assert task["businessStatus"]["coding"][0]["code"] == "unassignable"
+        assert "unknown to CHT" in task["statusReason"]["text"]
+        assert loop.cht_records(case["id"]) == 0
+        dead = loop.fhir("GET", "/admin/outbox", params={"status": "dead"}).json()["items"]
+        assert [(d["destination"], d["attempts"]) for d in dead] == [("cht", 3)]  # a few tries, then dead

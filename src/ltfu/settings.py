@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     cht_form: str = "interop_follow_up"
     cht_cancel_form: str = "interop_follow_up_cancel"
     cht_max_concurrency: int = Field(default=8, ge=1)
+    cht_max_rate_per_s: float = Field(default=20.0, gt=0, description="Requests per second toward CHT, at most.")
     cht_timeout_s: float = 30.0
 
     # Delivery (outbox)

@@ -55,3 +55,19 @@ def test_retry_budget_is_met_even_with_the_shortest_jitter() -> None:
     assert p.next_step(Verdict.DEAD, 0) is None
     tiny = RetryPolicy(0.3, 1.5)  # test settings: a long budget of short waits must not overflow
     assert tiny.next_step(Verdict.RETRY, 10_000) is not None
+
+
+def test_cht_client_paces_requests() -> None:
+    import asyncio
+    import time
+
+    from ltfu.cht.client import ChtClient
+
+    async def run() -> float:
+        client = ChtClient("http://127.0.0.1:9", None, None, max_rate_per_s=50)
+        start = time.monotonic()
+        for _ in range(11):
+            await client._pace()
+        return time.monotonic() - start
+
+    assert asyncio.run(run()) >= 10 / 50 * 0.95  # 11 requests at 50/s span at least 200 ms

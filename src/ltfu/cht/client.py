@@ -24,12 +24,14 @@ class ChtResponse:
 
 class ChtClient:
     def __init__(self, url: str, username: str | None, password: str | None, *, verify_tls: bool = True,
-                 timeout_s: float = 30.0, max_concurrency: int = 8) -> None:
+                 timeout_s: float = 30.0, max_concurrency: int = 8, max_rate_per_s: float = 20.0) -> None:
         self.url = url.rstrip("/")
         self._auth = aiohttp.BasicAuth(username, password or "") if username else None
         self._verify = verify_tls
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._limit = asyncio.Semaphore(max_concurrency)
+        self._interval = 1.0 / max_rate_per_s
+        self._next_slot = 0.0
         self._session: aiohttp.ClientSession | None = None
 
     async def _client(self) -> aiohttp.ClientSession:
@@ -47,6 +49,7 @@ class ChtClient:
         data = orjson.dumps(body) if body is not None else None
         headers = {"Content-Type": "application/json"} if data is not None else {}
         async with self._limit:
+            await self._pace()
             start = time.perf_counter()
             async with session.request(method, self.url + path, data=data, headers=headers,
                                        allow_redirects=False) as resp:
@@ -57,6 +60,14 @@ class ChtClient:
         except orjson.JSONDecodeError:
             parsed = raw[:500].decode("utf-8", "replace")
         return ChtResponse(resp.status, parsed, latency)
+
+    async def _pace(self) -> None:
+        """Space requests at least 1/rate apart (a CHT instance also serves the CHWs' phones)."""
+        now = time.monotonic()
+        slot = max(now, self._next_slot)
+        self._next_slot = slot + self._interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
 
     async def create_record(self, record: dict[str, Any]) -> ChtResponse:
         return await self.request("POST", "/api/v2/records", record)

@@ -52,7 +52,7 @@ class ChtSubmitter(Handler):
             settings.cht_url, settings.cht_username,
             settings.cht_password.get_secret_value() if settings.cht_password else None,
             verify_tls=settings.cht_verify_tls, timeout_s=settings.cht_timeout_s,
-            max_concurrency=settings.cht_max_concurrency)
+            max_concurrency=settings.cht_max_concurrency, max_rate_per_s=settings.cht_max_rate_per_s)
 
     async def close(self) -> None:
         await self.client.close()

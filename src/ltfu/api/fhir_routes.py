@@ -11,6 +11,7 @@ from starlette.routing import Route
 
 from ltfu.api.capability import capability_statement
 from ltfu.api.http import FhirResponse, fhir_base, json_body, nudge_workers, prefer_return, read_body, report_write
+from ltfu.api.scoping import check_placer, check_visible, scope_search
 from ltfu.fhir.outcome import FhirError, information
 from ltfu.fhir.rest import parse_etag
 from ltfu.fhir.search_params import date_range, parse_search
@@ -95,7 +96,7 @@ async def search(request: Request) -> Response:
         body = await read_body(request)
         params += parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
     async with unit_of_work(_db(request)) as uow:
-        return FhirResponse(await search_bundle(request, uow, res_type, params))
+        return FhirResponse(await search_bundle(request, uow, res_type, scope_search(request, res_type, params)))
 
 
 # --------------------------------------------------------------------------- instance
@@ -104,6 +105,7 @@ async def read(request: Request) -> Response:
     res_type = _type(request)
     async with unit_of_work(_db(request)) as uow:
         stored = await uow.resources.read(res_type, request.path_params["id"])
+    check_visible(request, stored.resource)
     inm = request.headers.get("if-none-match")
     if inm and parse_etag(inm) == stored.version_id:
         return Response(status_code=304, headers={"ETag": stored.etag})
@@ -119,6 +121,7 @@ async def vread(request: Request) -> Response:
         raise FhirError.of("not-found", f"Version {vid!r} is not a version of this server", status=404)
     async with unit_of_work(_db(request)) as uow:
         stored = await uow.resources.vread(res_type, request.path_params["id"], int(vid))
+    check_visible(request, stored.resource)
     return FhirResponse(stored.resource, headers={"ETag": stored.etag, "Last-Modified": stored.last_updated})
 
 
@@ -172,6 +175,7 @@ async def history(request: Request) -> Response:
 async def create(request: Request) -> Response:
     res_type = _type(request)
     body = await json_body(request)
+    check_placer(request, body)
     # fhirpy's get_or_create sends the condition as the query string instead of If-None-Exist.
     condition = request.headers.get("if-none-exist") or (request.url.query or None)
     async with unit_of_work(_db(request)) as uow:
@@ -182,8 +186,12 @@ async def create(request: Request) -> Response:
 async def update(request: Request) -> Response:
     res_type = _type(request)
     body = await json_body(request)
+    check_placer(request, body)
     if_match = parse_etag(request.headers.get("if-match"))
     async with unit_of_work(_db(request)) as uow:
+        current = await uow.resources.get(res_type, request.path_params["id"])
+        if current is not None:
+            check_visible(request, current.resource)
         result = await ops.update(uow, res_type, request.path_params["id"], body, if_match=if_match)
     return _write_response(request, result.stored, 201 if result.created else 200)
 
@@ -224,9 +232,12 @@ async def transaction_or_batch(request: Request) -> Response:
     if kind not in ("transaction", "batch"):
         raise FhirError.of("invalid", f"Bundle.type must be transaction or batch, got {kind!r}", "Bundle.type")
     include = prefer_return(request) != "minimal"
+    for entry in body.get("entry") or []:
+        if isinstance(entry, dict):
+            check_placer(request, entry.get("resource"))
 
     async def run_search(uow: UnitOfWork, res_type: str, params: list[tuple[str, str]]) -> dict[str, Any]:
-        return await search_bundle(request, uow, res_type, params)
+        return await search_bundle(request, uow, res_type, scope_search(request, res_type, params))
 
     async with unit_of_work(_db(request)) as uow:
         if kind == "transaction":

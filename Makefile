@@ -19,6 +19,7 @@ tooling:
 	bash scripts/setup-cht-tooling.sh
 	bash scripts/setup-openhim-tooling.sh
 	bash scripts/fetch-fhir-schema.sh
+	bash scripts/setup-browser-tooling.sh
 
 test: $(STAMP) tooling
 	$(BIN)/ruff check src tests bench

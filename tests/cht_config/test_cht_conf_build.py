@@ -28,7 +28,8 @@ def test_compiled_app_settings(built_project: Path) -> None:
     assert {"patient_uuid", "case_ref", "due_date"} <= set(forms["INTEROP_FOLLOW_UP"]["fields"])
     assert settings["transitions"]["mark_for_outbound"] is True
     paths = {entry["destination"]["path"] for entry in settings["outbound"].values()}
-    assert paths == {"/cht/patient", "/cht/follow-up"}
+    # + the PoC's Encounter push for its own `interop_follow_up` report shape (reference compatibility)
+    assert paths == {"/cht/patient", "/cht/follow-up", "/mediator/encounter"}
 
 
 def test_converted_forms_match_the_committed_xml(built_project: Path) -> None:

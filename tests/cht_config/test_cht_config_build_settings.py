@@ -29,7 +29,7 @@ def test_writes_destination_into_a_copy(tmp_path: Path) -> None:
             "password_key": "ltfu-outbound",
         }
     paths = sorted(e["destination"]["path"] for e in _outbound(written).values())
-    assert paths == ["/cht/follow-up", "/cht/patient"]
+    assert paths == ["/cht/follow-up", "/cht/patient", "/mediator/encounter"]  # + the PoC encounter push
     assert json.loads(written.read_text())["transitions"]["mark_for_outbound"] is True
     # the rest is untouched, the source project too, and no node_modules were copied
     source = json.loads((CONFIG_DIR / "app_settings" / "base_settings.json").read_text())

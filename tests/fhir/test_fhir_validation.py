@@ -516,3 +516,14 @@ def test_bad_json_message_names_the_position() -> None:
     with pytest.raises(FhirError) as info:
         parse_json(b'{\n  "resourceType": "Patient",\n  "gender": female\n}')
     assert "line 3" in info.value.issues[0].diagnostics
+
+
+@pytest.mark.parametrize("value", ["{", "}", "{expr}", "}}{0}{"])
+def test_client_braces_in_codes_are_reported_verbatim(value: str) -> None:
+    """A code holding format braces is an ordinary bad code (it once crashed the message formatting)."""
+    with pytest.raises(FhirError) as err:
+        validate({"resourceType": "ServiceRequest", "status": value, "intent": "order",
+                  "subject": {"reference": "Patient/1"}})
+    (issue,) = err.value.issues
+    assert issue.code == "value" and issue.expression == ("ServiceRequest.status",)
+    assert issue.diagnostics.startswith(f"'{value}' is not a valid code for ServiceRequest.status")

@@ -19,6 +19,7 @@ from ltfu.api.crash_guard import CrashGuardMiddleware
 from ltfu.api.http import fhir_error_response
 from ltfu.delivery.runtime import Runtime
 from ltfu.fhir.outcome import FhirError, Issue
+from ltfu.metrics import MetricsMiddleware, metrics_route
 from ltfu.openhim.client import RegistrationRejected
 from ltfu.openhim.envelope import OpenHIMEnvelopeMiddleware
 from ltfu.openhim.runtime import run_openhim
@@ -26,6 +27,7 @@ from ltfu.services.workflow import install_hooks
 from ltfu.settings import Settings
 from ltfu.store.db import Database
 from ltfu.store.uow import unit_of_work
+from ltfu.ui import routes as ui_routes
 
 log = logging.getLogger("ltfu.api")
 
@@ -92,6 +94,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Mount("/fhir", routes=[*subscription_routes.routes, *fhir_routes.routes]),
             *cht_routes.routes,
             *admin_routes.routes,
+            *ui_routes.routes,
+            metrics_route,
             *mediator_routes.routes,
         ],
         exception_handlers={FhirError: on_fhir_error, HTTPException: on_http_error},
@@ -102,5 +106,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.runtime = None
     app.add_middleware(BasicAuthMiddleware, db=db)
     app.add_middleware(CrashGuardMiddleware)
+    app.add_middleware(MetricsMiddleware)  # counts 401s and 500s too
     app.add_middleware(OpenHIMEnvelopeMiddleware, settings=settings)  # outermost: 401s get wrapped too
     return app

@@ -10,24 +10,36 @@ from starlette.routing import Route
 
 from ltfu.api.http import JSONResponse, json_body, nudge_workers
 from ltfu.cht.inbound import parse_follow_up, parse_person
+from ltfu.fhir.outcome import FhirError
+from ltfu.metrics import count_cht_push
 from ltfu.services import attempts, cht_people
 from ltfu.store.uow import unit_of_work
 
 
 async def patient(request: Request) -> Response:
-    raw = await json_body(request)
-    person = parse_person(raw)
-    async with unit_of_work(request.app.state.db) as uow:
-        stored, created = await cht_people.upsert(uow, person, raw)
+    try:
+        raw = await json_body(request)
+        person = parse_person(raw)
+        async with unit_of_work(request.app.state.db) as uow:
+            stored, created = await cht_people.upsert(uow, person, raw)
+    except FhirError:
+        count_cht_push("patient", "rejected")
+        raise
+    count_cht_push("patient", "recorded" if created else "duplicate")
     return JSONResponse({"status": "created" if created else "ok", "patient": stored.ref},
                         status_code=201 if created else 200)
 
 
 async def follow_up(request: Request) -> Response:
-    raw = await json_body(request)
-    report = parse_follow_up(raw)
-    async with unit_of_work(request.app.state.db) as uow:
-        result, changed = await attempts.record_follow_up(uow, report, raw)
+    try:
+        raw = await json_body(request)
+        report = parse_follow_up(raw)
+        async with unit_of_work(request.app.state.db) as uow:
+            result, changed = await attempts.record_follow_up(uow, report, raw)
+    except FhirError:
+        count_cht_push("follow-up", "rejected")
+        raise
+    count_cht_push("follow-up", "recorded" if changed else "duplicate")
     nudge_workers(request)
     return JSONResponse({"status": "recorded" if changed else "duplicate", **result},
                         status_code=201 if changed else 200)

@@ -13,6 +13,7 @@ import os
 import time
 import uuid
 
+from ltfu import metrics
 from ltfu.delivery.attempt import Attempt, Handler
 from ltfu.delivery.retry import RetryPolicy, Verdict
 from ltfu.services import requests
@@ -80,6 +81,7 @@ class Worker:
             error = attempt.error or ""
             if attempt.verdict is Verdict.OK:
                 await uow.outbox.record_attempt(row.id, attempt.status_code, attempt.latency_ms, "ok", attempt.error)
+                metrics.observe_delivery(row.destination, "ok", attempt.status_code, attempt.latency_ms)
                 if attempt.on_done:
                     await attempt.on_done(uow)
                 await uow.outbox.done(row.id)
@@ -88,6 +90,7 @@ class Worker:
             wait = self.policy.next_step(attempt.verdict, row.attempts)
             if wait is None:
                 await uow.outbox.record_attempt(row.id, attempt.status_code, attempt.latency_ms, "dead", error)
+                metrics.observe_delivery(row.destination, "dead", attempt.status_code, attempt.latency_ms)
                 effect = handler.dead_effect(row, error)
                 if effect:
                     await effect(uow)
@@ -96,6 +99,7 @@ class Worker:
                             row.kind, row.attempts + 1, error[:200])
             else:
                 await uow.outbox.record_attempt(row.id, attempt.status_code, attempt.latency_ms, "retry", error)
+                metrics.observe_delivery(row.destination, "retry", attempt.status_code, attempt.latency_ms)
                 await uow.outbox.retry_later(row.id, wait, error)
 
 

@@ -131,6 +131,11 @@ def _short(value: str, limit: int = 40) -> str:
     return value if len(value) <= limit else value[: limit - 1] + "…"
 
 
+def _literal(value: str) -> str:
+    """A client's value inside an ``add`` template (those are ``str.format``-ed): braces escaped."""
+    return _short(value).replace("{", "{{").replace("}", "}}")
+
+
 # --- pass 1: schema-guided walk --------------------------------------------------------------------
 class _Walk:
     __slots__ = ("issues", "dropped", "fatal", "entry_types")
@@ -160,12 +165,12 @@ class _Walk:
             return
         if allowed is not None and rt not in allowed:
             self.add("not-supported", (path, "resourceType"),
-                     f"Resource type '{_short(rt)}' is not supported here (at {{expr}})")
+                     f"Resource type '{_literal(rt)}' is not supported here (at {{expr}})")
             self.fatal = True
             return
         if rt not in R4_RESOURCE_TYPES or not _r4b_has(rt):
             self.add("not-supported", (path, "resourceType"),
-                     f"'{_short(rt)}' is not a FHIR R4 resource type supported by this server (at {{expr}})")
+                     f"'{_literal(rt)}' is not a FHIR R4 resource type supported by this server (at {{expr}})")
             self.fatal = True
             return
         spec = _SPECS.get(rt)
@@ -240,7 +245,7 @@ class _Walk:
             elif kind == _CODE:
                 if arg is not None and value not in arg:
                     allowed = " | ".join(sorted(arg)) if len(arg) <= 12 else f"{len(arg)} codes of R4"
-                    self.add("value", path, f"'{_short(value)}' is not a valid code for {{expr}} "
+                    self.add("value", path, f"'{_literal(value)}' is not a valid code for {{expr}} "
                                             f"(required binding; allowed: {allowed})")
             elif kind == _URI:
                 if _WS_RE.search(value):

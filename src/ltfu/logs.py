@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import sys
 import time
 
 import orjson
+
+request_ids: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("ltfu_request", default=None)
+
+
+class RequestContextFilter(logging.Filter):
+    """Adds the ``request_id``/``transaction_id`` of the request being handled to every record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in (request_ids.get() or {}).items():
+            setattr(record, key, value)
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -28,8 +40,9 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(RequestContextFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("uvicorn.access", "aiosqlite", "sqlalchemy"):
+    for noisy in ("uvicorn.access", "aiosqlite", "sqlalchemy", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

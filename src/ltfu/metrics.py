@@ -140,6 +140,12 @@ def _template(routes: list[BaseRoute], scope: Scope, prefix: str = "") -> str | 
     return None
 
 
+def route_template(scope: Scope, original: Scope) -> str:
+    """The template of the route ``original`` (the scope as it came in) matches, or ``unmatched``."""
+    routes = getattr(getattr(scope.get("app"), "router", None), "routes", None) or []
+    return _template(routes, original) or "unmatched"
+
+
 class MetricsMiddleware:
     """Counts and times every HTTP request by method, route template and status (pure ASGI)."""
 
@@ -165,9 +171,7 @@ class MetricsMiddleware:
             await self.app(scope, receive, sending)
         finally:
             elapsed = time.perf_counter() - start
-            app = scope.get("app")
-            routes = getattr(getattr(app, "router", None), "routes", None) or []
-            route = _template(routes, original) or "unmatched"
+            route = route_template(scope, original)
             method = scope["method"] if scope["method"] in _METHODS else "OTHER"
             HTTP_REQUESTS.labels(method, route, str(status)).inc()
             HTTP_LATENCY.labels(method, route).observe(elapsed)

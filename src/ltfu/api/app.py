@@ -14,6 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Mount
 
 from ltfu.api import admin_routes, cht_routes, fhir_routes, mediator_routes, ops_routes, subscription_routes
+from ltfu.api.access_log import AccessLogMiddleware
 from ltfu.api.auth import BasicAuthMiddleware
 from ltfu.api.crash_guard import CrashGuardMiddleware
 from ltfu.api.http import fhir_error_response
@@ -107,5 +108,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.add_middleware(BasicAuthMiddleware, db=db)
     app.add_middleware(CrashGuardMiddleware)
     app.add_middleware(MetricsMiddleware)  # counts 401s and 500s too
-    app.add_middleware(OpenHIMEnvelopeMiddleware, settings=settings)  # outermost: 401s get wrapped too
+    app.add_middleware(OpenHIMEnvelopeMiddleware, settings=settings)  # wraps 401s too
+    app.add_middleware(AccessLogMiddleware)  # outermost: logs what the client really got
     return app

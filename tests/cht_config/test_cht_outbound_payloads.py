@@ -158,10 +158,7 @@ def test_patient_payload_follows_the_contract(mapped: dict[str, dict]) -> None:
 def test_python_outbound_mapping_agrees(
     mapped: dict[str, dict], built_project: Path, harness_run: tuple[Run, Path]
 ) -> None:
-    try:
-        module = importlib.import_module("ltfu.cht.outbound_mapping")
-    except ModuleNotFoundError:
-        pytest.skip("ltfu.cht.outbound_mapping not written yet")
+    module = importlib.import_module("ltfu.cht.outbound_mapping")
     _, export_dir = harness_run
     outbound = json.loads((built_project / "app_settings.json").read_text())["outbound"]
     checked = 0
@@ -182,3 +179,41 @@ def test_outbound_map_script_is_valid_node() -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def test_the_running_mediator_accepts_the_payloads(mapped: dict[str, dict], tmp_path: Path) -> None:
+    """What CHT would push after the harness's reports, posted to a real mediator on loopback."""
+    import requests
+    from tests.support.server import ServerThread
+
+    from ltfu.api.app import create_app
+    from ltfu.settings import Settings
+
+    auth = ("admin", "cht-config-test-1")
+    app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'm.db'}", admin_password=auth[1], workers=False))
+    with ServerThread(app) as srv:
+        base = srv.url
+        person = mapped["person-patient"]["ltfu_patient"]["payload"]
+        assert requests.post(base + "/cht/patient", json=person, auth=auth, timeout=30).status_code == 201
+        org = requests.post(base + "/fhir/Organization", auth=auth, timeout=30,
+                            json={"resourceType": "Organization", "name": "Kisumu"}).json()
+        # the case the harness's task came from: ServiceRequest id = case_ref
+        sr = {"resourceType": "ServiceRequest", "id": "SR-1001", "status": "active", "intent": "order",
+              "identifier": [{"system": "urn:test", "value": "SR-1001"}],
+              "subject": {"reference": f"Patient/{person['_id']}"},
+              "requester": {"reference": f"Organization/{org['id']}"}}
+        assert requests.put(base + "/fhir/ServiceRequest/SR-1001", json=sr, auth=auth, timeout=30).status_code == 201
+        posted = 0
+        for stem in sorted(mapped):
+            entry = mapped[stem].get("ltfu_follow_up")
+            if not entry or "payload" not in entry:
+                continue
+            r = requests.post(base + "/cht/follow-up", json=entry["payload"], auth=auth, timeout=30)
+            assert r.status_code == 201, (stem, r.text)
+            posted += 1
+        assert posted >= 9
+        encounters = requests.get(base + "/fhir/Encounter", params={"based-on": "ServiceRequest/SR-1001"},
+                                  auth=auth, timeout=30).json()
+        assert encounters["total"] == posted
+        task = requests.get(base + "/fhir/Task", auth=auth, timeout=30).json()["entry"][0]["resource"]
+        assert task["status"] == "completed"

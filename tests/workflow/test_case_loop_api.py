@@ -266,3 +266,19 @@ def test_poc_service_request_flow(server: Api) -> None:
     assert server.get(f"/fhir/{r.json()['criteria']}").json()["total"] == 1
     task = server.get("/fhir/Task").json()["entry"][0]["resource"]
     assert task["status"] == "in-progress"
+
+
+def test_subscriptions_other_than_ours_are_stored_not_served(server: Api) -> None:
+    other = {"resourceType": "Subscription", "status": "requested", "reason": "x", "criteria": "Observation?code=x",
+             "channel": {"type": "rest-hook", "endpoint": "https://elsewhere.example/cb"}}
+    assert server.post("/fhir/Subscription", json=other).status_code == 201
+    assert outbox(server, destination="notify") == []  # no handshake: not ours to deliver
+    ours_broken = {**other, "criteria": "https://ltfu.example.org/fhir/SubscriptionTopic/ltfu-task-updated"}
+    r = server.post("/fhir/Subscription", json=ours_broken)
+    assert r.status_code == 422 and "Task?requester=Organization" in r.text
+    org = facility(server, "S1")
+    ours = {**other, "criteria": f"Task?requester=Organization/{org}"}
+    sub = server.post("/fhir/Subscription", json=ours)
+    assert sub.status_code == 201
+    handshakes = [m for m in outbox(server, destination="notify") if m["kind"] == "handshake"]
+    assert sub.json()["id"] in {m["subscription_id"] for m in handshakes}

@@ -176,14 +176,22 @@ async def handshake(uow: UnitOfWork, sub: Stored) -> None:
 
 # --------------------------------------------------------------------------- hooks
 
+def _is_ours(sub: dict[str, Any], systems: Systems) -> bool:
+    """A facility notification subscription (ours to deliver), rather than another system's."""
+    return subscription_org(sub) is not None or sub.get("criteria") == systems.topic
+
+
 async def _subscription_before(uow: UnitOfWork, sub: dict[str, Any], previous: Stored | None) -> dict[str, Any]:
+    """Ours must be well-formed; other Subscriptions are stored as plain FHIR and not served."""
+    if not _is_ours(sub, Systems(uow.settings.base_url)):
+        return sub
     if sub.get("channel", {}).get("type") != "rest-hook":
         raise FhirError.of("not-supported", "Only rest-hook subscriptions are supported", "Subscription.channel.type",
                            status=422)
     if subscription_org(sub) is None:
         raise FhirError.of(
             "business-rule",
-            "Subscription criteria (or its backport filter criteria) must be Task?requester=Organization/<id>",
+            "An LTFU subscription needs the backport filter criteria Task?requester=Organization/<id>",
             "Subscription.criteria", status=422)
     if not sub.get("channel", {}).get("endpoint"):
         raise FhirError.of("required", "Subscription.channel.endpoint is required", "Subscription.channel.endpoint",
@@ -193,6 +201,8 @@ async def _subscription_before(uow: UnitOfWork, sub: dict[str, Any], previous: S
 
 async def _subscription_after(uow: UnitOfWork, stored: Stored, previous: Stored | None) -> None:
     org_id = subscription_org(stored.resource)
+    if org_id is None:
+        return
     sub_id = stored.resource["id"]
     if previous is None:
         exists = await uow.conn.execute(select(func.count()).select_from(subscription_counters)

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
-from tests.support import postgres
 
 from ltfu.settings import Settings
 from ltfu.store.db import Database
 from ltfu.store.schema import metadata
+from tests.support import postgres
 
 ADMIN_PASSWORD = "admin-secret-1"
 _pg_url: str | None = None
@@ -95,9 +95,8 @@ def server(settings: Settings) -> Iterator[Api]:
     """The real app under uvicorn on a free loopback port, on a fresh database."""
     import asyncio
 
-    from tests.support.server import ServerThread
-
     from ltfu.api.app import create_app
+    from tests.support.server import ServerThread
 
     async def reset() -> None:
         database = Database(settings)

@@ -144,13 +144,14 @@ def demo(
     facility_port: Annotated[int | None, typer.Option(help="Default: a free port")] = None,
     admin_password: Annotated[str | None, typer.Option(help="The mediator's `admin` client (default: random)")] = None,
     cht_admin_password: Annotated[str, typer.Option(help="The CHT emulator's admin `medic`")] = "password",
+    database_url: Annotated[str | None, typer.Option(help="Default: SQLite in ltfu-data/demo/")] = None,
 ) -> None:
     """The whole loop on this machine: mediator + CHT emulator + facility emulator, with a summary."""
     from ltfu.demo import DemoOptions, run
 
     code = run(DemoOptions(cases=cases, keep_running=keep_running, mediator_port=mediator_port, cht_port=cht_port,
                            facility_port=facility_port, admin_password=admin_password,
-                           cht_admin_password=cht_admin_password), _settings())
+                           cht_admin_password=cht_admin_password, database_url=database_url), _settings())
     raise typer.Exit(code)
 
 

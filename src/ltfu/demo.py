@@ -46,6 +46,7 @@ class DemoOptions:
     cht_admin_password: str = "password"
     timeout_s: float = 180.0
     chw_delay_s: float = 1.0
+    database_url: str | None = None  # default: SQLite in the demo folder (the embedded default)
 
 
 @dataclass
@@ -57,6 +58,26 @@ class Services:
     admin: tuple[str, str]
     cht_admin: tuple[str, str]
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    specs: list[tuple[str, list[str], str, dict[str, str]]] = field(default_factory=list)
+
+    def launch(self, index: int) -> None:
+        """(Re)start process ``index`` of ``specs`` and wait until it answers."""
+        name, args, health, env = self.specs[index]
+        log = self.data / f"{name.split()[0].lower()}.log"
+        with log.open("ab") as out:
+            proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        if index < len(self.procs):
+            self.procs[index] = proc
+        else:
+            self.procs.append(proc)
+        _wait(health, name, proc, log)
+
+    def kill(self, index: int) -> None:
+        """SIGKILL one process (a crash, not a shutdown)."""
+        proc = self.procs[index]
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
 
     def stop(self) -> None:
         for p in self.procs:
@@ -110,7 +131,7 @@ def start(opts: DemoOptions, base: Settings, console: Console) -> Services:
                            opts.facility_port or _free_port())
     svc = Services(data, f"http://127.0.0.1:{mport}", f"http://127.0.0.1:{cport}", f"http://127.0.0.1:{fport}",
                    admin, cht_admin)
-    db_url = f"sqlite:///{(data / 'ltfu.db').resolve()}"
+    db_url = opts.database_url or f"sqlite:///{(data / 'ltfu.db').resolve()}"
     env = {**os.environ, "LTFU_DATA_DIR": str(data), "LTFU_DATABASE_URL": db_url, "LTFU_ADMIN_PASSWORD": admin[1],
            "LTFU_CHT_URL": svc.cht, "LTFU_CHT_USERNAME": cht_admin[0], "LTFU_CHT_PASSWORD": cht_admin[1],
            "LTFU_PUBLIC_URL": svc.mediator, "LTFU_POLL_INTERVAL_S": "0.2", "LTFU_RETRY_INITIAL_S": "2",
@@ -131,12 +152,9 @@ def start(opts: DemoOptions, base: Settings, console: Console) -> Services:
          svc.facility + "/_facility/info"),
     ]
     for name, args, health in commands:
-        log = data / f"{name.split()[0].lower()}.log"
-        with log.open("wb") as out:
-            proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        svc.procs.append(proc)
+        svc.specs.append((name, args, health, env))
         try:
-            _wait(health, name, proc, log)
+            svc.launch(len(svc.specs) - 1)
         except RuntimeError:
             svc.stop()
             raise

@@ -6,9 +6,9 @@ import logging
 
 import orjson
 import pytest
-from tests.conftest import Api
 
 from ltfu.logs import JsonFormatter, RequestContextFilter
+from tests.conftest import Api
 
 
 @pytest.fixture

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import requests
-from tests.conftest import Api
 
 from ltfu.settings import Settings
 from ltfu.store.db import Database
 from ltfu.store.uow import unit_of_work
+from tests.conftest import Api
 
 CONN = {"system": "http://terminology.hl7.org/CodeSystem/endpoint-connection-type", "code": "hl7-fhir-rest"}
 

@@ -7,6 +7,7 @@ import asyncio
 from fhirclient import client as fc_client
 from fhirclient.models.patient import Patient as FcPatient
 from fhirpy import AsyncFHIRClient
+
 from tests.conftest import ADMIN_PASSWORD, Api
 
 MRN = "https://facility.example/mrn"

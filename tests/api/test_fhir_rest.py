@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import requests
+
 from tests.conftest import Api
 
 MRN = "https://facility.example/mrn"

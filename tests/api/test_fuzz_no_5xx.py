@@ -10,11 +10,11 @@ import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.conftest import ADMIN_PASSWORD
-from tests.support.server import ServerThread
 
 from ltfu.api.app import create_app
 from ltfu.settings import Settings
+from tests.conftest import ADMIN_PASSWORD
+from tests.support.server import ServerThread
 
 ROUTES = ["/fhir/Patient", "/fhir/ServiceRequest", "/fhir/Task", "/fhir", "/mediator/patient",
           "/mediator/organization", "/mediator/endpoint", "/mediator/encounter", "/fhir/Encounter"]

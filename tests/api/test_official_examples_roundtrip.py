@@ -6,9 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.conftest import Api
-
 from ltfu.fhir.validation import SUPPORTED_TYPES
+from tests.conftest import Api
 
 EXAMPLES = Path(__file__).parents[1] / "fixtures" / "r4-examples"
 

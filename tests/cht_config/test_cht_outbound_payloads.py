@@ -184,10 +184,10 @@ def test_outbound_map_script_is_valid_node() -> None:
 def test_the_running_mediator_accepts_the_payloads(mapped: dict[str, dict], tmp_path: Path) -> None:
     """What CHT would push after the harness's reports, posted to a real mediator on loopback."""
     import requests
-    from tests.support.server import ServerThread
 
     from ltfu.api.app import create_app
     from ltfu.settings import Settings
+    from tests.support.server import ServerThread
 
     auth = ("admin", "cht-config-test-1")
     app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'm.db'}", admin_password=auth[1], workers=False))

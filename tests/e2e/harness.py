@@ -20,6 +20,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
 from tests.support.server import ServerThread, free_port
 
 LTFU = str(Path(sys.executable).with_name("ltfu"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from tests.e2e.harness import Loop, wait_until
 
 TERMINAL = {"completed", "failed", "rejected", "cancelled"}

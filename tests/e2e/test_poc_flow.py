@@ -7,6 +7,7 @@ import uuid
 from pathlib import Path
 
 import requests
+
 from tests.e2e.harness import ADMIN, CONN, Loop, wait_until
 
 

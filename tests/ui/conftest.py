@@ -15,8 +15,6 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-from tests.support.server import ServerThread
-from tests.ui.seed import Seeded, seed
 
 from ltfu.api.app import create_app
 from ltfu.metrics import MetricsMiddleware, metrics_route
@@ -24,6 +22,8 @@ from ltfu.settings import Settings
 from ltfu.store.db import Database
 from ltfu.store.uow import unit_of_work
 from ltfu.ui import routes as ui_routes
+from tests.support.server import ServerThread
+from tests.ui.seed import Seeded, seed
 
 ADMIN = ("admin", "admin-secret-1")
 CLINIC_A = ("clinic-a", "clinic-a-secret-1")

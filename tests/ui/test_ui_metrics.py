@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 
 from prometheus_client.parser import text_string_to_metric_families
-from tests.ui.conftest import CLINIC_A, UiServer
-from tests.ui.seed import EXPECTED_STATES
 
 from ltfu import metrics
+from tests.ui.conftest import CLINIC_A, UiServer
+from tests.ui.seed import EXPECTED_STATES
 
 
 def scrape(server: UiServer) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:

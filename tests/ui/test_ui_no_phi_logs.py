@@ -14,8 +14,6 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-from tests.support.server import ServerThread, free_port
-from tests.ui.conftest import ADMIN, build_app
 
 from ltfu.cht.config_build import build_app_settings
 from ltfu.emulators.cht import ChtEmulatorConfig
@@ -25,6 +23,8 @@ from ltfu.logs import JsonFormatter, configure_logging
 from ltfu.settings import Settings
 from ltfu.store.db import Database
 from ltfu.store.uow import unit_of_work
+from tests.support.server import ServerThread, free_port
+from tests.ui.conftest import ADMIN, build_app
 
 REPO = Path(__file__).resolve().parents[2]
 CHT_ADMIN = ("medic", "password")

@@ -7,12 +7,12 @@ import asyncio
 import uuid
 
 import pytest
-from tests.conftest import Api
 
 from ltfu.services import requests as request_service
 from ltfu.settings import Settings
 from ltfu.store.db import Database
 from ltfu.store.uow import unit_of_work
+from tests.conftest import Api
 
 CONN = {"system": "http://terminology.hl7.org/CodeSystem/endpoint-connection-type", "code": "hl7-fhir-rest"}
 MRN = "https://facility.example/mrn"

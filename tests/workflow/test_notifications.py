@@ -19,11 +19,11 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from tests.conftest import ADMIN_PASSWORD
-from tests.support.server import ServerThread
 
 from ltfu.api.app import create_app
 from ltfu.settings import Settings
+from tests.conftest import ADMIN_PASSWORD
+from tests.support.server import ServerThread
 
 CONN = {"system": "http://terminology.hl7.org/CodeSystem/endpoint-connection-type", "code": "hl7-fhir-rest"}
 SECRET = "hmac-secret-for-tests"

@@ -33,14 +33,30 @@ class Worker:
         self.policy = RetryPolicy(settings.retry_initial_s, settings.retry_max_s, settings.retry_budget_s,
                                   settings.retry_permanent_4xx)
         self.batch = batch
-        self.name = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self.lease_s = settings.delivery_timeout_s * 3 + 30
+        self.host = os.uname().nodename
+        self.name = f"{self.host}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        # A CHT delivery makes up to four calls (person, find, record, read back).
+        self.lease_s = max(settings.delivery_timeout_s, 4 * settings.cht_timeout_s) + 15
         self.last_beat = time.monotonic()
         self.wake = asyncio.Event()
         self.sent = 0
 
+    async def release_dead_workers(self) -> None:
+        """Leases of crashed workers on this host (their process is gone) are freed at once, so a
+        restart does not wait for them to expire. Leases of other hosts expire on their own."""
+        async with unit_of_work(self.db) as uow:
+            for owner in await uow.outbox.lease_owners(self.host + ":"):
+                pid = owner.split(":")[1]
+                if pid.isdigit() and not _alive(int(pid)):
+                    n = await uow.outbox.release(owner)
+                    log.warning("released %s deliveries leased by %s, which is gone", n, owner)
+
     async def run(self, stop: asyncio.Event) -> None:
         log.info("delivery worker %s started for %s", self.name, ", ".join(self.handlers))
+        try:
+            await self.release_dead_workers()
+        except Exception as exc:  # noqa: BLE001 - best effort: leases also expire
+            log.error("could not release stale leases: %s", type(exc).__name__)
         while not stop.is_set():
             self.last_beat = time.monotonic()
             try:
@@ -101,6 +117,16 @@ class Worker:
                 await uow.outbox.record_attempt(row.id, attempt.status_code, attempt.latency_ms, "retry", error)
                 metrics.observe_delivery(row.destination, "retry", attempt.status_code, attempt.latency_ms)
                 await uow.outbox.retry_later(row.id, wait, error)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class Sweeper:

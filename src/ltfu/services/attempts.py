@@ -142,6 +142,8 @@ async def _advance(uow: UnitOfWork, case: Any, report: FollowUpReport, encounter
     values: dict[str, Any] = {"attempts": max(case.attempts or 0, report.attempt_no)}
     if case.first_attempt_at is None:
         values["first_attempt_at"] = report.reported_at
+    if case.sent_to_cht_at is None:  # a CHW acted on it, so it reached CHT even if CHT's answer was lost
+        values["sent_to_cht_at"] = report.reported_at
     if report.chw_id:
         values["chw_id"] = report.chw_id
     owner = _chw(systems, report)

@@ -143,6 +143,8 @@ async def transaction(uow: UnitOfWork, bundle: dict[str, Any], search: Search) -
             continue
         res_type, _, _ = _split_url(req["url"])
         if req.get("ifNoneExist"):
+            if isinstance(e.get("resource"), dict):  # held to commit: no twin created meanwhile elsewhere
+                await uow.lock(ops.identity_keys(e["resource"]))
             try:
                 found = await ops.find_by_query(uow, res_type, req["ifNoneExist"])
             except FhirError as err:

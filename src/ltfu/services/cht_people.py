@@ -6,6 +6,7 @@ from typing import Any
 
 from ltfu.cht.inbound import ChtPerson
 from ltfu.fhir.systems import POC_CHT_SYSTEM, Systems
+from ltfu.services.resources import identity_keys
 from ltfu.store.receipts import content_hash
 from ltfu.store.resources import Stored
 from ltfu.store.uow import UnitOfWork
@@ -39,6 +40,8 @@ def patient_from_person(person: ChtPerson, systems: Systems) -> dict[str, Any]:
 async def upsert(uow: UnitOfWork, person: ChtPerson, raw: dict[str, Any]) -> tuple[Stored, bool]:
     """(the Patient, whether it was created). An unchanged re-send writes nothing."""
     systems = Systems(uow.settings.base_url)
+    wanted = patient_from_person(person, systems)
+    await uow.lock(identity_keys(wanted))  # a facility's list may be creating this person right now
     key = f"cht-person:{person.id}"
     digest = content_hash(raw)
     seen = await uow.receipts.get(key)
@@ -48,7 +51,6 @@ async def upsert(uow: UnitOfWork, person: ChtPerson, raw: dict[str, Any]) -> tup
     current = await uow.resources.get("Patient", ids[0]) if ids else None
     if current is not None and seen and seen[0] == digest:
         return current, False
-    wanted = patient_from_person(person, systems)
     if current is None:
         stored = await uow.resources.create(wanted)
         created = True

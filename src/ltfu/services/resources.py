@@ -51,6 +51,12 @@ async def find_by_query(uow: UnitOfWork, res_type: str, query: str, *, limit: in
     return (await uow.search(q)).matches
 
 
+def identity_keys(resource: dict[str, Any]) -> list[str]:
+    """Lock keys for a resource's identifiers: concurrent creates of one identity must serialise."""
+    return [f"{resource.get('resourceType')}|{i.get('system', '')}|{i['value']}"
+            for i in resource.get("identifier") or [] if isinstance(i, dict) and i.get("value")]
+
+
 async def create(
     uow: UnitOfWork, resource: Any, *, res_type: str | None = None, if_none_exist: str | None = None,
     res_id: str | None = None,
@@ -58,6 +64,7 @@ async def create(
     resource = validate(resource, res_type)
     res_type = resource["resourceType"]
     if if_none_exist:
+        await uow.lock(identity_keys(resource))
         found = await find_by_query(uow, res_type, if_none_exist)
         if len(found) > 1:
             raise FhirError.of("multiple-matches",

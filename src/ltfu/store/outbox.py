@@ -98,6 +98,17 @@ class OutboxRepository:
         )
         return [_row(r) for r in rows]
 
+    async def lease_owners(self, prefix: str) -> list[str]:
+        held = and_(outbox.c.status == "pending", outbox.c.lease_owner.like(prefix + "%"))
+        rows = await self.conn.execute(select(outbox.c.lease_owner).where(held).distinct())
+        return [r for (r,) in rows if r]
+
+    async def release(self, owner: str) -> int:
+        """Give up the leases of a worker that is gone (its rows become claimable now)."""
+        result = await self.conn.execute(update(outbox).where(outbox.c.lease_owner == owner)
+                                         .values(lease_owner=None, lease_until=None))
+        return int(result.rowcount or 0)
+
     async def still_leased_by(self, row_id: int, worker: str) -> bool:
         r = (await self.conn.execute(
             select(outbox.c.lease_owner, outbox.c.status).where(outbox.c.id == row_id))).first()

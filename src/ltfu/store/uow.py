@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ltfu.fhir.search_params import SearchQuery
@@ -34,6 +36,18 @@ class UnitOfWork:
 
     async def search(self, query: SearchQuery) -> SearchResult:
         return await run_search(self.conn, query)
+
+    async def lock(self, keys: list[str]) -> None:
+        """Serialise this transaction with others that lock any of ``keys`` (until commit).
+
+        PostgreSQL: transaction-scoped advisory locks, taken in sorted order (no deadlock between
+        two lockers). SQLite needs none: its transactions already run one at a time.
+        """
+        if self.db.is_sqlite:
+            return
+        for key in sorted(set(keys)):
+            number = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
+            await self.conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": number})
 
     @asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:

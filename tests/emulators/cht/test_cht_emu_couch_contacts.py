@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from tests.emulators.cht.emu_support import make_config, seed_area, serve, wait_for
-
 from ltfu.emulators.cht.sentinel import is_valid_shortcode
+from tests.emulators.cht.emu_support import make_config, seed_area, serve, wait_for
 
 
 async def test_people_places_users(tmp_path):

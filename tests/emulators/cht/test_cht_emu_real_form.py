@@ -28,6 +28,14 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+
+from ltfu.cht.config_build import build_app_settings
+from ltfu.emulators.cht import ChtEmulatorConfig
+from ltfu.emulators.cht import follow_up_form as form
+from ltfu.emulators.cht.app_settings import load_app_settings
+from ltfu.emulators.cht.chw import ChwSimulation
+from ltfu.emulators.cht.config import ChwSimConfig, default_cht_config_dir
+from ltfu.emulators.cht.store import DocStore
 from tests.emulators.cht.emu_support import (
     CHT_CONFIG,
     CRED_KEY,
@@ -39,14 +47,6 @@ from tests.emulators.cht.emu_support import (
     serve,
     wait_for,
 )
-
-from ltfu.cht.config_build import build_app_settings
-from ltfu.emulators.cht import ChtEmulatorConfig
-from ltfu.emulators.cht import follow_up_form as form
-from ltfu.emulators.cht.app_settings import load_app_settings
-from ltfu.emulators.cht.chw import ChwSimulation
-from ltfu.emulators.cht.config import ChwSimConfig, default_cht_config_dir
-from ltfu.emulators.cht.store import DocStore
 
 NAIROBI = ZoneInfo("Africa/Nairobi")
 XF = "{http://www.w3.org/2002/xforms}"

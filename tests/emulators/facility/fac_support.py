@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import requests
-from tests.support.server import ServerThread, free_port
 
 from ltfu.emulators.facility import FacilityClient, FacilityEmulatorConfig, create_app
+from tests.support.server import ServerThread, free_port
 
 BP = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
 TOPIC = "https://ltfu.example.org/fhir/SubscriptionTopic/ltfu-task-updated"

@@ -12,8 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from tests.emulators.facility.fac_support import facility, wait_for
-from tests.support.server import ServerThread
 
 from ltfu.api.app import create_app as mediator_app
 from ltfu.emulators.cht import ChtEmulatorConfig
@@ -24,6 +22,8 @@ from ltfu.emulators.facility.roster import WHO_SYSTEM
 from ltfu.settings import Settings
 from ltfu.store.db import Database
 from ltfu.store.uow import unit_of_work
+from tests.emulators.facility.fac_support import facility, wait_for
+from tests.support.server import ServerThread
 
 ADMIN = ("admin", "admin-secret-fac-1")
 CHT_ADMIN = ("medic", "cht-admin-pass-1")

@@ -11,11 +11,11 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-from tests.emulators.facility.fac_support import TOKEN, facility, notification, post, task
-from tests.support.server import ServerThread
 
 from ltfu.emulators.facility import FacilityError
 from ltfu.emulators.facility.ledger import Ledger, outcome_of
+from tests.emulators.facility.fac_support import TOKEN, facility, notification, post, task
+from tests.support.server import ServerThread
 
 SUB = "sub-kisumu"
 

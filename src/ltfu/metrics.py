@@ -140,6 +140,12 @@ def _template(routes: list[BaseRoute], scope: Scope, prefix: str = "") -> str | 
     return None
 
 
+def routing_copy(scope: Scope) -> Scope:
+    """What routing needs of a request, taken before routing rewrites ``path``/``root_path``."""
+    return {"type": "http", "path": scope["path"], "root_path": scope.get("root_path", ""),
+            "method": scope["method"], "headers": [], "query_string": b""}
+
+
 def route_template(scope: Scope, original: Scope) -> str:
     """The template of the route ``original`` (the scope as it came in) matches, or ``unmatched``."""
     routes = getattr(getattr(scope.get("app"), "router", None), "routes", None) or []
@@ -156,8 +162,7 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        original = {"type": "http", "path": scope["path"], "root_path": scope.get("root_path", ""),
-                    "method": scope["method"], "headers": [], "query_string": b""}
+        original = routing_copy(scope)
         status = 500
         start = time.perf_counter()
 

@@ -15,7 +15,7 @@ import uuid
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ltfu.logs import request_ids
-from ltfu.metrics import route_template
+from ltfu.metrics import route_template, routing_copy
 
 log = logging.getLogger("ltfu.access")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -42,8 +42,7 @@ class AccessLogMiddleware:
         if transaction:
             ids["transaction_id"] = transaction
         token = request_ids.set(ids)
-        before = {"type": "http", "path": scope["path"], "root_path": scope.get("root_path", ""),
-                  "method": scope["method"], "headers": [], "query_string": b""}  # routing rewrites scope
+        before = routing_copy(scope)
         status = 500
         start = time.perf_counter()
 

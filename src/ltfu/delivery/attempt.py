@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -21,13 +22,13 @@ class Attempt:
     on_done: Effect | None = None  # applied in the transaction that marks the row done
 
 
-class Handler:
+class Handler(ABC):
     """Sends one outbox row. Must not raise for delivery problems: return an Attempt instead."""
 
     destination: str
 
-    async def send(self, row: OutboxRow) -> Attempt:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abstractmethod
+    async def send(self, row: OutboxRow) -> Attempt: ...
 
     def dead_effect(self, row: OutboxRow, error: str) -> Effect | None:
         """What giving up on ``row`` changes (applied in the transaction that marks it dead)."""

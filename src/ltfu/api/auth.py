@@ -34,9 +34,6 @@ class BasicAuthMiddleware:
         self.db = db
         self._cache: dict[bytes, tuple[float, Client]] = {}
 
-    def forget(self) -> None:
-        self._cache.clear()
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)

@@ -176,10 +176,3 @@ class OutboxRepository:
         q = (select(outbox.c.destination, outbox.c.status, func.count(), func.min(outbox.c.next_attempt_at))
              .where(outbox.c.status != "done").group_by(outbox.c.destination, outbox.c.status))
         return {(d, s): (n, oldest) for d, s, n, oldest in (await self.conn.execute(q)).all()}
-
-    async def attempts_for(self, row_ids: list[int]) -> list[Any]:
-        if not row_ids:
-            return []
-        q = (select(delivery_attempts).where(delivery_attempts.c.outbox_id.in_(row_ids))
-             .order_by(delivery_attempts.c.id))
-        return list((await self.conn.execute(q)).all())

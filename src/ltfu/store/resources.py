@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, delete, func, insert, select, update
+from sqlalchemy import and_, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ltfu.fhir.outcome import FhirError
@@ -21,11 +21,6 @@ from ltfu.store.schema import resource_history, resources, search_index
 
 def now_instant() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def to_fhir_instant(stored: str) -> str:
-    """Our storage instants carry microseconds; FHIR allows them, so they go out as they are."""
-    return stored
 
 
 @dataclass(frozen=True)
@@ -53,7 +48,7 @@ def _dump(resource: dict[str, Any]) -> str:
 def _stamp(resource: dict[str, Any], res_id: str, version: int, when: str) -> dict[str, Any]:
     meta = dict(resource.get("meta") or {})
     meta["versionId"] = str(version)
-    meta["lastUpdated"] = to_fhir_instant(when)
+    meta["lastUpdated"] = when  # microseconds are allowed in a FHIR instant
     out = {"resourceType": resource["resourceType"], "id": res_id, "meta": meta}
     out.update((k, v) for k, v in resource.items() if k not in ("resourceType", "id", "meta"))
     return out
@@ -248,9 +243,3 @@ class ResourceRepository:
         if system is not None:
             q = q.where(si.c.system == system)
         return list(dict.fromkeys((await self.conn.execute(q.limit(10))).scalars()))
-
-    async def count(self, res_type: str) -> int:
-        q = select(func.count()).select_from(resources).where(
-            and_(resources.c.res_type == res_type, resources.c.deleted.is_(False))
-        )
-        return int((await self.conn.execute(q)).scalar_one())

@@ -248,10 +248,6 @@ class CaseRow:
     request_identifier: str
 
     @property
-    def state_label(self) -> str:
-        return STATE_LABELS.get(self.status, self.status)
-
-    @property
     def outcome_label(self) -> str:
         return OUTCOMES[self.outcome].display if self.outcome in OUTCOMES else ""
 

@@ -22,16 +22,6 @@ def minify(doc: Any) -> Any:
     return out
 
 
-def minify_contact_doc(doc: dict) -> dict:
-    """A contact doc as stored: minified ``parent`` and ``contact``."""
-    doc = dict(doc)
-    if isinstance(doc.get("parent"), dict):
-        doc["parent"] = minify(doc["parent"])
-    if isinstance(doc.get("contact"), dict):
-        doc["contact"] = minify(doc["contact"])
-    return doc
-
-
 def ancestor_ids(store: DocStore, doc: dict) -> list[str]:
     """Ids of the parents of ``doc``, nearest first (read from the stored docs)."""
     ids: list[str] = []

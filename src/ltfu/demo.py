@@ -135,7 +135,7 @@ def start(opts: DemoOptions, base: Settings, console: Console) -> Services:
     env = {**os.environ, "LTFU_DATA_DIR": str(data), "LTFU_DATABASE_URL": db_url, "LTFU_ADMIN_PASSWORD": admin[1],
            "LTFU_CHT_URL": svc.cht, "LTFU_CHT_USERNAME": cht_admin[0], "LTFU_CHT_PASSWORD": cht_admin[1],
            "LTFU_PUBLIC_URL": svc.mediator, "LTFU_POLL_INTERVAL_S": "0.2", "LTFU_RETRY_INITIAL_S": "2",
-           "LTFU_RETRY_MAX_S": "30"}
+           "LTFU_RETRY_MAX_S": "30", "LTFU_CHT_MAX_RATE_PER_S": "200"}  # a local emulator, not a shared CHT
     asyncio.run(_add_push_client(Settings(database_url=db_url, data_dir=data), push_password))
     ltfu = str(Path(sys.executable).with_name("ltfu"))
     commands = [

@@ -115,7 +115,7 @@ async def test_through_openhim_to_the_ltfu_server(start_fake, tmp_path: Path) ->
         openhim_envelope="auto",
     )
     # Harmless if create_app already mounts the middleware: an enveloped response passes through.
-    app = OpenHIMEnvelopeMiddleware(app_module.create_app(settings), settings)
+    app = app_module.create_app(settings)
     fake = start_fake("8")
     with LoopbackServer(app, lifespan="on") as ltfu_server:
         await _provision(fake, ltfu_server.url, ("admin", admin_password))
@@ -162,3 +162,36 @@ async def test_through_openhim_to_the_ltfu_server(start_fake, tmp_path: Path) ->
         assert tx["storeProblems"] == []
         assert isinstance(tx["response"]["body"], str)
         assert tx["orchestrations"][-1]["name"] == "ltfu"
+
+
+async def test_ltfu_serve_registers_and_heartbeats_with_openhim(start_fake, tmp_path: Path) -> None:
+    """With LTFU_OPENHIM_URL set, the server's own start-up registers the mediator and keeps beating;
+    a write routed through the channel carries our store write as an orchestration."""
+    from ltfu.api.app import create_app
+
+    fake = start_fake("8")
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'ltfu.db'}", data_dir=tmp_path,
+                        admin_password=SecretStr("admin-secret-openhim"), workers=False,
+                        openhim_url=fake.api_url, openhim_username=ROOT_EMAIL,
+                        openhim_password=SecretStr(ROOT_PASSWORD), openhim_heartbeat_s=0.05)
+    with LoopbackServer(create_app(settings), lifespan="on") as ltfu_server:
+        import asyncio
+
+        for _ in range(100):
+            beats = [e for e in fake.core.api_log if e["path"].endswith("/heartbeat")]
+            if mediator.URN in fake.core.mediators and len(beats) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        assert mediator.URN in fake.core.mediators, "registered at start-up"
+        assert len(beats) >= 2, "heartbeats follow"
+        await _provision(fake, ltfu_server.url, ("admin", "admin-secret-openhim"))
+        endpoint = {"connectionType": {"system": "http://terminology.hl7.org/CodeSystem/endpoint-connection-type",
+                                       "code": "hl7-fhir-rest"}, "identifier": [{"value": "reg"}],
+                    "status": "active", "address": "https://cb.example/x", "payloadType": [{"text": "x"}]}
+        async with aiohttp.ClientSession() as s, s.post(fake.router_url + "/mediator/endpoint", json=endpoint,
+                                                        headers=basic(*FACILITY)) as r:
+            assert r.status == 201, await r.text()
+    tx = fake.core.transactions[-1]
+    names = [o["name"] for o in tx["orchestrations"]]
+    assert names[0] == "ltfu store: POST Endpoint"
+    assert tx["properties"]["Endpoint"].startswith("Endpoint/")

@@ -54,3 +54,49 @@ def test_facility_client_is_scoped(server: Api, settings: Settings) -> None:
     assert server.get("/fhir/Task").json()["total"] == 2
     srs = fa.get(server.url + "/fhir/ServiceRequest", params={"requester": f"Organization/{b}"}).json()
     assert srs["total"] == 0
+
+
+def test_facility_client_sees_only_its_patients_attempts_and_subscription(server: Api, settings: Settings) -> None:
+    a, b = _org(server, "A"), _org(server, "B")
+    pa = server.post("/fhir/Patient", json={"resourceType": "Patient", "gender": "female"}).json()["id"]
+    pb = server.post("/fhir/Patient", json={"resourceType": "Patient", "gender": "male"}).json()["id"]
+    case_a = server.post("/fhir/ServiceRequest", json=_sr(a, pa, "A1")).json()["id"]
+    case_b = server.post("/fhir/ServiceRequest", json=_sr(b, pb, "B1")).json()["id"]
+    for case in (case_a, case_b):
+        r = server.post("/cht/follow-up", json={"report_id": f"r-{case}", "case_ref": case, "method": "phone",
+                                                "outcome": "refused", "attempt_no": 1})
+        assert r.status_code == 201
+
+    async def add_client() -> None:
+        db = Database(settings)
+        async with unit_of_work(db) as uow:
+            await uow.clients.upsert("facility-a", "facility-a-pw", is_admin=False, organization_id=a)
+        await db.dispose()
+
+    asyncio.run(add_client())
+    fa = requests.Session()
+    fa.auth = ("facility-a", "facility-a-pw")
+    url = server.url + "/fhir"
+    assert fa.get(f"{url}/Patient/{pa}").status_code == 200
+    assert fa.get(f"{url}/Patient/{pb}").status_code == 404
+    assert {e["resource"]["id"] for e in fa.get(f"{url}/Patient").json()["entry"]} == {pa}
+    encounters = fa.get(f"{url}/Encounter").json()
+    assert encounters["total"] == 1 and encounters["entry"][0]["resource"]["subject"]["reference"] == f"Patient/{pa}"
+    assert fa.get(f"{url}/Observation", params={"based-on": f"ServiceRequest/{case_b}"}).json()["total"] == 0
+    included = fa.get(f"{url}/Task", params={"_include": "Task:patient"}).json()
+    assert {e["resource"]["id"] for e in included["entry"] if e["search"]["mode"] == "include"} == {pa}
+    assert fa.get(f"{url}/ServiceRequest/{case_b}/_history").status_code == 404
+    assert fa.get(f"{url}/ServiceRequest/{case_a}/_history").status_code == 200
+    assert fa.get(f"{url}/_history").status_code == 403
+    assert fa.delete(f"{url}/Patient/{pa}").status_code == 403
+    org_b = server.get(f"/fhir/Organization/{b}").json()
+    ep_b = server.get(f"/fhir/{org_b['endpoint'][0]['reference']}").json()
+    hijack = {**ep_b, "address": "https://attacker.example/x"}
+    assert fa.put(f"{url}/Endpoint/{ep_b['id']}", json=hijack).status_code == 403
+    org_a = server.get(f"/fhir/Organization/{a}").json()
+    ep_a = server.get(f"/fhir/{org_a['endpoint'][0]['reference']}").json()
+    assert fa.put(f"{url}/Endpoint/{ep_a['id']}", json={**ep_a, "address": "https://a.example/new"}).status_code == 200
+    subs = {s["resource"]["_criteria"]["extension"][0]["valueString"].rsplit("/", 1)[1]: s["resource"]["id"]
+            for s in server.get("/fhir/Subscription").json()["entry"]}
+    assert fa.get(f"{url}/Subscription/{subs[b]}/$events").status_code == 404
+    assert fa.get(f"{url}/Subscription/{subs[a]}/$events").status_code == 200

@@ -11,7 +11,7 @@ from starlette.routing import Route
 
 from ltfu.api.capability import capability_statement
 from ltfu.api.http import FhirResponse, fhir_base, json_body, nudge_workers, prefer_return, read_body, report_write
-from ltfu.api.scoping import check_placer, check_visible, scope_search
+from ltfu.api.scoping import check_placer, check_update, check_visible, facility_of, require_admin
 from ltfu.fhir.outcome import FhirError, information
 from ltfu.fhir.rest import parse_etag
 from ltfu.fhir.search_params import date_range, parse_search
@@ -64,6 +64,7 @@ def _strict(request: Request) -> bool:
 async def search_bundle(request: Request, uow: UnitOfWork, res_type: str, params: list[tuple[str, str]],
                         ) -> dict[str, Any]:
     q = parse_search(res_type, params, strict=_strict(request))
+    q.facility = facility_of(request)
     result = await uow.search(q)
     base = fhir_base(request)
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
@@ -96,7 +97,7 @@ async def search(request: Request) -> Response:
         body = await read_body(request)
         params += parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
     async with unit_of_work(_db(request)) as uow:
-        return FhirResponse(await search_bundle(request, uow, res_type, scope_search(request, res_type, params)))
+        return FhirResponse(await search_bundle(request, uow, res_type, params))
 
 
 # --------------------------------------------------------------------------- instance
@@ -105,7 +106,7 @@ async def read(request: Request) -> Response:
     res_type = _type(request)
     async with unit_of_work(_db(request)) as uow:
         stored = await uow.resources.read(res_type, request.path_params["id"])
-    check_visible(request, stored.resource)
+        await check_visible(request, uow, res_type, request.path_params["id"])
     inm = request.headers.get("if-none-match")
     if inm and parse_etag(inm) == stored.version_id:
         return Response(status_code=304, headers={"ETag": stored.etag})
@@ -121,7 +122,7 @@ async def vread(request: Request) -> Response:
         raise FhirError.of("not-found", f"Version {vid!r} is not a version of this server", status=404)
     async with unit_of_work(_db(request)) as uow:
         stored = await uow.resources.vread(res_type, request.path_params["id"], int(vid))
-    check_visible(request, stored.resource)
+        await check_visible(request, uow, res_type, request.path_params["id"])
     return FhirResponse(stored.resource, headers={"ETag": stored.etag, "Last-Modified": stored.last_updated})
 
 
@@ -130,6 +131,8 @@ async def history(request: Request) -> Response:
     if res_type:
         res_type = _type(request)
     res_id = request.path_params.get("id")
+    if not (res_type and res_id):
+        require_admin(request, "read type or system history")
     qp = request.query_params
     try:
         count = max(1, min(int(qp.get("_count", "50")), 1000))
@@ -143,6 +146,8 @@ async def history(request: Request) -> Response:
         except ValueError:
             raise FhirError.of("invalid", f"Invalid _since {qp['_since']!r}", "_since") from None
     async with unit_of_work(_db(request)) as uow:
+        if res_type and res_id:
+            await check_visible(request, uow, res_type, res_id)
         rows = await uow.resources.history(res_type, res_id, since, count + 1, before)
     if res_id and not rows:
         raise FhirError.of("not-found", f"{res_type}/{res_id} is not known", status=404)
@@ -176,6 +181,8 @@ async def create(request: Request) -> Response:
     res_type = _type(request)
     body = await json_body(request)
     check_placer(request, body)
+    if res_type in ("Organization", "Subscription"):
+        require_admin(request, f"register a {res_type}")
     # fhirpy's get_or_create sends the condition as the query string instead of If-None-Exist.
     condition = request.headers.get("if-none-exist") or (request.url.query or None)
     async with unit_of_work(_db(request)) as uow:
@@ -189,15 +196,14 @@ async def update(request: Request) -> Response:
     check_placer(request, body)
     if_match = parse_etag(request.headers.get("if-match"))
     async with unit_of_work(_db(request)) as uow:
-        current = await uow.resources.get(res_type, request.path_params["id"])
-        if current is not None:
-            check_visible(request, current.resource)
+        await check_update(request, uow, res_type, request.path_params["id"])
         result = await ops.update(uow, res_type, request.path_params["id"], body, if_match=if_match)
     return _write_response(request, result.stored, 201 if result.created else 200)
 
 
 async def conditional_update(request: Request) -> Response:
     res_type = _type(request)
+    require_admin(request, "update by search")
     body = await json_body(request)
     if not request.url.query:
         raise FhirError.of("invalid", "PUT on a type needs search parameters (conditional update) or an id")
@@ -208,6 +214,7 @@ async def conditional_update(request: Request) -> Response:
 
 async def delete(request: Request) -> Response:
     res_type = _type(request)
+    require_admin(request, "delete resources")
     async with unit_of_work(_db(request)) as uow:
         await ops.delete(uow, res_type, request.path_params["id"])
     nudge_workers(request)
@@ -237,7 +244,7 @@ async def transaction_or_batch(request: Request) -> Response:
             check_placer(request, entry.get("resource"))
 
     async def run_search(uow: UnitOfWork, res_type: str, params: list[tuple[str, str]]) -> dict[str, Any]:
-        return await search_bundle(request, uow, res_type, scope_search(request, res_type, params))
+        return await search_bundle(request, uow, res_type, params)
 
     async with unit_of_work(_db(request)) as uow:
         if kind == "transaction":

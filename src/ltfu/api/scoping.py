@@ -1,8 +1,9 @@
-"""Facility clients see and send only their own facility's cases (ServiceRequest and Task).
+"""Facility clients see only their own facility's cases and what hangs off them.
 
-Admin clients see everything. The scope is applied where requests are parsed: searches get a
-``requester`` criterion, reads of another facility's case answer 404 (its existence is not
-disclosed), and a request may only be placed in the client's own name.
+Admin clients see everything. For a facility client, searches of ServiceRequest, Task, Patient,
+Encounter and Observation are limited to its cases (``ltfu.store.search.facility_clause``), reads of
+anything else of those types answer 404 (their existence is not disclosed), and requests may only
+be placed in its own name.
 """
 
 from __future__ import annotations
@@ -13,35 +14,51 @@ from starlette.requests import Request
 
 from ltfu.api.auth import current_client
 from ltfu.fhir.outcome import FhirError
-
-SCOPED = ("ServiceRequest", "Task")
+from ltfu.store.search import visible_to
+from ltfu.store.uow import UnitOfWork
 
 
 def facility_of(request: Request) -> str | None:
+    """None for an admin client; else the client's Organization id (``-``: a client with none sees nothing)."""
     client = current_client(request)
     return None if client.is_admin else client.organization_id or "-"
 
 
-def scope_search(request: Request, res_type: str, params: list[tuple[str, str]]) -> list[tuple[str, str]]:
+async def check_visible(request: Request, uow: UnitOfWork, res_type: str, res_id: str) -> None:
     org = facility_of(request)
-    if org is None or res_type not in SCOPED:
-        return params
-    return [*params, ("requester", f"Organization/{org}")]
-
-
-def check_visible(request: Request, resource: dict[str, Any]) -> None:
-    org = facility_of(request)
-    if org is None or resource.get("resourceType") not in SCOPED:
-        return
-    if (resource.get("requester") or {}).get("reference") != f"Organization/{org}":
-        raise FhirError.of("not-found", f"{resource['resourceType']}/{resource.get('id')} is not known", status=404)
+    if org is not None and not await visible_to(uow.conn, org, res_type, res_id):
+        raise FhirError.of("not-found", f"{res_type}/{res_id} is not known", status=404)
 
 
 def check_placer(request: Request, resource: Any) -> None:
-    """A facility client places requests for its own Organization only."""
+    """A facility client places requests (and Tasks) for its own Organization only."""
     org = facility_of(request)
-    if org is None or not isinstance(resource, dict) or resource.get("resourceType") not in SCOPED:
+    if org is None or not isinstance(resource, dict) or resource.get("resourceType") not in ("ServiceRequest", "Task"):
         return
     if (resource.get("requester") or {}).get("reference") != f"Organization/{org}":
-        raise FhirError.of("forbidden", f"This client acts for Organization/{org} only", f"{resource['resourceType']}"
-                           ".requester", status=403)
+        raise FhirError.of("forbidden", f"This client acts for Organization/{org} only",
+                           f"{resource['resourceType']}.requester", status=403)
+
+
+def require_admin(request: Request, what: str) -> None:
+    if facility_of(request) is not None:
+        raise FhirError.of("forbidden", f"Only admin clients may {what}", status=403)
+
+
+async def check_update(request: Request, uow: UnitOfWork, res_type: str, res_id: str) -> None:
+    """A facility client changes its own cases, its own Organization and that Organization's Endpoint."""
+    org = facility_of(request)
+    if org is None or await uow.resources.get(res_type, res_id) is None:
+        return
+    if res_type == "Organization":
+        allowed = res_id == org
+    elif res_type == "Endpoint":
+        own = await uow.resources.get("Organization", org)
+        allowed = own is not None and {"reference": f"Endpoint/{res_id}"} in (own.resource.get("endpoint") or [])
+    elif res_type == "Subscription":
+        allowed = False
+    else:
+        await check_visible(request, uow, res_type, res_id)
+        return
+    if not allowed:
+        raise FhirError.of("forbidden", f"This client acts for Organization/{org} only", status=403)

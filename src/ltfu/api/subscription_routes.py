@@ -7,6 +7,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ltfu.api.http import FhirResponse, fhir_base
+from ltfu.api.scoping import facility_of
 from ltfu.delivery.notifier import notification_bundle, status_parameters
 from ltfu.fhir.outcome import FhirError
 from ltfu.fhir.systems import Systems
@@ -18,11 +19,19 @@ async def status(request: Request) -> Response:
     sub_id = request.path_params["id"]
     async with unit_of_work(request.app.state.db) as uow:
         sub = await uow.resources.read("Subscription", sub_id)
+        _own(request, sub.resource)
         total = await notifications.events_count(uow, sub_id)
     params = status_parameters(fhir_base(request), Systems(request.app.state.settings.base_url), sub_id,
                                sub.resource.get("status", "requested"), "query-status", total, [])
     return FhirResponse({"resourceType": "Bundle", "type": "searchset", "total": 1,
                          "entry": [{"resource": params, "search": {"mode": "match"}}]})
+
+
+def _own(request: Request, sub: dict) -> None:
+    """A facility client reads the events of its own facility's subscription only."""
+    org = facility_of(request)
+    if org is not None and notifications.subscription_org(sub) != org:
+        raise FhirError.of("not-found", f"Subscription/{sub.get('id')} is not known", status=404)
 
 
 def _int(request: Request, name: str) -> int | None:
@@ -39,6 +48,7 @@ async def events(request: Request) -> Response:
     since, until = _int(request, "eventsSinceNumber"), _int(request, "eventsUntilNumber")
     async with unit_of_work(request.app.state.db) as uow:
         sub = await uow.resources.read("Subscription", sub_id)
+        _own(request, sub.resource)
         total = await notifications.events_count(uow, sub_id)
         stored = await notifications.events(uow, sub_id, since, until)
     bundle = notification_bundle(fhir_base(request), Systems(request.app.state.settings.base_url), sub_id,

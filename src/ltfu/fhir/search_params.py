@@ -294,6 +294,7 @@ class SearchQuery:
     cursor: int | None = None
     ignored: list[str] = field(default_factory=list)
     echo: list[tuple[str, str]] = field(default_factory=list)  # params used, for the self link
+    facility: str | None = None  # a facility client's Organization id: only that facility's data
 
 
 _PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")

@@ -6,13 +6,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, exists, func, not_, or_, select
+from sqlalchemy import and_, exists, func, literal, not_, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
 from ltfu.fhir.search_params import SEARCH_PARAMS, Criterion, SearchQuery
 from ltfu.store.resources import ResourceRepository
-from ltfu.store.schema import resources, search_index
+from ltfu.store.schema import cases, resources, search_index
 
 
 @dataclass
@@ -69,6 +69,35 @@ def _value_clause(c: Criterion, value: Any) -> ColumnElement[bool]:
     return si.c.value.like(_escape_like(value) + "%", escape="\\")
 
 
+# What a facility client may see of the clinical data: its cases and what hangs off them.
+FACILITY_SCOPED = frozenset({"ServiceRequest", "Task", "Patient", "Encounter", "Observation"})
+
+
+def facility_clause(res_type: str, org: str, id_col: Any) -> ColumnElement[bool] | None:
+    """``id_col`` restricted to the resources of ``org``'s cases; None for types that are not scoped."""
+    mine = cases.c.organization_id == org
+    if res_type == "ServiceRequest":
+        return id_col.in_(select(cases.c.case_id).where(mine))
+    if res_type == "Task":
+        return id_col.in_(select(cases.c.task_id).where(mine))
+    if res_type == "Patient":
+        return id_col.in_(select(cases.c.patient_id).where(mine))
+    if res_type in ("Encounter", "Observation"):
+        si = search_index.alias("based")
+        linked = (select(si.c.res_id).join(cases, si.c.value == literal("ServiceRequest/") + cases.c.case_id)
+                  .where(and_(si.c.res_type == res_type, si.c.param == "based-on", mine)))
+        return id_col.in_(linked)
+    return None
+
+
+async def visible_to(conn: AsyncConnection, org: str, res_type: str, res_id: str) -> bool:
+    clause = facility_clause(res_type, org, resources.c.res_id)
+    if clause is None:
+        return True
+    q = select(resources.c.res_id).where(and_(resources.c.res_type == res_type, resources.c.res_id == res_id, clause))
+    return (await conn.execute(q)).first() is not None
+
+
 def _criterion_clause(res_type: str, c: Criterion) -> ColumnElement[bool]:
     r = resources
     if c.kind == "id":
@@ -86,8 +115,9 @@ def _criterion_clause(res_type: str, c: Criterion) -> ColumnElement[bool]:
 
 async def run_search(conn: AsyncConnection, q: SearchQuery) -> SearchResult:
     r = resources
+    scope = facility_clause(q.res_type, q.facility, r.c.res_id) if q.facility else None
     where = and_(r.c.res_type == q.res_type, r.c.deleted.is_(False),
-                 *(_criterion_clause(q.res_type, c) for c in q.criteria))
+                 *(_criterion_clause(q.res_type, c) for c in q.criteria), *([scope] if scope is not None else []))
     total = None
     if q.total or q.summary_count:
         total = int((await conn.execute(select(func.count()).select_from(r).where(where))).scalar_one())
@@ -103,6 +133,8 @@ async def run_search(conn: AsyncConnection, q: SearchQuery) -> SearchResult:
     matches = [orjson.loads(row.content) for row in rows]
     next_cursor = rows[-1].seq if more and rows else None
     included = await _includes(conn, q, matches) if (q.includes or q.revincludes) and matches else []
+    if q.facility:
+        included = [x for x in included if await visible_to(conn, q.facility, x["resourceType"], x["id"])]
     return SearchResult(matches, included, total, next_cursor)
 
 

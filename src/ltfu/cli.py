@@ -21,12 +21,14 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 clients_app = typer.Typer(help="API clients (HTTP Basic credentials).", no_args_is_help=True)
 outbox_app = typer.Typer(help="Deliveries to CHT and to facilities (the transactional outbox).", no_args_is_help=True)
 emulate_app = typer.Typer(help="Emulators of CHT and of a facility, for demos and tests.", no_args_is_help=True)
+import_app = typer.Typer(help="Import data: a facility's defaulter line list.", no_args_is_help=True)
 cht_config_app = typer.Typer(help="The CHT configuration in cht-config/.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(clients_app, name="clients")
 app.add_typer(outbox_app, name="outbox")
 app.add_typer(emulate_app, name="emulate")
 app.add_typer(cht_config_app, name="cht-config")
+app.add_typer(import_app, name="import")
 app.add_typer(openhim_cli.app, name="openhim")
 console = Console()
 err = Console(stderr=True)
@@ -261,6 +263,60 @@ def cht_config_build(
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
     console.print(f"wrote {path}; then: cht --url=<your CHT> compile-app-settings upload-app-settings")
+
+
+@import_app.command("csv")
+def import_csv(
+    path: Annotated[str, typer.Argument(help="CSV file with a header row (see `ltfu.services.line_list`)")],
+    facility: Annotated[str, typer.Option(help="The requesting Organization's id")],
+    list_id: Annotated[str | None, typer.Option(help="Name of this list (default: the file name)")] = None,
+    mrn_system: Annotated[str, typer.Option(help="Identifier system of the MRN column")] = (
+        "https://facility.example/NamingSystem/mrn"),
+    request_system: Annotated[str, typer.Option(help="Identifier system of the requests")] = (
+        "https://facility.example/NamingSystem/ltfu-request"),
+) -> None:
+    """Send a defaulter line list: one request per row, idempotent, bad rows reported and skipped."""
+    from pathlib import Path
+
+    from rich.progress import Progress
+
+    from ltfu.fhir.outcome import FhirError
+    from ltfu.fhir.systems import Systems
+    from ltfu.services.line_list import ListContext, RowResult, import_row, read_rows
+    from ltfu.services.workflow import install_hooks
+
+    settings = _settings()
+    install_hooks()
+    file = Path(path)
+    try:
+        rows = list(read_rows(file.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        err.print(f"[red]Cannot read {file}:[/red] {exc}")
+        raise typer.Exit(2) from None
+    ctx = ListContext(facility, list_id or file.stem, mrn_system, request_system, Systems(settings.base_url))
+
+    async def run(db: Database) -> list[RowResult]:
+        out: list[RowResult] = []
+        with Progress(console=console) as progress:
+            bar = progress.add_task(f"Importing {file.name}", total=len(rows))
+            for line, row in rows:
+                try:
+                    async with unit_of_work(db) as uow:
+                        out.append(await import_row(uow, line, row, ctx))
+                except FhirError as exc:
+                    out.append(RowResult(line, row.get("request_id"), "error", exc.message))
+                progress.advance(bar)
+        return out
+
+    results = asyncio.run(_with_db(settings, run))
+    counts = {k: sum(1 for r in results if r.status == k) for k in ("created", "existing", "error")}
+    console.print(f"{counts['created']} new requests, {counts['existing']} already known, "
+                  f"{counts['error']} rows refused")
+    for r in results:
+        if r.status == "error":
+            console.print(f"  line {r.line}: {r.detail}")
+    if counts["error"]:
+        raise typer.Exit(1)
 
 
 def main() -> None:  # pragma: no cover - console entry

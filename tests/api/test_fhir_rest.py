@@ -23,6 +23,8 @@ def issue(resp: requests.Response) -> dict:
 
 def test_auth_required_except_health_and_metadata(server: Api) -> None:
     assert requests.get(server.url + "/health").status_code == 200
+    ready = requests.get(server.url + "/ready")  # for orchestrators' probes: no credentials
+    assert ready.status_code == 200 and ready.json()["checks"]["database"] == "ok"
     assert requests.get(server.url + "/fhir/metadata").status_code == 200
     r = requests.get(server.url + "/fhir/Patient")
     assert r.status_code == 401

@@ -23,7 +23,7 @@ from ltfu.store.clients import Client
 from ltfu.store.db import Database
 from ltfu.store.uow import unit_of_work
 
-OPEN_PATHS = ("/health", "/fhir/metadata")
+OPEN_PATHS = ("/health", "/ready", "/fhir/metadata")  # probes and clients bootstrap without credentials
 CACHE_SECONDS = 60.0
 _KEY = os.urandom(32)
 

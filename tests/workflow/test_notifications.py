@@ -150,3 +150,24 @@ def test_budget_exhausted_means_error_then_replay_delivers(tmp_path: Path, callb
               == "active", "the subscription active again")
         assert len(cb.seen) > before
         assert requests.get(med.url + "/admin/outbox", params={"status": "dead"}, auth=auth).json()["items"] == []
+
+
+def test_heartbeat_when_asked_for_and_quiet(tmp_path: Path, callback: tuple[Callback, str]) -> None:
+    cb, url = callback
+    with _mediator(tmp_path, f"sqlite:///{tmp_path / 'hb.db'}", sweep_interval_s=0.2) as med:
+        auth = ("admin", ADMIN_PASSWORD)
+        org = requests.post(med.url + "/fhir/Organization", auth=auth,
+                            json={"resourceType": "Organization", "name": "F"}).json()
+        sub = {"resourceType": "Subscription", "status": "requested", "reason": "r",
+               "criteria": f"Task?requester=Organization/{org['id']}",
+               "channel": {"type": "rest-hook", "endpoint": url + "/hb", "payload": "application/fhir+json",
+                           "extension": [{"url": "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
+                                          "backport-heartbeat-period", "valueUnsignedInt": 1}]}}
+        assert requests.post(med.url + "/fhir/Subscription", json=sub, auth=auth).status_code == 201
+
+        def kinds() -> list[str]:
+            return [next(p["valueCode"] for p in b["entry"][0]["resource"]["parameter"] if p["name"] == "type")
+                    for _, _, b, _ in list(cb.seen)]
+
+        _wait(lambda: kinds().count("heartbeat") >= 2, "two heartbeats", timeout=20)
+    assert kinds()[0] == "handshake"

@@ -118,6 +118,12 @@ class Notifier(Handler):
             attempt = await self._post("POST", channel["endpoint"], bundle, channel)
             attempt.on_done = _set_status(sub_id, "active")
             return attempt
+        if row.kind == "heartbeat":
+            if self.settings.notify_mode == "hapi":
+                return Attempt(Verdict.OK, error="no heartbeats in HAPI mode")
+            bundle = notification_bundle(self.base, self.systems, sub_id, status, "heartbeat", total, [],
+                                         f"heartbeat-{row.id}")
+            return await self._post("POST", channel["endpoint"], bundle, channel)
         if self.settings.notify_mode == "hapi":
             task = row.payload["resources"][0]
             url = f"{channel['endpoint'].rstrip('/')}/Task/{task['id']}"

@@ -16,7 +16,7 @@ import uuid
 from ltfu import metrics
 from ltfu.delivery.attempt import Attempt, Handler
 from ltfu.delivery.retry import RetryPolicy, Verdict
-from ltfu.services import requests
+from ltfu.services import notifications, requests
 from ltfu.settings import Settings
 from ltfu.store.db import Database
 from ltfu.store.outbox import OutboxRow
@@ -130,7 +130,7 @@ def _alive(pid: int) -> bool:
 
 
 class Sweeper:
-    """Ends the cases whose follow-up window passed without an outcome."""
+    """Ends the cases whose follow-up window passed without an outcome; queues subscription heartbeats."""
 
     def __init__(self, db: Database, settings: Settings) -> None:
         self.db = db
@@ -143,6 +143,7 @@ class Sweeper:
             try:
                 async with unit_of_work(self.db) as uow:
                     n = await requests.expire_due(uow)
+                    await notifications.queue_heartbeats(uow)
                 if n:
                     log.info("expired %s cases", n)
             except Exception as exc:  # noqa: BLE001

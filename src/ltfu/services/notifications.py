@@ -18,6 +18,7 @@ from ltfu.fhir.search_params import parse_search
 from ltfu.fhir.systems import BACKPORT, Systems
 from ltfu.services import resources as ops
 from ltfu.services.resources import WriteHook
+from ltfu.store.outbox import instant_in
 from ltfu.store.resources import Stored, now_instant
 from ltfu.store.schema import outbox, subscription_counters, subscription_events
 from ltfu.store.uow import UnitOfWork
@@ -134,6 +135,32 @@ async def emit_task_event(uow: UnitOfWork, task: Stored, context: list[dict[str,
         await uow.conn.execute(insert(subscription_events).values(
             subscription_id=sub_id, event_number=number, focus=focus, case_id=case_id, created_at=now,
             outbox_id=row_id))
+
+
+def heartbeat_period(sub: dict[str, Any]) -> int | None:
+    """Seconds of the backport ``heartbeat-period`` the subscriber asked for, if any."""
+    for ext in (sub.get("channel") or {}).get("extension") or []:
+        if ext.get("url") == BACKPORT + "backport-heartbeat-period" and isinstance(ext.get("valueUnsignedInt"), int):
+            return ext["valueUnsignedInt"] or None
+    return None
+
+
+async def queue_heartbeats(uow: UnitOfWork) -> int:
+    """A heartbeat for each active subscription that asked for one and has heard nothing for its period."""
+    rows = await uow.conn.execute(select(subscription_counters.c.subscription_id))
+    queued = 0
+    for sub_id in rows.scalars().all():
+        sub = await uow.resources.get("Subscription", sub_id)
+        period = heartbeat_period(sub.resource) if sub else None
+        if sub is None or period is None or sub.resource.get("status") != "active":
+            continue
+        last = await uow.conn.execute(select(func.max(outbox.c.created_at)).where(outbox.c.subscription_id == sub_id))
+        latest = last.scalar_one_or_none()
+        if latest is None or latest < instant_in(-period):
+            await uow.outbox.enqueue("notify", "heartbeat", f"sub:{sub_id}", {"subscription": sub_id},
+                                     subscription_id=sub_id, organization_id=subscription_org(sub.resource))
+            queued += 1
+    return queued
 
 
 async def events(uow: UnitOfWork, sub_id: str, since: int | None, until: int | None) -> list[dict[str, Any]]:

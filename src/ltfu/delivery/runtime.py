@@ -8,6 +8,7 @@ from typing import Any
 
 from ltfu.delivery.attempt import Handler
 from ltfu.delivery.cht_submitter import ChtSubmitter
+from ltfu.delivery.cht_sync import ChtSync
 from ltfu.delivery.notifier import Notifier
 from ltfu.delivery.worker import Sweeper, Worker
 from ltfu.settings import Settings
@@ -21,6 +22,7 @@ class Runtime:
             handlers.append(ChtSubmitter(db, settings))
         self.worker = Worker(db, settings, handlers)
         self.sweeper = Sweeper(db, settings)
+        self.cht_sync = ChtSync(db, settings) if settings.cht_url and settings.cht_sync_enabled else None
         self.stop = asyncio.Event()
         self.tasks: list[asyncio.Task[Any]] = []
         self.settings = settings
@@ -28,6 +30,8 @@ class Runtime:
     def start(self) -> None:
         self.tasks = [asyncio.create_task(self.worker.run(self.stop), name="ltfu-worker"),
                       asyncio.create_task(self.sweeper.run(self.stop), name="ltfu-sweeper")]
+        if self.cht_sync is not None:
+            self.tasks.append(asyncio.create_task(self.cht_sync.run(self.stop), name="ltfu-cht-sync"))
 
     def nudge(self) -> None:
         """New work was committed: let the worker look now rather than at its next poll."""

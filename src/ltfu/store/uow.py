@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ltfu.fhir.search_params import SearchQuery
 from ltfu.settings import Settings
 from ltfu.store.cases import CaseRepository
+from ltfu.store.cht_index import ChtIndexRepository
 from ltfu.store.clients import ClientRepository
 from ltfu.store.db import Database
 from ltfu.store.outbox import OutboxRepository
@@ -29,6 +30,7 @@ class UnitOfWork:
         self.cases = CaseRepository(conn)
         self.outbox = OutboxRepository(conn, skip_locked=not db.is_sqlite)
         self.receipts = ReceiptRepository(conn)
+        self.cht_index = ChtIndexRepository(conn)
 
     @property
     def settings(self) -> Settings:

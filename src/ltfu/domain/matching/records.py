@@ -45,6 +45,8 @@ class Person:
     unit_code: str | None = None
     facility_code: str | None = None
     flags: tuple[str, ...] = ()  # "dead", "muted": still matchable, shown to the reviewer
+    name: str = ""  # as CHT shows it
+    lineage: tuple[str, ...] = ()  # ancestor place ids, nearest first
 
     @property
     def tokens(self) -> tuple[str, ...]:
@@ -52,6 +54,24 @@ class Person:
 
     def identifier(self, kind: str) -> list[str]:
         return [v for k, v in self.identifiers if k == kind]
+
+
+@dataclass(frozen=True)
+class Place:
+    """A CHT place (household, CHW area, community unit, facility …) as the index keeps it."""
+
+    id: str
+    contact_type: str
+    name: str
+    name_norm: str = ""
+    code: str | None = None
+    external_id: str | None = None
+    link_facility_code: str | None = None
+    lineage: tuple[str, ...] = ()
+
+    @property
+    def parent_id(self) -> str | None:
+        return self.lineage[0] if self.lineage else None
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,7 @@ async def test_persons_are_indexed_with_lineage_identifiers_and_phones(db: Datab
     assert person.birth == birth_date("1990-05-17")
     assert person.phones == ("+254712345678",)
     assert dict(person.identifiers) == {
-        "cht_id": "P1",
+        "cht_id": "p1",
         "upi": "MOHR13K16YL12",
         "national_id": "27345618",
         "mrn:urn:emr": "A17",
@@ -143,8 +143,16 @@ async def test_the_migration_creates_exactly_the_index_tables_of_schema_py(db: D
 
     from ltfu.store.schema import metadata
 
-    ours = {"cht_places", "cht_persons", "cht_person_keys", "cht_name_tokens", "cht_sync_state", "facility_places",
-            "match_reviews", "match_decisions"}
+    ours = {
+        "cht_places",
+        "cht_persons",
+        "cht_person_keys",
+        "cht_name_tokens",
+        "cht_sync_state",
+        "facility_places",
+        "match_reviews",
+        "match_decisions",
+    }
 
     def diff(sync_conn: object) -> list:
         context = MigrationContext.configure(sync_conn, opts={"compare_type": False})

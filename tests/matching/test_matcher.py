@@ -125,13 +125,19 @@ def test_given_family_swap_scores_like_straight() -> None:
     assert [f.level for f in result.best.fields[:2]] == ["exact", "exact"]
 
 
-def test_a_typo_in_the_given_name_is_never_certain() -> None:
-    """Wanjiku and Wanjiru are two different common names (Jaro–Winkler 0.94): the score alone would link them."""
-    incoming = person(given="Wanjiru", family="Kamau", sex="F", dob="1995-02-14", phones=("+254733000222",))
-    cht = person("p1", "Wanjiku", "Kamau", "F", "1995-02-14", ("+254733000222",))
+def test_a_typo_in_the_given_name_is_not_certain_on_a_household_phone() -> None:
+    """Wanjiku and Wanjiru are two different common names (Jaro–Winkler 0.94): twins share the birth day and
+    the household phone, so a close given name links only with an own phone as well."""
+    phone = ("+254733000222",)
+    incoming = person(given="Wanjiru", family="Kamau", sex="F", dob="1995-02-14", phones=phone)
+    cht = person("p1", "Wanjiku", "Kamau", "F", "1995-02-14", phone, household="h", household_phones=phone)
     result = match(incoming, [cht], common)
     assert result.best.grade == "probable"
     assert result.best.fields[0].level == "close"
+    own = person("p1", "Wanjiku", "Kamau", "F", "1995-02-14", phone)
+    assert match(incoming, [own], common).best.grade == "certain"
+    no_day = person("p1", "Wanjiku", "Kamau", "F", "1995", phone)
+    assert match(incoming, [no_day], common).best.grade != "certain"
 
 
 def test_a_twin_is_not_certain_beside_the_other_twin() -> None:
@@ -177,14 +183,33 @@ def test_grades_follow_the_posterior() -> None:
     assert match(incoming, [person("a", "Grace", "Otieno", "F", "1990")], common).candidates == ()  # below possible
 
 
-def test_possible_grade_for_weak_evidence() -> None:
-    strict = MatchConfig(probable_p=0.999, possible_p=0.5)
-    result = match(person(given="Grace", family="Wambui"), [person("a", "Grace", "Wambi")], common, strict)
-    assert 0.5 <= result.best.probability < 0.999
-    assert result.best.grade == "possible"
-    assert match(person(given="Grace", family="Wambui"), [person("a", "Grace", "Wambi")], common).best.grade == (
-        "probable"
-    )
+def test_probable_and_possible_follow_their_thresholds() -> None:
+    incoming, cht = person(given="Grace", family="Wambui"), person("a", "Grace", "Wambi")
+    p = match(incoming, [cht], common).best.probability
+    assert 0.01 < p < 0.99
+    between = MatchConfig(probable_p=p + 0.001, possible_p=p - 0.001)
+    assert match(incoming, [cht], common, between).best.grade == "possible"
+    assert match(incoming, [cht], common, MatchConfig(probable_p=p - 0.001)).best.grade == "probable"
+    assert match(incoming, [cht], common, MatchConfig(probable_p=p + 0.002, possible_p=p + 0.001)).candidates == ()
+
+
+def test_birth_date_levels() -> None:
+    def level(a: str, b: str) -> str:
+        found = match(
+            person(given="Grace", family="Wambui", dob=a),
+            [person("x", "Grace", "Wambui", dob=b)],
+            common,
+            MatchConfig(possible_p=0.0),
+        )
+        return [f.level for f in found.best.fields if f.field == "birthDate"][0] if found.best else "vetoed"
+
+    assert level("1990-05-17", "1990-05-17") == "day"
+    assert level("1990-05-17", "1991-05-17") == "shifted"
+    assert level("1990-05-17", "1990-08-02") == "other-day"
+    assert level("1990-05-17", "1990") == "year"
+    assert level("1990-05-17", "1991-01-01") == "near"
+    assert level("1990-05-17", "1993-05-01") == "disagree"
+    assert level("1990-05-17", "2001-05-17") == "vetoed"
 
 
 def test_excluded_candidates_are_never_proposed() -> None:
@@ -220,3 +245,15 @@ def test_overrides_are_checked() -> None:
         assert "certian_p" in str(exc)
     else:
         raise AssertionError("a misspelt setting must be refused")
+
+
+def test_a_phone_two_household_members_share_is_a_household_phone() -> None:
+    phone = ("+254711000333",)
+    mother = person("m", "Akinyi", "Odhiambo", "F", "1980-02-02", phone, household="h")
+    son = person("s", "Brian", "Odhiambo", "M", "2005-03-03", phone, household="h")
+    incoming = person(given="Akinyi", family="Odhiambo", phones=phone)
+    best = match(incoming, [mother, son], common).best
+    assert best.person_id == "m"
+    assert [f.level for f in best.fields if f.field == "phone"] == ["household"]
+    alone = match(incoming, [mother], common).best
+    assert [f.level for f in alone.fields if f.field == "phone"] == ["exact"]

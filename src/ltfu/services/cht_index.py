@@ -30,11 +30,11 @@ async def place_with_lineage(
     uow: UnitOfWork, person: Person, known: dict[str, Place] | None = None, levels: dict[str, str] | None = None
 ) -> Person:
     """The person with household, CHW area, unit (by contact type) and the unit's codes."""
-    places = dict(known or {})
+    places = known if known is not None else {}
     missing = [i for i in person.lineage if i not in places]
-    if missing:
-        places.update(await uow.cht_index.places(missing))
-    types = {pid: p.contact_type for pid, p in places.items()}
+    if missing and known is None:
+        places = await uow.cht_index.places(missing)
+    types = {pid: places[pid].contact_type for pid in person.lineage if pid in places}
     found = resolve_levels(person.lineage, types, levels or place_levels(uow.settings))
     unit = places.get(found["unit"] or "")
     return replace(
@@ -70,6 +70,9 @@ async def index_docs(uow: UnitOfWork, docs: Sequence[dict[str, Any]]) -> IndexSt
         await uow.cht_index.remove_places(gone)
     await uow.cht_index.put_places(places)
     known = {p.id: p for p in places}
+    wanted = {i for p in people for i in p.lineage} - set(known)
+    if wanted:
+        known.update(await uow.cht_index.places(wanted))
     levels = place_levels(settings)
     placed = [await place_with_lineage(uow, p, known, levels) for p in people]
     await uow.cht_index.put_persons([(p, index_keys(p)) for p in placed])

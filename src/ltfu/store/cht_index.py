@@ -181,11 +181,11 @@ class ChtIndexRepository:
         usable, overflow = [], []
         for key, n in sizes:
             (overflow if n > cap else usable).append(key)
-        ids: set[str] = set()
-        if usable:
-            rows = await self.conn.execute(select(cht_person_keys.c.person_id).where(cht_person_keys.c.key.in_(usable)))
-            ids = {r.person_id for r in rows}
-        return await self.persons(list(ids)), sorted(overflow)
+        if not usable:
+            return [], sorted(overflow)
+        ids = select(cht_person_keys.c.person_id).where(cht_person_keys.c.key.in_(usable)).distinct()
+        rows = await self.conn.execute(select(cht_persons).where(cht_persons.c.person_id.in_(ids)))
+        return [person_from_row(r) for r in rows], sorted(overflow)
 
     async def frequencies(self, tokens: Iterable[str]) -> dict[str, float]:
         """Share of indexed persons carrying each token."""

@@ -24,8 +24,13 @@ def _pairs(tokens: tuple[str, ...]) -> set[str]:
     return {f"np:{a}:{b}" for a, b in combinations(codes, 2)}
 
 
+def _identifier_keys(person: Person) -> set[str]:
+    """The CHT id is not a key: the index finds a person by its id directly."""
+    return {f"id:{kind}:{value}" for kind, value in person.identifiers if kind != "cht_id"}
+
+
 def index_keys(person: Person) -> set[str]:
-    keys = {f"id:{kind}:{value}" for kind, value in person.identifiers}
+    keys = _identifier_keys(person)
     keys |= {f"ph:{p}" for p in person.phones}
     tokens = person.tokens
     if person.birth is not None:
@@ -36,7 +41,7 @@ def index_keys(person: Person) -> set[str]:
 
 def query_keys(person: Person) -> set[str]:
     """The index keys of any person the incoming one could be: birth year ±1, swap-free pairs."""
-    keys = {f"id:{kind}:{value}" for kind, value in person.identifiers}
+    keys = _identifier_keys(person)
     keys |= {f"ph:{p}" for p in person.phones}
     tokens = person.tokens
     if person.birth is not None:

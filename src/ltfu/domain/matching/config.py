@@ -27,13 +27,17 @@ class MatchConfig:
     name_close_weight: float = 3.3
     name_near_jw: float = 0.88
     name_near_weight: float = 0.7
-    name_disagree_weight: float = -4.3
+    name_disagree_weight: float = -5.0
+    name_extra_token_factor: float = 0.5  # a second exact token (Mary *Wanjiku*) adds half its weight
+    name_extra_mismatch_weight: float = -1.5  # a second token both sides have, disagreeing
     name_missing_weight: float = 0.0
     swap_penalty: float = 0.5  # a swapped given/family is slightly weaker evidence than straight
     # birth date
     dob_exact_weight: float = 13.5  # same day, day precision on both sides
+    dob_shifted_weight: float = 5.0  # same day and month, year ±1 (both precise)
     dob_year_weight: float = 4.0  # same year where one side is year-only
-    dob_near_weight: float = 1.5  # within a year (or same year, different day)
+    dob_near_weight: float = 1.0  # a year apart where one side is year-only
+    dob_other_day_weight: float = -1.0  # same year, another day (both precise)
     dob_disagree_weight: float = -6.0
     dob_veto_years: int = 5  # both day precision and further apart → certainly not
     # sex
@@ -50,9 +54,13 @@ class MatchConfig:
     identifier_agree_weight: float = 20.0
     # classification
     prior: float = 0.5  # share of incoming patients expected to be in CHT
+    # Added to the log-odds: field agreements inside a block are correlated, so raw Fellegi–Sunter weights are
+    # over-confident; measured with bench/matching.py (where true and false best candidates are even).
+    calibration_bits: float = -5.0
     certain_p: float = 0.995
     probable_p: float = 0.90
-    possible_p: float = 0.30
+    possible_p: float = 0.50
+    certain_min_weight: float = 24.0  # without an exact birth date or own phone, names and the rest must reach this
     margin_bits: float = 6.0  # the runner-up must be this far below for a certain grade
     block_cap: int = 2000  # most candidates per blocking key; more is reported, never silently dropped
 

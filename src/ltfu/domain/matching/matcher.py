@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import replace
 
 from ltfu.domain.matching.config import MatchConfig
 from ltfu.domain.matching.records import UNIQUE_KINDS, Candidate, FieldScore, MatchResult, Person
@@ -52,8 +53,8 @@ def match(
     """Grade every candidate; ``excluded`` ids (permanent "not a match" decisions) are never proposed."""
     cfg = cfg or MatchConfig()
     never = set(excluded)
-    pool = [c for c in candidates if c.id not in never]
-    prior_bits = math.log2(cfg.prior / max(len(pool), 1))
+    pool = _with_household_phones([c for c in candidates if c.id not in never])
+    prior_bits = math.log2(cfg.prior / max(len(pool), 1)) + cfg.calibration_bits
     vetoed: list[tuple[str, str]] = []
     graded: list[Candidate] = []
     id_holders: dict[str, list[str]] = {}
@@ -85,16 +86,31 @@ def match(
             vetoed.append((person.id or "", veto))
             continue
         p = _posterior(weight + prior_bits)
-        if p >= cfg.certain_p and s.given_exact and s.strong:
+        if p >= cfg.certain_p and s.names_agree and (s.strong or s.weight >= cfg.certain_min_weight):
             graded.append(Candidate(person, "certain", weight, p, fields, ("score",)))
             continue
         grade_p = _grade_by_p(p, cfg)
         if grade_p:
-            why = "given-name-not-exact" if p >= cfg.certain_p and not s.given_exact else "score"
+            why = "names-not-certain" if p >= cfg.certain_p and not s.names_agree else "score"
             graded.append(Candidate(person, grade_p, weight, p, fields, (why,)))
     reasons: list[str] = ["block-overflow"] if overflow else []
     graded = _settle(graded, id_holders, cfg, reasons)
     return MatchResult(tuple(graded), tuple(reasons), len(pool), tuple(vetoed))
+
+
+def _with_household_phones(pool: list[Person]) -> list[Person]:
+    """Mark phones two members of one household share. Every holder of an incoming phone is in the pool
+    (the phone is a blocking key), so this sees all the sharing that can matter for the phone comparison."""
+    holders: dict[tuple[str, str], int] = {}
+    for person in pool:
+        if person.household_id:
+            for phone in person.phones:
+                holders[(person.household_id, phone)] = holders.get((person.household_id, phone), 0) + 1
+    out = []
+    for person in pool:
+        shared = {ph for ph in person.phones if holders.get((person.household_id or "", ph), 0) > 1}
+        out.append(replace(person, household_phones=person.household_phones | shared) if shared else person)
+    return out
 
 
 def _downgrade(candidate: Candidate, grade: str, reason: str) -> Candidate:

@@ -17,32 +17,39 @@ Frequency = Callable[[str], float | None]
 class Score:
     weight: float
     fields: tuple[FieldScore, ...]
-    given_exact: bool  # the candidate's given name agrees exactly (in the chosen order)
+    names_agree: bool  # given name exact, family name and birth date not contradicted (see score)
     swapped: bool
-    strong: bool  # an exact day-precision birth date or a phone not shared in the household agrees
+    strong: bool  # evidence beyond names: see :func:`score`
+
+
+def _token(a: str, candidate: tuple[str, ...], freq: Frequency, cfg: MatchConfig) -> tuple[str, float]:
+    """The best level of one incoming name token against the candidate's tokens."""
+    if a in candidate:
+        return "exact", cfg.name_exact_weight(freq(a))
+    similarity = max(JaroWinkler.similarity(a, b, score_cutoff=cfg.name_near_jw) for b in candidate)
+    if similarity >= cfg.name_close_jw:
+        return "close", cfg.name_close_weight
+    if similarity >= cfg.name_near_jw:
+        return "near", cfg.name_near_weight
+    return "disagree", cfg.name_disagree_weight
 
 
 def _part(
     incoming: tuple[str, ...], candidate: tuple[str, ...], freq: Frequency, cfg: MatchConfig, name: str
 ) -> FieldScore:
+    """A name part (given or family): its best token decides the level; further exact tokens add part of
+    their weight, a further token both sides have and disagree on takes some off (Mary Wanjiku ≠ Mary Njeri)."""
+    shown = (" ".join(incoming), " ".join(candidate))
     if not incoming or not candidate:
-        return FieldScore(name, "missing", cfg.name_missing_weight, " ".join(incoming), " ".join(candidate))
-    best = FieldScore(name, "disagree", cfg.name_disagree_weight, " ".join(incoming), " ".join(candidate))
-    for a in incoming:
-        for b in candidate:
-            if a == b:
-                weight = cfg.name_exact_weight(freq(a))
-                if best.level != "exact" or weight > best.weight:
-                    best = FieldScore(name, "exact", weight, best.incoming, best.candidate)
-                continue
-            if best.level == "exact":
-                continue
-            similarity = JaroWinkler.similarity(a, b, score_cutoff=cfg.name_near_jw)
-            if similarity >= cfg.name_close_jw and best.weight < cfg.name_close_weight:
-                best = FieldScore(name, "close", cfg.name_close_weight, best.incoming, best.candidate)
-            elif similarity >= cfg.name_near_jw and best.weight < cfg.name_near_weight:
-                best = FieldScore(name, "near", cfg.name_near_weight, best.incoming, best.candidate)
-    return best
+        return FieldScore(name, "missing", cfg.name_missing_weight, *shown)
+    levels = sorted((_token(a, candidate, freq, cfg) for a in incoming), key=lambda lw: -lw[1])
+    level, weight = levels[0]
+    for other_level, other_weight in levels[1:]:
+        if other_level == "exact":
+            weight += other_weight * cfg.name_extra_token_factor
+        elif other_level == "disagree" and len(candidate) > 1:
+            weight += cfg.name_extra_mismatch_weight
+    return FieldScore(name, level, weight, *shown)
 
 
 def compare_names(
@@ -63,19 +70,25 @@ def compare_names(
 
 
 def compare_birth(incoming: Person, candidate: Person, cfg: MatchConfig) -> FieldScore:
+    """Levels: ``day`` (same date, both precise), ``shifted`` (same day and month, year ±1: a mis-typed year),
+    ``year`` (same year where one side is year-only), ``near`` (a year apart, one side year-only),
+    ``other-day`` (same year, another day, both precise), ``disagree``."""
     a, b = incoming.birth, candidate.birth
     if a is None or b is None:
         return FieldScore("birthDate", "missing", 0.0, a.iso if a else "", b.iso if b else "")
     shown = (a.iso, b.iso)
+    years = abs(a.year - b.year)
     if a.precision == "day" and b.precision == "day":
         if a == b:
             return FieldScore("birthDate", "day", cfg.dob_exact_weight, *shown)
-        if a.days_apart(b) <= 366:
-            return FieldScore("birthDate", "near", cfg.dob_near_weight, *shown)
+        if years == 1 and (a.month, a.day) == (b.month, b.day):
+            return FieldScore("birthDate", "shifted", cfg.dob_shifted_weight, *shown)
+        if years == 0:
+            return FieldScore("birthDate", "other-day", cfg.dob_other_day_weight, *shown)
         return FieldScore("birthDate", "disagree", cfg.dob_disagree_weight, *shown)
-    if a.year == b.year:
+    if years == 0:
         return FieldScore("birthDate", "year", cfg.dob_year_weight, *shown)
-    if abs(a.year - b.year) <= 1:
+    if years == 1:
         return FieldScore("birthDate", "near", cfg.dob_near_weight, *shown)
     return FieldScore("birthDate", "disagree", cfg.dob_disagree_weight, *shown)
 
@@ -128,7 +141,17 @@ def score(incoming: Person, candidate: Person, freq: Frequency, cfg: MatchConfig
     return Score(
         weight=sum(f.weight for f in fields) - (cfg.swap_penalty if swapped else 0.0),
         fields=tuple(fields),
-        given_exact=given.level == "exact",
+        # certain needs the given name exact (or within a typo when the birth day and an own phone agree too:
+        # a twin shares the day and the household phone, not an own phone), the family name and the birth
+        # date not contradicted
+        names_agree=(
+            given.level == "exact" or (given.level == "close" and birth.level == "day" and phone.level == "exact")
+        )
+        and family.level not in ("disagree", "missing")
+        and birth.level not in ("disagree", "other-day"),
         swapped=swapped,
-        strong=birth.level == "day" or phone.level == "exact",
+        # an exact birth date, an own phone, or a birth year/shifted date together with the household phone
+        strong=birth.level == "day"
+        or phone.level == "exact"
+        or (birth.level in ("year", "shifted") and phone.level == "household"),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import requests
 
@@ -104,3 +105,30 @@ def test_facility_client_sees_only_its_patients_attempts_and_subscription(server
             for s in server.get("/fhir/Subscription").json()["entry"]}
     assert fa.get(f"{url}/Subscription/{subs[b]}/$events").status_code == 404
     assert fa.get(f"{url}/Subscription/{subs[a]}/$events").status_code == 200
+
+
+def test_no_existence_oracle_for_deleted_or_unknown_resources(server: Api, settings: Settings) -> None:
+    a, b = _org(server, "A"), _org(server, "B")
+
+    async def add_clients() -> None:
+        db = Database(settings)
+        async with unit_of_work(db) as uow:
+            await uow.clients.upsert("facility-a", "facility-a-pw", role="facility", organization_id=a)
+            await uow.clients.upsert("facility-b", "facility-b-pw", role="facility", organization_id=b)
+        await db.dispose()
+
+    asyncio.run(add_clients())
+    fa, fb = requests.Session(), requests.Session()
+    fa.auth, fb.auth = ("facility-a", "facility-a-pw"), ("facility-b", "facility-b-pw")
+    url = server.url + "/fhir"
+    gone = fb.post(f"{url}/Patient", json={"resourceType": "Patient", "gender": "male"}).json()["id"]
+    assert server.delete(f"/fhir/Patient/{gone}").status_code == 200
+    assert fb.get(f"{url}/Patient/{gone}").status_code == 410  # B's own: it knows it was deleted
+    answers = {(r.status_code, r.json()["issue"][0]["code"])
+               for r in (fa.get(f"{url}/Patient/{gone}"), fa.get(f"{url}/Patient/{uuid.uuid4()}"),
+                         fa.get(f"{url}/Patient/{gone}/_history/1"), fa.get(f"{url}/Patient/{uuid.uuid4()}/_history/1"),
+                         fa.put(f"{url}/Patient/{gone}", json={"resourceType": "Patient", "id": gone}))}
+    assert answers == {(404, "not-found")}  # deleted, unknown or B's: the same answer
+    # PUT cannot create either (201 would say an id is free)
+    fresh = str(uuid.uuid4())
+    assert fa.put(f"{url}/Patient/{fresh}", json={"resourceType": "Patient", "id": fresh}).status_code == 404

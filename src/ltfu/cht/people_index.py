@@ -72,7 +72,7 @@ def _names(doc: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 
 def person_identifiers(doc: dict[str, Any]) -> tuple[tuple[str, str], ...]:
-    out: list[tuple[str, str]] = [("cht_id", identifier_value(doc["_id"]) or doc["_id"].upper())]
+    out: list[tuple[str, str]] = [("cht_id", doc["_id"])]  # as CHT spells it: the primary key of the index
     for key in TOP_LEVEL_ID_FIELDS:
         if (value := identifier_value(_str(doc, key))) is not None:
             out.append((key, value))

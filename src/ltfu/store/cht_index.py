@@ -18,7 +18,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ltfu.domain.matching.normalise import BirthDate
 from ltfu.domain.matching.records import Person, Place
 from ltfu.store.resources import now_instant
-from ltfu.store.schema import cht_name_tokens, cht_person_keys, cht_persons, cht_places, cht_sync_state
+from ltfu.store.schema import (
+    cht_name_tokens,
+    cht_person_keys,
+    cht_persons,
+    cht_places,
+    cht_sync_state,
+    facility_places,
+)
 
 ALL = "*"  # the cht_name_tokens row counting every indexed person
 _CHUNK = 500  # ids per IN (...) list
@@ -263,6 +270,25 @@ class ChtIndexRepository:
             seen.update({c.id: c for c in children})
         types = set(contact_types) if contact_types is not None else None
         return [p for p in seen.values() if types is None or p.contact_type in types]
+
+    # ---- a facility's explicit catchment --------------------------------------------------------------
+    async def link_facility(self, organization_id: str, place_ids: Sequence[str]) -> int:
+        have = set(await self.facility_place_ids(organization_id))
+        new = [p for p in dict.fromkeys(place_ids) if p not in have]
+        if new:
+            await self.conn.execute(insert(facility_places),
+                                    [{"organization_id": organization_id, "place_id": p} for p in new])
+        return len(new)
+
+    async def unlink_facility(self, organization_id: str, place_ids: Sequence[str]) -> None:
+        await self.conn.execute(delete(facility_places).where(facility_places.c.organization_id == organization_id,
+                                                              facility_places.c.place_id.in_(list(place_ids))))
+
+    async def facility_place_ids(self, organization_id: str) -> list[str]:
+        rows = await self.conn.execute(select(facility_places.c.place_id)
+                                       .where(facility_places.c.organization_id == organization_id)
+                                       .order_by(facility_places.c.place_id))
+        return [r.place_id for r in rows]
 
     # ---- sync state ------------------------------------------------------------------------------
     async def sync_seq(self, name: str) -> str | None:

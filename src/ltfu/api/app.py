@@ -13,7 +13,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route, Router
 
-from ltfu.api import admin_routes, cht_routes, fhir_routes, mediator_routes, ops_routes, subscription_routes
+from ltfu.api import (
+    admin_routes,
+    cht_routes,
+    fhir_routes,
+    mediator_routes,
+    ops_routes,
+    review_routes,
+    subscription_routes,
+)
 from ltfu.api.access import AccessMiddleware
 from ltfu.api.access_log import AccessLogMiddleware
 from ltfu.api.auth import BasicAuthMiddleware
@@ -98,6 +106,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *[Route("/fhir", r.endpoint, methods=r.methods) for r in fhir_routes.routes if r.path == "/"],
             Mount("/fhir", app=Router([*subscription_routes.routes, *fhir_routes.routes], redirect_slashes=False)),
             *cht_routes.routes,
+            *review_routes.routes,
             *admin_routes.routes,
             *ui_routes.routes,
             metrics_route,

@@ -110,3 +110,51 @@ def person_of(doc: dict[str, Any], default_region: str = "KE") -> Person:
         lineage=lineage,
         flags=flags,
     )
+
+
+def minified_parent(place: Place) -> dict[str, Any]:
+    """``{_id, parent: {_id, …}}`` of a place, as CHT stores a contact's lineage."""
+    out: dict[str, Any] = {"_id": place.id}
+    node = out
+    for ancestor in place.lineage:
+        node["parent"] = {"_id": ancestor}
+        node = node["parent"]
+    return out
+
+
+def person_doc(patient: dict[str, Any], case_id: str, systems: Any, settings: Any) -> dict[str, Any]:
+    """A new CHT person for a facility's Patient: demographics, phones, identifiers as the top-level fields
+    ``LTFU_MATCH_IDENTIFIERS`` names, the facility MRNs as ``facility_mrn`` and ``ltfu_source``, the
+    deterministic key a retry finds it by (never two persons for one case)."""
+    name = next((n for n in patient.get("name") or [] if isinstance(n, dict)), {})
+    text = name.get("text") or " ".join([*(name.get("given") or []), name.get("family") or ""]).strip()
+    doc: dict[str, Any] = {"type": "person", "name": text or "Unknown", "ltfu_source": f"ltfu-case:{case_id}"}
+    if patient.get("gender") in ("male", "female"):
+        doc["sex"] = patient["gender"]
+    birth = patient.get("birthDate")
+    if isinstance(birth, str) and len(birth) >= 4:
+        doc["date_of_birth"] = birth if len(birth) == 10 else f"{birth[:4]}-01-01"
+        if len(birth) != 10:
+            doc["date_of_birth_method"] = "approx"
+    phones = [t.get("value") for t in patient.get("telecom") or [] if isinstance(t, dict) and t.get("system") in (
+        "phone", "sms") and t.get("value")]
+    if phones and (phone := phone_e164(phones[0], settings.match_default_region)):
+        doc["phone"] = phone
+    fields: dict[str, str] = settings.match_identifiers
+    mrns = []
+    own = {systems.cht_contact, systems.cht_patient_id, "cht"}
+    for ident in patient.get("identifier") or []:
+        system, value = (ident or {}).get("system"), (ident or {}).get("value")
+        if not isinstance(system, str) or not isinstance(value, str) or system in own or not identifier_value(value):
+            continue
+        field = fields.get(system)
+        if field in IDENTIFICATION_TYPES:
+            doc.setdefault("identification_type", field)
+            doc.setdefault("identification_number", value)
+        elif field and field != "_id":
+            doc.setdefault(field, value)
+        else:
+            mrns.append(f"{system}|{value}")
+    if mrns:
+        doc["facility_mrn"] = mrns
+    return doc

@@ -21,6 +21,7 @@ from ltfu.store.outbox import OutboxRepository
 from ltfu.store.owners import OwnerRepository
 from ltfu.store.receipts import ReceiptRepository
 from ltfu.store.resources import ResourceRepository
+from ltfu.store.reviews import ReviewRepository
 from ltfu.store.search import SearchResult, run_search
 
 
@@ -40,6 +41,7 @@ class UnitOfWork:
         self.outbox = OutboxRepository(conn, skip_locked=not db.is_sqlite)
         self.receipts = ReceiptRepository(conn)
         self.cht_index = ChtIndexRepository(conn)
+        self.reviews = ReviewRepository(conn)
 
     @property
     def settings(self) -> Settings:

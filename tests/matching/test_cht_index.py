@@ -163,3 +163,26 @@ async def test_the_migration_creates_exactly_the_index_tables_of_schema_py(db: D
     flat = [c for group in changes for c in (group if isinstance(group, list) else [group])]
     mine = [c for c in flat if any(name in repr(c) for name in ours)]
     assert mine == []
+
+
+async def test_two_writers_of_one_person_at_once_do_not_collide(db: Database) -> None:
+    """Outbound push and the sync may index the same person in two transactions at the same time."""
+    import asyncio
+
+    first_in = asyncio.Event()
+
+    async def first() -> None:
+        async with unit_of_work(db) as uow:
+            await index_docs(uow, [person_doc("p1", "Mary Otieno", phone="+254712345678")])
+            first_in.set()
+            await asyncio.sleep(0.5)
+
+    async def second() -> None:
+        await first_in.wait()
+        async with unit_of_work(db) as uow:
+            await index_docs(uow, [person_doc("p1", "Mary Akinyi Otieno", phone="+254712345678")])
+
+    await asyncio.gather(first(), second())
+    async with unit_of_work(db) as uow:
+        assert (await uow.cht_index.person("p1")).given == ("MARY", "AKINYI")
+        assert await uow.cht_index.frequencies(["OTIENO"]) == {"OTIENO": 1.0}

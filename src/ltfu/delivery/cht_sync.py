@@ -1,7 +1,8 @@
 """Sync the person and place index from CHT's CouchDB ``_changes`` feed, incrementally from a stored seq.
 
 Each page is indexed and its ``last_seq`` stored in one transaction, so a crash re-reads at most one page
-(indexing is idempotent). Replicas serialise on a lock; the first sync reads the feed from ``0``.
+(indexing is idempotent). Index writers serialise on a lock (services/cht_index.py); the first sync
+reads the feed from ``0``.
 """
 
 from __future__ import annotations
@@ -65,7 +66,6 @@ class ChtSync:
             rows = response.body.get("results") or []
             last = str(response.body.get("last_seq", result.seq))
             async with unit_of_work(self.db) as uow:
-                await uow.lock(["cht-index-sync"])
                 stats = await index_docs(uow, changed_docs(rows))
                 await uow.cht_index.set_sync_seq(SEQ_NAME, last)
             result.pages += 1

@@ -48,7 +48,11 @@ async def place_with_lineage(
 
 
 async def index_docs(uow: UnitOfWork, docs: Sequence[dict[str, Any]]) -> IndexStats:
-    """Index a batch of CHT docs (persons and places; ``_deleted`` ones removed; anything else ignored)."""
+    """Index a batch of CHT docs (persons and places; ``_deleted`` ones removed; anything else ignored).
+
+    Writers of the index (outbound push, the sync, intake) serialise on one lock (PostgreSQL): each replaces
+    a person's rows (delete + insert), which two concurrent transactions would otherwise both do."""
+    await uow.lock(["cht-index"])
     settings = uow.settings
     stats = IndexStats()
     places: list[Place] = []

@@ -65,9 +65,6 @@ class Settings(BaseSettings):
     )
     cht_sync_interval_s: float = Field(default=60.0, description="Seconds between `_changes` syncs in the worker.")
     cht_sync_enabled: bool = Field(default=True, description="Keep the person index in sync from CHT `_changes`.")
-    cht_write_identifiers: bool = Field(
-        default=False, description="Write the facility MRN/UPI onto the CHT person after a certain match."
-    )
 
     # Matching (docs/matching.md)
     match_identifiers: dict[str, str] = Field(

@@ -144,7 +144,9 @@ async def decide(
 ) -> Decision:
     settings = uow.settings
     systems = Systems(settings.base_url)
-    incoming = person_from_patient(patient, systems, settings.match_identifiers, settings.match_default_region)
+    codes = await catchment.facility_codes(uow, organization_id) if organization_id else []
+    incoming = person_from_patient(patient, systems, settings.match_identifiers, settings.match_default_region,
+                                   facility_code=codes[0] if codes else None)
     excluded = await uow.reviews.negative_links(patient["id"])
     result = await find_matches(uow, incoming, excluded=excluded)
     places, _how = await resolve_place(uow, sr, patient, organization_id)

@@ -171,7 +171,7 @@ def test_intake_links_creates_and_reviews(tmp_path: Path, e2e_db: str) -> None:
             "twin": _request(loop, org, twin, "r-twin"),
         }
         for key in ("by_id", "by_score", "new"):
-            wait_until(lambda k=key: _task(loop, cases[k])["status"] != "requested", 40, f"{key} sent to CHT")
+            wait_until(lambda k=key: _task(loop, cases[k])["status"] != "requested", 90, f"{key} sent to CHT")
             assert loop.cht_records(cases[key]) == 1
         assert _cht_id(loop, by_id) == ids["grace"]
         assert _cht_id(loop, by_score) == ids["peter"]
@@ -184,7 +184,7 @@ def test_intake_links_creates_and_reviews(tmp_path: Path, e2e_db: str) -> None:
         assert len(people) == 1  # never two persons for one case
 
         # twins: not certain; the review queue holds the item, the facility sees awaiting-match
-        wait_until(lambda: _business(loop, cases["twin"]) == "awaiting-match", 40, "twin sent to review")
+        wait_until(lambda: _business(loop, cases["twin"]) == "awaiting-match", 90, "twin sent to review")
         items = loop.fhir("GET", "/admin/review", params={"status": "open"}).json()["items"]
         item = next(i for i in items if i["case_id"] == cases["twin"])
         proposed = [c["person"] for c in item["proposal"]["candidates"]]
@@ -199,6 +199,6 @@ def test_intake_links_creates_and_reviews(tmp_path: Path, e2e_db: str) -> None:
         assert done.json()["status"] == "linked" and done.json()["decisions"][0]["actor"] == "admin"
         again = loop.fhir("POST", f"/admin/review/{item['review_id']}", json={"action": "defer"})
         assert again.status_code == 409  # sticky
-        wait_until(lambda: _task(loop, cases["twin"])["status"] != "requested", 40, "twin case sent after review")
+        wait_until(lambda: _task(loop, cases["twin"])["status"] != "requested", 90, "twin case sent after review")
         assert _cht_id(loop, twin) == ids["Wanjiru"]
         assert loop.cht_records(cases["twin"]) == 1

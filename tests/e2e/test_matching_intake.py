@@ -132,7 +132,7 @@ def test_intake_links_creates_and_reviews(tmp_path: Path, e2e_db: str) -> None:
         }
         wait_until(
             lambda: len(loop.fhir("POST", "/fhir/Patient/$match", json=probe).json()["entry"]) >= 2,
-            30,
+            90,
             "the CHT persons in ltfu's index (sync)",
         )
 

@@ -49,10 +49,16 @@ async def find_by_query(uow: UnitOfWork, res_type: str, query: str, *, limit: in
     params = parse_qsl(query.lstrip("?"), keep_blank_values=True)
     if not params:
         raise FhirError.of("invalid", "A conditional query needs at least one search parameter")
-    q = policy.scope_search(uow.actor, parse_search(res_type, params, strict=True))
+    q = parse_search(res_type, params, strict=True)
     q.count = limit
     q.total = False
-    return (await uow.search(q)).matches
+    matches = (await uow.search(policy.scope_search(uow.actor, q))).matches
+    if matches or q.facility is None or res_type != "Patient":
+        return matches
+    q.facility, q.count = None, 100  # none of its own: a person nobody claimed yet may be named (and is claimed)
+    found = (await uow.search(q)).matches
+    bound = await policy.bind_patients(uow, [m["id"] for m in found])
+    return [m for m in found if m["id"] in bound]
 
 
 def identity_keys(resource: dict[str, Any]) -> list[str]:

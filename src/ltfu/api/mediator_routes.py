@@ -54,7 +54,7 @@ async def _body(request: Request, res_type: str) -> Any:
 async def endpoint(request: Request) -> Response:
     resource = poc_profiles.endpoint(validate(await _body(request, "Endpoint"), "Endpoint"))
     async with unit_of_work(request.app.state.db) as uow:
-        result = await ops.create(uow, resource, res_type="Endpoint")
+        result = await ops.create(uow, resource, res_type="Endpoint", validated=True)
     report_write(request, result.stored.resource, 201)
     return JSONResponse(result.stored.resource, status_code=201)
 
@@ -67,7 +67,7 @@ async def organization(request: Request) -> Response:
         if await uow.resources.get("Endpoint", ref.split("/", 1)[1]) is None:
             raise FhirError.of("invalid", f"{ref} does not exist: register the Endpoint first",
                                "Organization.endpoint[0]")
-        result = await ops.create(uow, resource, res_type="Organization")
+        result = await ops.create(uow, resource, res_type="Organization", validated=True)
     report_write(request, result.stored.resource, 201)
     return JSONResponse(result.stored.resource, status_code=201)
 
@@ -77,7 +77,7 @@ async def patient(request: Request) -> Response:
     value = poc_profiles.cht_identifier(resource)
     assert value is not None  # checked by the profile
     async with unit_of_work(request.app.state.db) as uow:
-        result = await patients.create_unless_known(uow, resource, poc_profiles.CHT_SYSTEM, value)
+        result = await patients.create_unless_known(uow, resource, poc_profiles.CHT_SYSTEM, value, validated=True)
     report_write(request, result.stored.resource, 201 if result.created else 200)
     return JSONResponse(result.stored.resource, status_code=201 if result.created else 200)
 
@@ -99,7 +99,7 @@ async def encounter(request: Request) -> Response:
             stored = await uow.resources.read("Encounter", receipt[1]["encounter"].split("/", 1)[1])
             return JSONResponse(stored.resource, status_code=200)
         resource = await attempts.link_poc_encounter(uow, resource, found.resource["id"])
-        result = await ops.create(uow, resource, res_type="Encounter")
+        result = await ops.create(uow, resource, res_type="Encounter", validated=True)
         await attempts.poc_encounter_recorded(uow, result.stored)
         await uow.receipts.put(f"poc-encounter:{digest}", digest, {"encounter": result.stored.ref}, exists=False)
     nudge_workers(request)
@@ -119,7 +119,7 @@ async def service_request(request: Request) -> Response:
             raise FhirError.of("invalid", "Organization has no endpoint attached", "ServiceRequest.requester")
         await patients.require(uow, patient_key, "ServiceRequest.subject")
         resource["requester"] = {"reference": org.ref}
-        result = await ops.create(uow, resource, res_type="ServiceRequest")
+        result = await ops.create(uow, resource, res_type="ServiceRequest", validated=True)
         subscription = await notifications.ensure_facility_subscription(uow, org.resource)
     nudge_workers(request)
     report_write(request, result.stored.resource, 201 if result.created else 200)

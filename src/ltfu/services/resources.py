@@ -21,6 +21,7 @@ from ltfu.store.uow import UnitOfWork
 BeforeWrite = Callable[[UnitOfWork, dict[str, Any], Stored | None], Awaitable[dict[str, Any]]]
 AfterWrite = Callable[[UnitOfWork, Stored, Stored | None], Awaitable[None]]
 FindExisting = Callable[[UnitOfWork, dict[str, Any]], Awaitable[Stored | None]]
+Prefetch = Callable[[UnitOfWork, list[dict[str, Any]]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class WriteHook:
     after: AfterWrite | None = None
     allow_delete: bool = True
     existing: FindExisting | None = None  # idempotency: the stored twin of a resource being created
+    prefetch: Prefetch | None = None  # many creates coming (a Bundle): look up at once what they will need
 
 
 HOOKS: dict[str, WriteHook] = {}
@@ -59,9 +61,11 @@ def identity_keys(resource: dict[str, Any]) -> list[str]:
 
 async def create(
     uow: UnitOfWork, resource: Any, *, res_type: str | None = None, if_none_exist: str | None = None,
-    res_id: str | None = None,
+    res_id: str | None = None, validated: bool = False,
 ) -> WriteResult:
-    resource = validate(resource, res_type)
+    """``validated``: the caller has just run ``validate`` on this very dict (one validation per request)."""
+    if not validated:
+        resource = validate(resource, res_type)
     res_type = resource["resourceType"]
     if if_none_exist:
         await uow.lock(identity_keys(resource))

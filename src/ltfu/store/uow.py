@@ -16,12 +16,15 @@ from sqlalchemy import text
 from sqlalchemy.engine import Result
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ltfu.domain.access import SYSTEM, Actor
 from ltfu.fhir.search_params import SearchQuery
 from ltfu.settings import Settings
 from ltfu.store.cases import CaseRepository
 from ltfu.store.clients import ClientRepository
 from ltfu.store.db import Database
+from ltfu.store.openhim_clients import OpenHIMClientRepository
 from ltfu.store.outbox import OutboxRepository
+from ltfu.store.owners import OwnerRepository
 from ltfu.store.receipts import ReceiptRepository
 from ltfu.store.resources import ResourceRepository
 from ltfu.store.search import SearchResult, run_search
@@ -44,15 +47,21 @@ class FlushingConnection:
 
 
 class UnitOfWork:
-    def __init__(self, conn: AsyncConnection, db: Database) -> None:
+    """``actor`` is who the transaction acts for (``ltfu.services.policy.Actor``); the services ask the
+    policy about it. Workers and the CLI act as the system."""
+
+    def __init__(self, conn: AsyncConnection, db: Database, actor: Actor = SYSTEM) -> None:
         self._flushing = FlushingConnection(conn)
         self.conn = cast(AsyncConnection, self._flushing)
         self.buffer = self._flushing.buffer
         self.db = db
+        self.actor = actor
         # Per-transaction answers to lookups the services repeat (e.g. a facility's subscriptions).
         self.memo: dict[Any, Any] = {}
         # For statements that cannot see what the buffer holds (they need not flush it first).
         self.unbuffered = conn
+        self.owners = OwnerRepository(self.conn)
+        self.openhim_clients = OpenHIMClientRepository(self.conn)
         self.resources = ResourceRepository(self.conn, self.buffer, unbuffered=conn)
         self.clients = ClientRepository(self.conn)
         self.cases = CaseRepository(self.conn, self.buffer)
@@ -106,15 +115,15 @@ _LOCK_MANY = text("SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT unnest(CA
 
 
 @asynccontextmanager
-async def unit_of_work(db: Database) -> AsyncIterator[UnitOfWork]:
+async def unit_of_work(db: Database, actor: Actor = SYSTEM) -> AsyncIterator[UnitOfWork]:
     async with db.transaction() as conn:
-        uow = UnitOfWork(conn, db)
+        uow = UnitOfWork(conn, db, actor)
         yield uow
         await uow.flush()
 
 
 @asynccontextmanager
-async def read_unit_of_work(db: Database) -> AsyncIterator[UnitOfWork]:
+async def read_unit_of_work(db: Database, actor: Actor = SYSTEM) -> AsyncIterator[UnitOfWork]:
     """A unit of work for requests that only read: a snapshot that never waits for writers (SQLite)."""
     async with db.read_transaction() as conn:
-        yield UnitOfWork(conn, db)
+        yield UnitOfWork(conn, db, actor)

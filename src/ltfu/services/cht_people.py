@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from ltfu.cht.inbound import ChtPerson
+from ltfu.domain.access import Actor
 from ltfu.fhir.systems import POC_CHT_SYSTEM, Systems
 from ltfu.services.resources import identity_keys
 from ltfu.store.db import Database
@@ -43,7 +44,7 @@ class UserContacts(Protocol):
     async def is_user_contact(self, person_id: str) -> bool: ...
 
 
-async def receive(db: Database, person: ChtPerson, raw: dict[str, Any],
+async def receive(db: Database, actor: Actor, person: ChtPerson, raw: dict[str, Any],
                   users: UserContacts | None) -> tuple[Stored | None, bool]:
     """A pushed CHT person: (the Patient, whether it was created), or (None, False) for a CHT user's contact.
 
@@ -52,7 +53,7 @@ async def receive(db: Database, person: ChtPerson, raw: dict[str, Any],
     """
     if users is not None and await users.is_user_contact(person.id):
         return None, False
-    async with unit_of_work(db) as uow:
+    async with unit_of_work(db, actor) as uow:
         return await upsert(uow, person, raw)
 
 

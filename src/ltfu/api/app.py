@@ -14,10 +14,13 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route, Router
 
 from ltfu.api import admin_routes, cht_routes, fhir_routes, mediator_routes, ops_routes, subscription_routes
+from ltfu.api.access import AccessMiddleware
 from ltfu.api.access_log import AccessLogMiddleware
 from ltfu.api.auth import BasicAuthMiddleware
 from ltfu.api.crash_guard import CrashGuardMiddleware
 from ltfu.api.http import fhir_error_response
+from ltfu.cht.client import ChtClient
+from ltfu.cht.users import ChtUsers
 from ltfu.delivery.runtime import Runtime
 from ltfu.fhir.outcome import FhirError, Issue
 from ltfu.metrics import MetricsMiddleware, metrics_route
@@ -40,7 +43,7 @@ async def ensure_admin(db: Database, settings: Settings) -> None:
     password = settings.admin_password.get_secret_value()
     async with unit_of_work(db) as uow:
         if not await uow.clients.password_matches("admin", password):
-            await uow.clients.upsert("admin", password, is_admin=True, organization_id=None)
+            await uow.clients.upsert("admin", password, role="admin", organization_id=None)
             log.info("admin client created or its password reset from LTFU_ADMIN_PASSWORD")
 
 
@@ -63,6 +66,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         await ensure_admin(db, settings)
         runtime = Runtime(db, settings) if settings.workers else None
         app.state.runtime = runtime
+        cht_users = ChtUsers(ChtClient.from_settings(settings)) if settings.cht_url else None
+        app.state.cht_users = cht_users
         if runtime:
             runtime.start()
         openhim_stop = asyncio.Event()
@@ -75,6 +80,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 await asyncio.gather(openhim, return_exceptions=True)
             if runtime:
                 await runtime.close()
+            if cht_users:
+                await cht_users.close()
             await db.dispose()
 
     async def on_fhir_error(request: Request, exc: Exception) -> Response:
@@ -108,6 +115,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.settings = settings
     app.state.db = db
     app.state.runtime = None
+    app.state.cht_users = None
+    app.add_middleware(AccessMiddleware, db=db)  # inside authentication: who acts, may it use this path
     app.add_middleware(BasicAuthMiddleware, db=db)
     app.add_middleware(CrashGuardMiddleware)
     app.add_middleware(MetricsMiddleware)  # counts 401s and 500s too

@@ -163,9 +163,9 @@ def register_facility(svc: Services) -> None:
     for path, body in ((f"/fhir/Endpoint/{FACILITY_ORG}-callback", {**endpoint, "id": f"{FACILITY_ORG}-callback"}),
                        (f"/fhir/Organization/{FACILITY_ORG}",
                         {**roster.organization_resource(config, f"{FACILITY_ORG}-callback"), "id": FACILITY_ORG})):
-        r = requests.put(svc.mediator + path, json=body, auth=svc.admin, timeout=30)
-        if r.status_code not in (200, 201):
-            raise RuntimeError(f"registering the facility failed: {path} answered {r.status_code}")
+        status, _ = _call("PUT", svc.mediator + path, svc.admin, body)
+        if status not in (200, 201):
+            raise RuntimeError(f"registering the facility failed: {path} answered {status}")
 
 
 def start(opts: DemoOptions, base: Settings, console: Console) -> Services:
@@ -211,7 +211,7 @@ def start(opts: DemoOptions, base: Settings, console: Console) -> Services:
         console.print(f"  [green]✓[/green] {name:<18} {where}")
     try:
         register_facility(svc)
-    except (RuntimeError, requests.RequestException):
+    except BaseException:
         svc.stop()
         raise
     return svc

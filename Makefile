@@ -27,7 +27,7 @@ test: $(STAMP) tooling
 
 # No-5xx property tests at depth: 5,000 examples in each of the 4 tests = 20,000 generated requests.
 fuzz: $(STAMP)
-	LTFU_FUZZ_EXAMPLES=5000 $(BIN)/python -m pytest tests/api/test_fuzz_no_5xx.py -q --hypothesis-show-statistics
+	LTFU_FUZZ_EXAMPLES=5000 $(BIN)/python -m pytest tests/api/test_fuzz_no_5xx.py -q --timeout=0 --hypothesis-show-statistics
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -193,7 +193,8 @@ async def _after(uow: UnitOfWork, stored: Stored, previous: Stored | None) -> No
 
 
 async def cancel(uow: UnitOfWork, case_id: str, reason: str) -> None:
-    """Task → cancelled; CHT gets a cancel record, unless the follow-up never left (then it is dropped)."""
+    """Task → cancelled; CHT gets a cancel record, unless no worker ever took the follow-up to send
+    (then it is dropped: CHT cannot have it)."""
     case = await uow.cases.get(case_id)
     if case is None or case.status in TERMINAL_CASE:
         return

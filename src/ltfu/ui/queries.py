@@ -402,6 +402,8 @@ async def _based_on(conn: AsyncConnection, res_type: str, case_id: str) -> list[
     return [orjson.loads(c) for c in (await conn.execute(q)).scalars()]
 
 
+# What one delivery attempt ended in (delivery_attempts.result).
+ATTEMPT_RESULTS = {"ok": N_("delivered"), "retry": N_("will retry"), "dead": N_("gave up")}
 DELIVERY_STATES = {"queued": N_("queued"), "retrying": N_("retrying"), "done": N_("delivered"), "dead": N_("dead"),
                    "pending": N_("queued")}
 
@@ -435,7 +437,7 @@ async def case_detail(conn: AsyncConnection, scope: Scope, case_id: str, names: 
             kind = {"cancelled": "cancel"}.get(current[0], "expiry" if business == "expired" else "task")
             reason = (task.get("statusReason") or {}).get("text")
             detail = text + (f" — {reason}" if reason and reason != text else "")
-            title = Msg(TASK_EVENTS[current[0]]) if current[0] in TASK_EVENTS else Msg(N_("Task %(status)s"),
+            title = Msg(TASK_EVENTS[current[0]]) if current[0] in TASK_EVENTS else Msg(N_("Task: %(status)s"),
                                                                                             {"status": current[0]})
             events.append(Event(at, kind, title, detail,
                                 [(f"Task v{version}", f"/fhir/Task/{case.task_id}/_history/{version}")]))

@@ -32,6 +32,7 @@ from ltfu.ui import charts, queries
 from ltfu.ui.i18n import COOKIE, N_, NATIVE_NAMES, Locale, Msg, choose_language, translations
 from ltfu.ui.queries import (
     AGE_LABELS,
+    ATTEMPT_RESULTS,
     CLOSURE_LABELS,
     DELIVERY_STATES,
     STATE_LABELS,
@@ -83,7 +84,8 @@ def environment(language: str) -> Environment:
 
     env.filters.update(attempt_part=attempt_part, when=when, num=loc.number, pct=loc.percent, count=loc.count,
                        day=loc.day, t=loc.t, cell=cell, outcome=lambda code: loc.outcome(code) if code else "")
-    env.globals.update(STATE_LABELS=STATE_LABELS, DELIVERY_STATES=DELIVERY_STATES, DESTINATIONS=DESTINATIONS,
+    env.globals.update(STATE_LABELS=STATE_LABELS, DELIVERY_STATES=DELIVERY_STATES, ATTEMPT_RESULTS=ATTEMPT_RESULTS,
+                       DESTINATIONS=DESTINATIONS,
                        LANGUAGES=LANGUAGES, NATIVE_NAMES=NATIVE_NAMES, lang=loc.language,
                        states_options=[(s, loc.gettext(STATE_LABELS[s])) for s in STATES],
                        outcome_options=[(code, loc.outcome(code)) for code in OUTCOMES],

@@ -115,7 +115,7 @@ async def _add_push_client(settings: Settings, password: str) -> None:
     try:
         await db.upgrade()
         async with unit_of_work(db) as uow:
-            await uow.clients.upsert(PUSH_USER, password, is_admin=True, organization_id=None)
+            await uow.clients.upsert(PUSH_USER, password, role="cht", organization_id=None)
     finally:
         await db.dispose()
 

@@ -41,12 +41,16 @@ def test_facility_client_is_scoped(server: Api, settings: Settings) -> None:
     asyncio.run(add_client())
     fa = requests.Session()
     fa.auth = ("facility-a", "facility-a-pw")
-    mine = fa.post(server.url + "/fhir/ServiceRequest", json=_sr(a, pat, "A1"))
+    # B's patient is not A's to use; A registers its own.
+    assert fa.post(server.url + "/fhir/ServiceRequest", json=_sr(a, pat, "A0")).status_code == 404
+    own = fa.post(server.url + "/fhir/Patient", json={"resourceType": "Patient", "gender": "female"}).json()["id"]
+    mine = fa.post(server.url + "/fhir/ServiceRequest", json=_sr(a, own, "A1"))
     assert mine.status_code == 201
-    assert fa.post(server.url + "/fhir/ServiceRequest", json=_sr(b, pat, "A2")).status_code == 403
+    assert fa.post(server.url + "/fhir/ServiceRequest", json=_sr(b, own, "A2")).status_code == 403
     bundle = {"resourceType": "Bundle", "type": "batch", "entry": [
-        {"resource": _sr(b, pat, "A3"), "request": {"method": "POST", "url": "ServiceRequest"}}]}
-    assert fa.post(server.url + "/fhir", json=bundle).status_code == 403
+        {"resource": _sr(b, own, "A3"), "request": {"method": "POST", "url": "ServiceRequest"}}]}
+    answer = fa.post(server.url + "/fhir/", json=bundle)
+    assert answer.status_code == 200 and answer.json()["entry"][0]["response"]["status"] == "403"
     assert fa.get(server.url + f"/fhir/ServiceRequest/{sr_b['id']}").status_code == 404
     assert server.get(f"/fhir/ServiceRequest/{sr_b['id']}").status_code == 200  # admin sees all
     tasks = fa.get(server.url + "/fhir/Task").json()
@@ -92,7 +96,7 @@ def test_facility_client_sees_only_its_patients_attempts_and_subscription(server
     org_b = server.get(f"/fhir/Organization/{b}").json()
     ep_b = server.get(f"/fhir/{org_b['endpoint'][0]['reference']}").json()
     hijack = {**ep_b, "address": "https://attacker.example/x"}
-    assert fa.put(f"{url}/Endpoint/{ep_b['id']}", json=hijack).status_code == 403
+    assert fa.put(f"{url}/Endpoint/{ep_b['id']}", json=hijack).status_code == 404  # as if unknown
     org_a = server.get(f"/fhir/Organization/{a}").json()
     ep_a = server.get(f"/fhir/{org_a['endpoint'][0]['reference']}").json()
     assert fa.put(f"{url}/Endpoint/{ep_a['id']}", json={**ep_a, "address": "https://a.example/new"}).status_code == 200

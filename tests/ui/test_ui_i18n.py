@@ -186,9 +186,11 @@ PAGES = ["/ui/cases", "/ui/programme", "/ui/deliveries", "/ui/cases?state=bogus&
 def test_no_english_is_left_in_a_translated_page(ui_server: UiServer, lang: str) -> None:
     # every case's timeline (requests, attempts, cancellations, deliveries in every state)
     pages = [*PAGES, *(f"/ui/cases/{case_id}" for case_id in ui_server.seeded.cases.values())]
-    dead = ui_server.outbox(status="dead")
-    assert dead
-    pages += [f"/ui/deliveries/{dead[0]['id']}/retry", f"/ui/deliveries/retry?facility={ui_server.seeded.orgs['B']}"]
+    # a delivery's retry page (dead: the confirmation; else "nothing to retry"), a facility's bulk retry
+    rows = ui_server.outbox()
+    assert rows
+    pages += [f"/ui/deliveries/{r['id']}/retry" for r in (rows[0], *ui_server.outbox(status="dead")[:1])]
+    pages.append(f"/ui/deliveries/retry?facility={ui_server.seeded.orgs['B']}")
     patterns = _english_patterns(lang)
     for path in pages:
         r = ui_server.get(path, cookies={"ltfu_lang": lang})

@@ -5,9 +5,8 @@ Texts are gettext messages (English msgids). Templates use Jinja2's i18n extensi
 parameters, and the templates translate it at render time (``|t``). The catalogues are the ``.po``
 files in ``ltfu/ui/locale/<lang>/LC_MESSAGES/messages.po`` (shipped in the wheel), compiled in memory
 at first use, so a plain ``pip install`` needs no build step. Refresh them after changing a text:
-``pybabel extract -F babel.cfg -o src/ltfu/ui/locale/messages.pot src/ltfu/ui`` and
-``pybabel update -i src/ltfu/ui/locale/messages.pot -d src/ltfu/ui/locale``
-(tests/ui/test_ui_i18n.py fails while a text is missing from a catalogue or untranslated).
+see docs/translations.md for the two ``pybabel`` commands (tests/ui/test_ui_i18n.py fails while a
+text is missing from a catalogue or untranslated).
 
 The language comes from the ``ltfu_lang`` cookie (set by the picker on every page), else from the
 browser's ``Accept-Language``, else English. Numbers and dates are formatted with Babel for that

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import requests
 
@@ -104,3 +105,83 @@ def test_facility_client_sees_only_its_patients_attempts_and_subscription(server
             for s in server.get("/fhir/Subscription").json()["entry"]}
     assert fa.get(f"{url}/Subscription/{subs[b]}/$events").status_code == 404
     assert fa.get(f"{url}/Subscription/{subs[a]}/$events").status_code == 200
+
+
+def test_no_existence_oracle_for_deleted_or_unknown_resources(server: Api, settings: Settings) -> None:
+    a, b = _org(server, "A"), _org(server, "B")
+
+    async def add_clients() -> None:
+        db = Database(settings)
+        async with unit_of_work(db) as uow:
+            await uow.clients.upsert("facility-a", "facility-a-pw", role="facility", organization_id=a)
+            await uow.clients.upsert("facility-b", "facility-b-pw", role="facility", organization_id=b)
+        await db.dispose()
+
+    asyncio.run(add_clients())
+    fa, fb = requests.Session(), requests.Session()
+    fa.auth, fb.auth = ("facility-a", "facility-a-pw"), ("facility-b", "facility-b-pw")
+    url = server.url + "/fhir"
+    gone = fb.post(f"{url}/Patient", json={"resourceType": "Patient", "gender": "male"}).json()["id"]
+    assert server.delete(f"/fhir/Patient/{gone}").status_code == 200
+    assert fb.get(f"{url}/Patient/{gone}").status_code == 410  # B's own: it knows it was deleted
+    answers = {(r.status_code, r.json()["issue"][0]["code"])
+               for r in (fa.get(f"{url}/Patient/{gone}"), fa.get(f"{url}/Patient/{uuid.uuid4()}"),
+                         fa.get(f"{url}/Patient/{gone}/_history/1"), fa.get(f"{url}/Patient/{uuid.uuid4()}/_history/1"),
+                         fa.put(f"{url}/Patient/{gone}", json={"resourceType": "Patient", "id": gone}))}
+    assert answers == {(404, "not-found")}  # deleted, unknown or B's: the same answer
+    # PUT cannot create either (201 would say an id is free)
+    fresh = str(uuid.uuid4())
+    assert fa.put(f"{url}/Patient/{fresh}", json={"resourceType": "Patient", "id": fresh}).status_code == 404
+
+
+def test_a_person_cht_pushed_is_claimed_by_the_first_facility_that_names_it(server: Api, settings: Settings) -> None:
+    a, b = _org(server, "A"), _org(server, "B")
+
+    async def add_clients() -> None:
+        db = Database(settings)
+        async with unit_of_work(db) as uow:
+            await uow.clients.upsert("facility-a", "facility-a-pw", role="facility", organization_id=a)
+            await uow.clients.upsert("facility-b", "facility-b-pw", role="facility", organization_id=b)
+            await uow.clients.upsert("push", "cht-push-pw-1", role="cht", organization_id=None)
+        await db.dispose()
+
+    asyncio.run(add_clients())
+    fa, fb, push = requests.Session(), requests.Session(), requests.Session()
+    fa.auth, fb.auth, push.auth = (
+        ("facility-a", "facility-a-pw"),
+        ("facility-b", "facility-b-pw"),
+        ("push", "cht-push-pw-1"),
+    )
+    cht_id = str(uuid.uuid4())
+    pushed = push.post(
+        f"{server.url}/cht/patient",
+        json={
+            "_id": cht_id,
+            "type": "person",
+            "name": "Achieng Otieno",
+            "sex": "female",
+            "date_of_birth": "1990-02-03",
+        },
+    )
+    assert pushed.status_code == 201
+    pid = pushed.json()["patient"].split("/")[1]
+    assert fa.get(f"{server.url}/fhir/Patient/{pid}").status_code == 404  # nobody's yet: not readable
+    poc = {
+        "identifier": [{"system": "cht", "value": cht_id}],
+        "name": [{"family": "Otieno", "given": ["Achieng"]}],
+        "gender": "female",
+        "birthDate": "1990-02-03",
+    }
+    mine = fa.post(f"{server.url}/mediator/patient", json=poc)
+    assert mine.status_code == 200 and mine.json()["id"] == pid  # the same person, not a twin
+    assert fa.get(f"{server.url}/fhir/Patient/{pid}").status_code == 200
+    theirs = fb.post(f"{server.url}/mediator/patient", json=poc)
+    assert theirs.status_code == 201 and theirs.json()["id"] != pid  # A's now: B gets its own record
+    assert fb.get(f"{server.url}/fhir/Patient/{pid}").status_code == 404
+    sr = {
+        "intent": "order",
+        "status": "active",
+        "subject": {"reference": f"Patient/{pid}"},
+        "requester": {"reference": f"Organization/{b}"},
+    }
+    assert fb.post(f"{server.url}/mediator/service-request", json=sr).status_code == 404

@@ -54,6 +54,8 @@ SYSTEM = Actor("system", name="ltfu")
 def area_of(path: str) -> Area:
     """The part of the API a request path belongs to (the PoC routes also without ``/mediator``)."""
     first = "/" + path.lstrip("/").split("/", 1)[0]
+    if path.rstrip("/") in ("/mediator/encounter", "/encounter"):
+        return "cht"  # the PoC's CHT visit report (CHT outbound push), not a facility's route
     if first == "/fhir":
         return "fhir"
     if first == "/cht":

@@ -20,7 +20,7 @@ from ltfu.fhir.outcome import FhirError
 from ltfu.fhir.search_params import SearchQuery
 from ltfu.fhir.validation import SUPPORTED_TYPES
 from ltfu.store.clients import Client
-from ltfu.store.search import visible_to
+from ltfu.store.search import unclaimed_patients, visible_to
 from ltfu.store.uow import UnitOfWork
 
 GATEWAY_HEADER = "x-openhim-clientid"
@@ -94,6 +94,25 @@ async def visible_ids(uow: UnitOfWork, res_type: str, ids: list[str]) -> list[st
     return [i for i in ids if await can_see(uow, res_type, i)]
 
 
+async def bind_patients(uow: UnitOfWork, ids: list[str]) -> list[str]:
+    """The Patients among ``ids`` a facility may name in a case, a visit or a conditional create: those it
+    sees; only when it sees none of them, those nobody has claimed yet (a person CHT pushed, in no case).
+    Naming exactly one unclaimed Patient claims it for the facility (then it is the facility's to see)."""
+    seen = await visible_ids(uow, "Patient", ids)
+    if seen or uow.actor.facility is None:
+        return seen
+    free = await unclaimed_patients(uow.conn, ids)
+    if len(free) == 1:
+        await record_created(uow, "Patient", free[0])
+    return free
+
+
+async def _may_reference(uow: UnitOfWork, res_type: str, res_id: str) -> bool:
+    if await can_see(uow, res_type, res_id):
+        return True
+    return res_type == "Patient" and bool(await unclaimed_patients(uow.conn, [res_id]))
+
+
 def authorize_history(actor: Actor, res_type: str | None, res_id: str | None) -> None:
     if not (res_type and res_id):
         require_admin(actor, "read type or system history")
@@ -134,7 +153,7 @@ async def check_references(uow: UnitOfWork, resource: dict[str, Any], previous: 
         target = _local(ref)
         if ref in before or target is None:
             continue
-        if not await can_see(uow, *target):
+        if not await _may_reference(uow, *target):
             raise FhirError.of("invalid", f"Reference {target[0]}/{target[1]} is not known here", status=422,
                                kind="unknown-reference")
 

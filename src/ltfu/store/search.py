@@ -112,6 +112,18 @@ async def visible_to(conn: AsyncConnection, org: str, res_type: str, res_id: str
     return (await conn.execute(q)).first() is not None
 
 
+async def unclaimed_patients(conn: AsyncConnection, ids: list[str]) -> list[str]:
+    """Those of ``ids`` that no facility created and that are in no case (e.g. pushed by CHT)."""
+    if not ids:
+        return []
+    claimed = select(resource_owners.c.res_id).where(resource_owners.c.res_type == "Patient")
+    q = select(resources.c.res_id).where(and_(
+        resources.c.res_type == "Patient", resources.c.res_id.in_(ids), resources.c.deleted.is_(False),
+        resources.c.res_id.not_in(claimed), resources.c.res_id.not_in(select(cases.c.patient_id))))
+    found = set((await conn.execute(q)).scalars())
+    return [i for i in ids if i in found]
+
+
 def _criterion_clause(res_type: str, c: Criterion) -> ColumnElement[bool]:
     r = resources
     if c.kind == "id":

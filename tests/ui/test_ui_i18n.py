@@ -41,13 +41,24 @@ SAME_IN = {
 def _extracted() -> set[str]:
     method_map = [("**.py", "python"), ("templates/**.html", "jinja2")]
     options = {"templates/**.html": {"extensions": "jinja2.ext.i18n", "trim_blocks": "True", "lstrip_blocks": "True"}}
-    keywords = {"_": None, "gettext": None, "ngettext": (1, 2), "N_": None}
+    keywords = {
+        "_": None,
+        "gettext": None,
+        "ngettext": (1, 2),
+        "pgettext": ((1, "c"), 2),
+        "N_": None,
+        "NC_": ((1, "c"), 2),
+    }
     found = set()
-    for _file, _line, message, _comments, _context in extract_from_dir(
+    for _file, _line, message, _comments, context in extract_from_dir(
         str(UI), method_map, options_map=options, keywords=keywords
     ):
-        found.add(message[0] if isinstance(message, tuple) else message)
+        found.add((context, message[0] if isinstance(message, tuple) else message))
     return found
+
+
+def _key(m) -> tuple[str | None, str]:  # noqa: ANN001 (babel Message)
+    return (m.context, m.id if isinstance(m.id, str) else m.id[0])
 
 
 def _catalogue(lang: str):  # noqa: ANN202 (babel Catalog)
@@ -57,16 +68,23 @@ def _catalogue(lang: str):  # noqa: ANN202 (babel Catalog)
 
 def test_every_text_of_the_sources_is_in_every_catalogue_translated() -> None:
     extracted = _extracted()
-    assert {"Cases", "Programme", "Task completed", "Follow-up funnel", "%(num)s case"} <= extracted
-    template_ids = {m.id if isinstance(m.id, str) else m.id[0] for m in _read_template() if m.id}
+    assert {
+        (None, "Cases"),
+        (None, "Task completed"),
+        (None, "%(num)s case"),
+        ("task state", "Requested"),
+        ("date column", "Requested"),
+        (None, "Requested"),
+    } <= extracted
+    template_ids = {_key(m) for m in _read_template() if m.id}
     assert template_ids == extracted, "messages.pot is stale: run pybabel extract (see ltfu/ui/i18n.py)"
     for lang in LANGUAGES:
         catalogue = _catalogue(lang)
-        messages = {m.id if isinstance(m.id, str) else m.id[0]: m for m in catalogue if m.id}
+        messages = {_key(m): m for m in catalogue if m.id}
         assert set(messages) == extracted, (
             f"{lang}: missing {extracted - set(messages)}, stale {set(messages) - extracted}"
         )
-        for key, m in messages.items():
+        for (_ctx, key), m in messages.items():
             strings = m.string if isinstance(m.string, tuple) else (m.string,)
             assert all(s.strip() for s in strings), f"{lang}: untranslated {key!r}"
             assert not m.fuzzy, f"{lang}: fuzzy {key!r}"
@@ -281,7 +299,7 @@ def test_nepali_from_the_browser_language(ui_server: UiServer, browser: Any) -> 
     assert page.locator("html").get_attribute("lang") == "ne"
     assert page.locator("h1").inner_text() == "केसहरू"
     assert re.match(r"\d+ केस", page.locator("#case-count").inner_text())
-    requested = page.locator("table.cases td[data-label='अनुरोध गरिएका'] time").first.inner_text()
+    requested = page.locator("table.cases td[data-label='अनुरोध मिति'] time").first.inner_text()
     assert re.search(r"[\u0900-\u097F]", requested), requested  # a Nepali month name
     outcomes = set(page.locator("table.cases td[data-label='नतिजा']").all_inner_texts())
     assert OUTCOME_LABELS["refused"]["ne"] in outcomes

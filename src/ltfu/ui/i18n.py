@@ -45,6 +45,16 @@ def N_(message: str) -> str:  # noqa: N802 (the gettext convention for "translat
     return message
 
 
+def NC_(context: str, message: str) -> str:  # noqa: N802
+    """:func:`N_` for a message with a gettext context (shown with ``pgettext(context, message)``)."""
+    return message
+
+
+# The context of the Task states' names: a state ("Requested", "Cancelled") is not the same word as
+# a column or a count in every language.
+STATE_CONTEXT = "task state"
+
+
 @dataclass(frozen=True)
 class Msg:
     """A text translated at render time: a msgid and its named ``%(name)s`` parameters.
@@ -114,6 +124,13 @@ class Locale:
 
     def ngettext(self, singular: str, plural: str, n: int) -> str:
         return self._t.ngettext(singular, plural, n)
+
+    def pgettext(self, context: str, message: str) -> str:
+        return self._t.pgettext(context, message)
+
+    def state(self, code: str, labels: dict[str, str]) -> str:
+        """A Task state's name (``labels``: state -> English msgid)."""
+        return self.pgettext(STATE_CONTEXT, labels[code]) if code in labels else code
 
     def t(self, value: Any) -> Any:
         """A :class:`Msg` translated (with its parameters); anything else as it is."""

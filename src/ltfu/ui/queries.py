@@ -30,17 +30,26 @@ from ltfu.store.schema import (
     search_index,
     subscription_counters,
 )
-from ltfu.ui.i18n import N_, Msg
+from ltfu.ui.i18n import N_, NC_, Msg
 
 PAGE_SIZE = 50
 STATES = ("requested", "received", "accepted", "in-progress", "on-hold", "completed", "failed", "cancelled",
           "rejected")
-# Texts here are gettext msgids (English), translated where they are shown (ltfu.ui.i18n).
+# Texts here are gettext msgids (English), translated where they are shown (ltfu.ui.i18n). The states
+# have the context "task state" (ltfu.ui.i18n.STATE_CONTEXT): a state is not always the same word as
+# a column or a count ("Requested").
 STATE_LABELS = {
-    "requested": N_("Requested"), "received": N_("Received by CHT"), "accepted": N_("Accepted"),
-    "in-progress": N_("In progress"), "on-hold": N_("On hold"), "completed": N_("Completed"), "failed": N_("Failed"),
-    "cancelled": N_("Cancelled"), "rejected": N_("Rejected"), "entered-in-error": N_("Entered in error"),
-    "open": N_("Open (not closed)"),
+    "requested": NC_("task state", "Requested"),
+    "received": NC_("task state", "Received by CHT"),
+    "accepted": NC_("task state", "Accepted"),
+    "in-progress": NC_("task state", "In progress"),
+    "on-hold": NC_("task state", "On hold"),
+    "completed": NC_("task state", "Completed"),
+    "failed": NC_("task state", "Failed"),
+    "cancelled": NC_("task state", "Cancelled"),
+    "rejected": NC_("task state", "Rejected"),
+    "entered-in-error": NC_("task state", "Entered in error"),
+    "open": NC_("task state", "Open (not closed)"),
 }
 # Timeline: a Task reaching a state.
 TASK_EVENTS = {

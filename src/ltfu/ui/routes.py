@@ -83,12 +83,13 @@ def environment(language: str) -> Environment:
             return _("next appointment %(date)s") % {"date": loc.day(day) if day else part.value}
         return _("by %(chw)s") % {"chw": part.value}
 
-    env.filters.update(attempt_part=attempt_part, when=when, num=loc.number, pct=loc.percent, count=loc.count,
-                       day=loc.day, t=loc.t, cell=cell, outcome=lambda code: loc.outcome(code) if code else "")
+    env.filters.update(state=lambda code: loc.state(code, STATE_LABELS), attempt_part=attempt_part, when=when,
+                       num=loc.number, pct=loc.percent, count=loc.count, day=loc.day, t=loc.t, cell=cell,
+                       outcome=lambda code: loc.outcome(code) if code else "")
     env.globals.update(STATE_LABELS=STATE_LABELS, DELIVERY_STATES=DELIVERY_STATES, ATTEMPT_RESULTS=ATTEMPT_RESULTS,
                        DESTINATIONS=DESTINATIONS,
                        LANGUAGES=LANGUAGES, NATIVE_NAMES=NATIVE_NAMES, lang=loc.language,
-                       states_options=[(s, loc.gettext(STATE_LABELS[s])) for s in STATES],
+                       states_options=[(s, loc.state(s, STATE_LABELS)) for s in STATES],
                        outcome_options=[(code, loc.outcome(code)) for code in OUTCOMES],
                        age_options=[(k, loc.gettext(v)) for k, v in AGE_LABELS.items()])
     return env

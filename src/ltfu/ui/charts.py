@@ -62,8 +62,15 @@ def nice_max(value: float) -> float:
 
 
 def hbar(chart_id: str, title: str, bars: Sequence[Bar], *, max_value: float | None = None,
-         label_width: int = 230, words: Words = ENGLISH) -> Markup:
-    """Horizontal bars, one per row: label on the left, value text at the end of the bar."""
+         label_width: int | None = None, words: Words = ENGLISH) -> Markup:
+    """Horizontal bars, one per row: label on the left, value text at the end of the bar.
+
+    The label column is as wide as the longest label needs (labels differ in length by language),
+    between 150 and 330 of the 640 units.
+    """
+    if label_width is None:
+        longest = max((len(b.label) for b in bars), default=0)
+        label_width = int(min(330, max(150, longest * FONT * 0.62 + 16)))
     row_h, top = 30, 8
     height = top * 2 + row_h * max(1, len(bars))
     scale_max = max_value if max_value is not None else max([b.value for b in bars] + [0]) or 1

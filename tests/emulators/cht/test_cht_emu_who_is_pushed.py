@@ -10,9 +10,11 @@ from tests.emulators.cht.emu_support import make_config, receiver, serve, wait_f
 
 
 async def test_only_household_people_are_pushed_as_patients(tmp_path):
-    async with receiver() as rec, serve(
-        make_config(tmp_path, rec.url, cht_config=True, cht_version="5.2.0", chw={"enabled": False})
-    ) as run:
+    async with (
+        receiver() as rec,
+        serve(make_config(tmp_path, rec.url, cht_config=True, cht_version="5.2.0", chw={"enabled": False})) as run,
+    ):
+
         async def post(path, body):
             status, answer, _ = await run.call("POST", path, json_body=body)
             assert status == 200, (path, answer)
@@ -21,15 +23,27 @@ async def test_only_household_people_are_pushed_as_patients(tmp_path):
         dh = (await post("/api/v1/places", {"name": "County", "type": "district_hospital"}))["id"]
         area = (await post("/api/v1/places", {"name": "Area", "type": "health_center", "parent": dh}))["id"]
         household = (await post("/api/v1/place", {"name": "Household", "type": "clinic", "parent": area}))["_id"]
-        chw = await post("/api/v2/users", {"username": "chw_a", "password": "Chw-Passw0rd-2026", "roles": ["chw"],
-                                           "place": area, "contact": {"name": "Mary Atieno", "phone": "0712"}})
+        chw = await post(
+            "/api/v2/users",
+            {
+                "username": "chw_a",
+                "password": "Chw-Passw0rd-2026",
+                "roles": ["chw"],
+                "place": area,
+                "contact": {"name": "Mary Atieno", "phone": "0712"},
+            },
+        )
         supervisor = (await post("/api/v1/people", {"name": "Paul Supervisor", "place": dh}))["id"]
         legacy = (await post("/api/v1/people", {"name": "Achieng Otieno", "place": household}))["id"]
-        datasource = (await post("/api/v1/person", {"type": "person", "name": "Datasource Person",
-                                                    "parent": household}))["_id"]
+        datasource = (
+            await post("/api/v1/person", {"type": "person", "name": "Datasource Person", "parent": household})
+        )["_id"]
         await post("/api/v1/people", {"name": "No Place Person"})
-        status, _, _ = await run.call("POST", "/api/v2/records", json_body={
-            "_meta": {"form": "interop_follow_up"}, "patient_uuid": legacy, "case_ref": "c-1"})
+        status, _, _ = await run.call(
+            "POST",
+            "/api/v2/records",
+            json_body={"_meta": {"form": "interop_follow_up"}, "patient_uuid": legacy, "case_ref": "c-1"},
+        )
         assert status == 200
         await run.call("POST", "/_emulator/sentinel/flush")
         await run.call("POST", "/_emulator/sentinel/flush")

@@ -100,7 +100,7 @@ async def _existing(uow: UnitOfWork, resource: dict[str, Any]) -> Stored | None:
     case = await uow.cases.by_request_key(request_key(resource))
     if case is not None and not policy.case_in_scope(uow.actor, case):
         raise FhirError.of("conflict", "A request with this identifier is already known", "ServiceRequest.identifier",
-                           status=409)
+                           status=409, kind="duplicate-request")
     return await uow.resources.get("ServiceRequest", case.case_id) if case else None
 
 

@@ -19,6 +19,8 @@ from ltfu.api.access_log import AccessLogMiddleware
 from ltfu.api.auth import BasicAuthMiddleware
 from ltfu.api.crash_guard import CrashGuardMiddleware
 from ltfu.api.http import fhir_error_response
+from ltfu.cht.client import ChtClient
+from ltfu.cht.users import ChtUsers
 from ltfu.delivery.runtime import Runtime
 from ltfu.fhir.outcome import FhirError, Issue
 from ltfu.metrics import MetricsMiddleware, metrics_route
@@ -64,6 +66,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         await ensure_admin(db, settings)
         runtime = Runtime(db, settings) if settings.workers else None
         app.state.runtime = runtime
+        cht_users = ChtUsers(ChtClient.from_settings(settings)) if settings.cht_url else None
+        app.state.cht_users = cht_users
         if runtime:
             runtime.start()
         openhim_stop = asyncio.Event()
@@ -76,6 +80,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 await asyncio.gather(openhim, return_exceptions=True)
             if runtime:
                 await runtime.close()
+            if cht_users:
+                await cht_users.close()
             await db.dispose()
 
     async def on_fhir_error(request: Request, exc: Exception) -> Response:
@@ -106,6 +112,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.settings = settings
     app.state.db = db
     app.state.runtime = None
+    app.state.cht_users = None
     app.add_middleware(AccessMiddleware, db=db)  # inside authentication: who acts, may it use this path
     app.add_middleware(BasicAuthMiddleware, db=db)
     app.add_middleware(CrashGuardMiddleware)

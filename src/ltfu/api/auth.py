@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ltfu.fhir.outcome import FhirError, Issue
 from ltfu.store.clients import Client
 from ltfu.store.db import Database
-from ltfu.store.uow import unit_of_work
+from ltfu.store.uow import read_unit_of_work
 
 OPEN_PATHS = ("/health", "/ready", "/fhir/metadata")  # probes and clients bootstrap without credentials
 CACHE_SECONDS = 60.0
@@ -58,7 +58,7 @@ class BasicAuthMiddleware:
         hit = self._cache.get(key)
         if hit and hit[0] > now:
             return hit[1]
-        async with unit_of_work(self.db) as uow:
+        async with read_unit_of_work(self.db) as uow:
             client = await uow.clients.authenticate(name, password)
         if client is not None:
             if len(self._cache) > 10_000:

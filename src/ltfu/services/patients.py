@@ -34,6 +34,8 @@ async def require(uow: UnitOfWork, key: str, expression: str) -> Stored:
     return stored
 
 
-async def create_unless_known(uow: UnitOfWork, resource: dict[str, Any], system: str, value: str) -> WriteResult:
+async def create_unless_known(uow: UnitOfWork, resource: dict[str, Any], system: str, value: str, *,
+                              validated: bool = False) -> WriteResult:
     """Create the Patient unless one already carries ``system|value``: then return that one (200)."""
-    return await ops.create(uow, resource, res_type="Patient", if_none_exist=f"identifier={system}|{value}")
+    return await ops.create(uow, resource, res_type="Patient", if_none_exist=f"identifier={system}|{value}",
+                            validated=validated)

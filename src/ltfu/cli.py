@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -87,25 +88,54 @@ def db_upgrade() -> None:
 @clients_app.command("add")
 def clients_add(
     name: str,
-    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True,
-                                          help="The client's password (prompted when omitted).")],
     admin: Annotated[bool, typer.Option("--admin", help="Admin client: sees every facility.")] = False,
     facility: Annotated[str | None, typer.Option(help="Organization id this client acts for.")] = None,
+    password_file: Annotated[Path | None, typer.Option(
+        help="Read the password from this file (its first line).", dir_okay=False)] = None,
+    password_stdin: Annotated[bool, typer.Option(
+        "--password-stdin", help="Read the password from standard input (its first line).")] = False,
+    password: Annotated[str | None, typer.Option(
+        hidden=True, help="Deprecated: visible to other users (ps) and kept in shell history.")] = None,
 ) -> None:
-    """Create a client, or reset its password and role."""
+    """Create a client, or reset its password and role. The password is prompted for unless
+    --password-file or --password-stdin gives it."""
     if admin == bool(facility):
         err.print("Give exactly one of --admin or --facility ORG_ID.")
         raise typer.Exit(2)
-    if len(password) < 8:
-        err.print("The password must have at least 8 characters.")
+    secret = _password(password, password_file, password_stdin)
+    if len(secret) < CLIENT_PASSWORD_MIN:
+        err.print(f"The password must have at least {CLIENT_PASSWORD_MIN} characters.")
         raise typer.Exit(2)
 
     async def run(db: Database) -> None:
         async with unit_of_work(db) as uow:
-            await uow.clients.upsert(name, password, is_admin=admin, organization_id=facility)
+            await uow.clients.upsert(name, secret, is_admin=admin, organization_id=facility)
 
     asyncio.run(_with_db(_settings(), run))
     console.print(f"client {name!r} saved ({'admin' if admin else 'facility ' + str(facility)})")
+
+
+CLIENT_PASSWORD_MIN = 8
+
+
+def _password(given: str | None, file: Path | None, stdin: bool) -> str:
+    """The password from exactly one source: a file, standard input, a prompt (or the legacy option)."""
+    if sum((given is not None, file is not None, stdin)) > 1:
+        err.print("Give the password one way only: --password-file, --password-stdin, or at the prompt.")
+        raise typer.Exit(2)
+    if given is not None:
+        err.print("[yellow]--password is deprecated: other users can read it (ps, shell history); "
+                  "use --password-file, --password-stdin or the prompt.[/yellow]")
+        return given
+    if file is not None:
+        try:
+            return (file.read_text(encoding="utf-8").splitlines() or [""])[0]
+        except (OSError, UnicodeDecodeError) as exc:
+            err.print(f"[red]Cannot read the password file:[/red] {exc.__class__.__name__}")
+            raise typer.Exit(2) from None
+    if stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    return typer.prompt("Password", hide_input=True, confirmation_prompt=True)
 
 
 @clients_app.command("list")

@@ -20,7 +20,7 @@ from ltfu.api.crash_guard import CrashGuardMiddleware
 from ltfu.api.http import fhir_error_response
 from ltfu.delivery.runtime import Runtime
 from ltfu.fhir.outcome import FhirError, Issue
-from ltfu.metrics import MetricsMiddleware, metrics_route
+from ltfu.metrics import MetricsMiddleware, count_auth_failure, metrics_route
 from ltfu.openhim.client import RegistrationRejected
 from ltfu.openhim.envelope import OpenHIMEnvelopeMiddleware
 from ltfu.openhim.runtime import run_openhim
@@ -105,7 +105,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.settings = settings
     app.state.db = db
     app.state.runtime = None
-    app.add_middleware(BasicAuthMiddleware, db=db)
+    app.add_middleware(BasicAuthMiddleware, db=db, settings=settings, on_failure=count_auth_failure)
     app.add_middleware(CrashGuardMiddleware)
     app.add_middleware(MetricsMiddleware)  # counts 401s and 500s too
     app.add_middleware(OpenHIMEnvelopeMiddleware, settings=settings)  # wraps 401s too

@@ -61,6 +61,7 @@ def serve(
     import uvicorn
 
     from ltfu.api.app import create_app
+    from ltfu.api.server import server_config
     from ltfu.logs import configure_logging
 
     settings = _settings()
@@ -69,8 +70,7 @@ def serve(
     port = port or settings.port
     where = settings.database_url or f"SQLite in {settings.data_dir}/"
     console.print(f"ltfu listening on http://{host}:{port}  (FHIR at /fhir, PoC API at /mediator; data: {where})")
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False,
-                proxy_headers=True, server_header=False)
+    uvicorn.Server(server_config(create_app(settings), settings, host, port)).run()
 
 
 @db_app.command("upgrade")

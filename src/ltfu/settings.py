@@ -107,6 +107,11 @@ class Settings(BaseSettings):
         description="Answer in application/json+openhim: when X-OpenHIM-TransactionID is present (auto).",
     )
 
+    @field_validator("admin_password", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, v: object) -> object:
+        return None if v == "" else v
+
     @field_validator("admin_password")
     @classmethod
     def _long_admin_password(cls, v: SecretStr | None) -> SecretStr | None:

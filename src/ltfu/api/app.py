@@ -16,6 +16,7 @@ from starlette.routing import Mount
 from ltfu.api import admin_routes, cht_routes, fhir_routes, mediator_routes, ops_routes, subscription_routes
 from ltfu.api.access_log import AccessLogMiddleware
 from ltfu.api.auth import BasicAuthMiddleware
+from ltfu.api.body_deadline import BodyDeadlineMiddleware
 from ltfu.api.crash_guard import CrashGuardMiddleware
 from ltfu.api.http import fhir_error_response
 from ltfu.delivery.runtime import Runtime
@@ -105,6 +106,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.settings = settings
     app.state.db = db
     app.state.runtime = None
+    app.add_middleware(BodyDeadlineMiddleware, seconds=settings.body_timeout_s)  # innermost: sees route errors
     app.add_middleware(BasicAuthMiddleware, db=db, settings=settings, on_failure=count_auth_failure)
     app.add_middleware(CrashGuardMiddleware)
     app.add_middleware(MetricsMiddleware)  # counts 401s and 500s too

@@ -69,6 +69,9 @@ def serve(
     host = host or settings.host
     port = port or settings.port
     where = settings.database_url or f"SQLite in {settings.data_dir}/"
+    if not settings.public_url and host not in ("127.0.0.1", "localhost", "::1"):
+        err.print("[yellow]LTFU_PUBLIC_URL is not set: links (Location, fullUrl) follow each request's Host "
+                  "header. Set it to the address clients use.[/yellow]")
     console.print(f"ltfu listening on http://{host}:{port}  (FHIR at /fhir, PoC API at /mediator; data: {where})")
     uvicorn.Server(server_config(create_app(settings), settings, host, port)).run()
 

@@ -191,6 +191,30 @@ def demo(
 
 
 @app.command()
+def purge(
+    days: Annotated[int | None, typer.Option(min=1, help="Days after a case closes (LTFU_RETENTION_DAYS).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count what would go; change nothing.")] = False,
+) -> None:
+    """Remove the PHI of cases closed more than N days ago (see docs/operations.md, Retention)."""
+    from ltfu.logs import configure_logging
+    from ltfu.services.retention import PurgeReport
+    from ltfu.services.retention import purge as purge_cases
+
+    settings = _settings()
+    days = days or settings.retention_days
+    if days is None:
+        err.print("Give --days N, or set LTFU_RETENTION_DAYS.")
+        raise typer.Exit(2)
+    configure_logging()
+
+    async def run(db: Database) -> PurgeReport:
+        return await purge_cases(db, days, dry_run=dry_run)
+
+    report = asyncio.run(_with_db(settings, run))
+    console.print(f"{'would purge' if dry_run else 'purged'}: {report.summary()}")
+
+
+@app.command()
 def worker() -> None:
     """Run delivery workers and the expiry sweeper alone (several may share one PostgreSQL)."""
     from ltfu.delivery.runtime import Runtime

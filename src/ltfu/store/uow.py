@@ -17,6 +17,7 @@ from ltfu.store.db import Database
 from ltfu.store.outbox import OutboxRepository
 from ltfu.store.receipts import ReceiptRepository
 from ltfu.store.resources import ResourceRepository
+from ltfu.store.retention import RetentionRepository
 from ltfu.store.search import SearchResult, run_search
 
 
@@ -29,6 +30,7 @@ class UnitOfWork:
         self.cases = CaseRepository(conn)
         self.outbox = OutboxRepository(conn, skip_locked=not db.is_sqlite)
         self.receipts = ReceiptRepository(conn)
+        self.retention = RetentionRepository(conn)
 
     @property
     def settings(self) -> Settings:

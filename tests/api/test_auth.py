@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import subprocess
 import sys
 import threading
@@ -155,7 +156,7 @@ def test_failures_back_off_per_address(strict: Settings) -> None:
 
 def _cli(settings: Settings, *args: str, password: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {
-        "PATH": str(Path(sys.executable).parent),
+        **os.environ,
         "LTFU_DATABASE_URL": str(settings.database_url),
         "LTFU_DATA_DIR": str(settings.data_dir),
     }

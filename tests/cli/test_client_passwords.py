@@ -4,6 +4,7 @@ command line (finding L1); a short LTFU_ADMIN_PASSWORD stops `ltfu serve` with a
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from ltfu.cli import app
 from ltfu.settings import Settings
 from ltfu.store.db import Database
 from ltfu.store.uow import unit_of_work
+from tests.support.server import free_port
 
 LTFU = str(Path(sys.executable).with_name("ltfu"))
 
@@ -83,12 +85,16 @@ def test_refusals(env: dict[str, str], tmp_path: Path) -> None:
 
 def test_serve_refuses_a_short_admin_password(tmp_path: Path) -> None:
     env = {
-        "PATH": str(Path(sys.executable).parent),
+        **os.environ,
         "LTFU_DATA_DIR": str(tmp_path),
+        "LTFU_DATABASE_URL": "",
         "LTFU_ADMIN_PASSWORD": "tooshort-1",
-        "LTFU_PORT": "9",
+        "LTFU_PORT": str(free_port()),
     }
-    result = subprocess.run([LTFU, "serve"], env=env, capture_output=True, text=True, timeout=60)
+    try:
+        result = subprocess.run([LTFU, "serve"], env=env, capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        pytest.fail("ltfu serve started with a short LTFU_ADMIN_PASSWORD")
     assert result.returncode == 2
     assert "LTFU_ADMIN_PASSWORD must have at least 12 characters" in result.stderr.replace("\n", " ")
     assert "tooshort-1" not in result.stdout + result.stderr

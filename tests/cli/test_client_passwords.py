@@ -65,6 +65,12 @@ def test_password_from_stdin_and_from_the_prompt(env: dict[str, str], db_url: st
     assert _authenticates(db_url, "fb", "prompted-pw-1")
 
 
+def test_the_legacy_option_still_works_with_a_warning(env: dict[str, str], db_url: str) -> None:
+    result = CliRunner().invoke(app, ["clients", "add", "fa", "--admin", "--password", "legacy-pw-1"], env=env)
+    assert result.exit_code == 0 and "deprecated" in result.output
+    assert _authenticates(db_url, "fa", "legacy-pw-1")
+
+
 def test_refusals(env: dict[str, str], tmp_path: Path) -> None:
     short = CliRunner().invoke(app, ["clients", "add", "fa", "--admin", "--password-stdin"], input="short\n", env=env)
     assert short.exit_code == 2 and "at least 8 characters" in short.output

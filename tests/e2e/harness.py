@@ -160,7 +160,7 @@ class Loop:
 
     def __enter__(self) -> Loop:
         self._receiver_server.__enter__()
-        subprocess.run([LTFU, "clients", "add", PUSH_USER, "--password-stdin", "--admin"],
+        subprocess.run([LTFU, "clients", "add", PUSH_USER, "--password-stdin", "--cht"],
                        input=f"{PUSH_PASSWORD}\n".encode(), env=self.env, check=True, capture_output=True)
         self.cht.start()
         self.mediator.start()

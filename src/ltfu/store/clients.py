@@ -1,4 +1,5 @@
-"""API clients (HTTP Basic): stored with argon2 hashes, one facility Organization or admin each."""
+"""API clients (HTTP Basic): stored with argon2 hashes, each with a role (ltfu.services.policy.ROLES)
+and, for a facility, its Organization."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ class Client:
     name: str
     is_admin: bool
     organization_id: str | None
+    role: str = "facility"
 
 
 @dataclass(frozen=True)
@@ -53,15 +55,19 @@ def verify_password(password_hash: str, password: str) -> bool:
 
 
 def _client(row: Any) -> Client:
-    return Client(row.name, row.is_admin, row.organization_id)
+    return Client(row.name, row.is_admin, row.organization_id, row.role)
 
 
 class ClientRepository:
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
 
-    async def upsert(self, name: str, password: str, *, is_admin: bool, organization_id: str | None) -> None:
-        values = dict(password_hash=hash_password(password), is_admin=is_admin, organization_id=organization_id)
+    async def upsert(self, name: str, password: str, *, organization_id: str | None, is_admin: bool = False,
+                     role: str | None = None) -> None:
+        """``role`` wins over ``is_admin`` (the older spelling: admin, else facility)."""
+        role = role or ("admin" if is_admin else "facility")
+        values = dict(password_hash=hash_password(password), is_admin=role == "admin", role=role,
+                      organization_id=organization_id)
         result = await self.conn.execute(update(clients).where(clients.c.name == name).values(**values))
         if result.rowcount == 0:
             await self.conn.execute(insert(clients).values(name=name, created_at=now_instant(), **values))
@@ -72,7 +78,8 @@ class ClientRepository:
 
     async def list(self) -> list[Client]:
         rows = await self.conn.execute(
-            select(clients.c.name, clients.c.is_admin, clients.c.organization_id).order_by(clients.c.name)
+            select(clients.c.name, clients.c.is_admin, clients.c.organization_id, clients.c.role)
+            .order_by(clients.c.name)
         )
         return [_client(r) for r in rows]
 
@@ -80,7 +87,10 @@ class ClientRepository:
         """The client named ``name`` with its password hash (one primary-key read, no hashing)."""
         row = (
             await self.conn.execute(
-                select(clients.c.name, clients.c.password_hash, clients.c.is_admin, clients.c.organization_id).where(
+                select(
+                    clients.c.name, clients.c.password_hash, clients.c.is_admin, clients.c.organization_id,
+                    clients.c.role,
+                ).where(
                     clients.c.name == name
                 )
             )

@@ -85,7 +85,7 @@ DELIVERY_RESULTS = ("ok", "retry", "dead")
 FAILURE_REASONS = ("unreachable", "http_4xx", "http_5xx", "other")
 AUTH_FAILURE_REASONS = ("bad_credentials", "throttled")
 PUSH_KINDS = ("patient", "follow-up")
-PUSH_RESULTS = ("recorded", "duplicate", "rejected")
+PUSH_RESULTS = ("recorded", "duplicate", "ignored", "rejected")
 CASE_STATES = ("requested", "received", "accepted", "in-progress", "on-hold", "completed", "failed", "cancelled",
                "rejected")
 
@@ -122,7 +122,7 @@ def observe_delivery(destination: str, result: str, status_code: int | None, lat
 
 
 def count_cht_push(kind: str, result: str) -> None:
-    """A CHT outbound push was handled: kind patient | follow-up; result recorded | duplicate | rejected."""
+    """A CHT outbound push was handled: kind patient | follow-up; result recorded | duplicate | ignored | rejected."""
     CHT_PUSH_RECEIPTS.labels(kind, result).inc()
 
 

@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     )
     public_url: str | None = Field(default=None, description="Address clients reach us at (for links).")
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    bundle_max_entries: int = Field(
+        default=20_000, ge=1, description="Entries a transaction or batch Bundle may carry (a 10,000-patient list "
+                                          "is 20,000 entries: each Patient and its ServiceRequest)."
+    )
     admin_password: SecretStr | None = Field(
         default=None, description=f"Password of the `admin` client, at least {ADMIN_PASSWORD_MIN} characters."
     )

@@ -20,6 +20,8 @@ from ltfu.api.auth import BasicAuthMiddleware
 from ltfu.api.body_deadline import BodyDeadlineMiddleware
 from ltfu.api.crash_guard import CrashGuardMiddleware
 from ltfu.api.http import fhir_error_response
+from ltfu.cht.client import ChtClient
+from ltfu.cht.users import ChtUsers
 from ltfu.delivery.runtime import Runtime
 from ltfu.fhir.outcome import FhirError, Issue
 from ltfu.metrics import MetricsMiddleware, count_auth_failure, metrics_route
@@ -65,6 +67,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         await ensure_admin(db, settings)
         runtime = Runtime(db, settings) if settings.workers else None
         app.state.runtime = runtime
+        cht_users = ChtUsers(ChtClient.from_settings(settings)) if settings.cht_url else None
+        app.state.cht_users = cht_users
         if runtime:
             runtime.start()
         openhim_stop = asyncio.Event()
@@ -77,6 +81,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 await asyncio.gather(openhim, return_exceptions=True)
             if runtime:
                 await runtime.close()
+            if cht_users:
+                await cht_users.close()
             await db.dispose()
 
     async def on_fhir_error(request: Request, exc: Exception) -> Response:
@@ -107,6 +113,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.settings = settings
     app.state.db = db
     app.state.runtime = None
+    app.state.cht_users = None
     app.add_middleware(BodyDeadlineMiddleware, seconds=settings.body_timeout_s)  # innermost: sees route errors
     app.add_middleware(AccessMiddleware, db=db)  # inside authentication: who acts, may it use this path
     app.add_middleware(BasicAuthMiddleware, db=db, settings=settings, on_failure=count_auth_failure)

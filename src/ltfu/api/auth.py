@@ -32,8 +32,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ltfu.api.login_backoff import FailureBackoff
 from ltfu.fhir.outcome import FhirError, Issue
 from ltfu.settings import Settings
-from ltfu.store.clients import Client, ClientRepository, dummy_hash, verify_password
+from ltfu.store.clients import Client, dummy_hash, verify_password
 from ltfu.store.db import Database
+from ltfu.store.uow import read_unit_of_work
 
 OPEN_PATHS = ("/health", "/ready", "/fhir/metadata")  # probes and clients bootstrap without credentials
 CACHE_ENTRIES = 10_000
@@ -84,8 +85,8 @@ class BasicAuthMiddleware:
             name, _, password = base64.b64decode(header[6:].strip(), validate=True).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
             return None
-        async with self.db.connect() as conn:
-            stored = await ClientRepository(conn).lookup(name)
+        async with read_unit_of_work(self.db) as uow:  # a snapshot: never waits for a writer
+            stored = await uow.clients.lookup(name)
         key = hmac.new(_KEY, header, hashlib.sha256).digest()
         if stored is not None and self._verified.get(key) == stored.password_hash:
             self._verified.move_to_end(key)

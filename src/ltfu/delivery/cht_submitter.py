@@ -12,6 +12,7 @@ import aiohttp
 
 from ltfu.cht import records
 from ltfu.cht.client import ChtClient, ChtResponse
+from ltfu.cht.contact_shapes import is_person
 from ltfu.delivery.attempt import Attempt, Effect, Handler
 from ltfu.delivery.retry import Verdict, classify
 from ltfu.fhir.systems import Systems
@@ -21,8 +22,6 @@ from ltfu.store.db import Database
 from ltfu.store.outbox import OutboxRow
 from ltfu.store.resources import now_instant
 from ltfu.store.uow import UnitOfWork, unit_of_work
-
-PERSON_TYPES = ("person", "contact")
 
 
 def _failure(resp: ChtResponse, what: str) -> Attempt:
@@ -111,7 +110,7 @@ class ChtSubmitter(Handler):
             return self._unassignable("the patient's CHT contact id is unknown to CHT", person)
         if person.status != 200:
             return _failure(person, "person lookup")
-        if not isinstance(person.body, dict) or person.body.get("type") not in PERSON_TYPES:
+        if not is_person(person.body):  # type person, or type contact + contact_type person (5.x)
             return self._unassignable("the patient's CHT id is not a person in CHT", person)
         form = self.settings.cht_form
         record_id = await self._existing(form, case_id) if row.attempts > 0 else None

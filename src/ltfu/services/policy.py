@@ -94,13 +94,17 @@ async def visible_ids(uow: UnitOfWork, res_type: str, ids: list[str]) -> list[st
     return [i for i in ids if await can_see(uow, res_type, i)]
 
 
-async def bindable_patients(uow: UnitOfWork, ids: list[str]) -> list[str]:
-    """Patients a facility may name in a new case or visit: those it sees, else (only when it sees none of
-    ``ids``) those nobody has claimed yet (a person CHT pushed, no facility's case). Naming one claims it."""
+async def bind_patients(uow: UnitOfWork, ids: list[str]) -> list[str]:
+    """The Patients among ``ids`` a facility may name in a case, a visit or a conditional create: those it
+    sees; only when it sees none of them, those nobody has claimed yet (a person CHT pushed, in no case).
+    Naming exactly one unclaimed Patient claims it for the facility (then it is the facility's to see)."""
     seen = await visible_ids(uow, "Patient", ids)
     if seen or uow.actor.facility is None:
         return seen
-    return await unclaimed_patients(uow.conn, ids)
+    free = await unclaimed_patients(uow.conn, ids)
+    if len(free) == 1:
+        await record_created(uow, "Patient", free[0])
+    return free
 
 
 async def _may_reference(uow: UnitOfWork, res_type: str, res_id: str) -> bool:

@@ -17,13 +17,14 @@ from ltfu.api import admin_routes, cht_routes, fhir_routes, mediator_routes, ops
 from ltfu.api.access import AccessMiddleware
 from ltfu.api.access_log import AccessLogMiddleware
 from ltfu.api.auth import BasicAuthMiddleware
+from ltfu.api.body_deadline import BodyDeadlineMiddleware
 from ltfu.api.crash_guard import CrashGuardMiddleware
 from ltfu.api.http import fhir_error_response
 from ltfu.cht.client import ChtClient
 from ltfu.cht.users import ChtUsers
 from ltfu.delivery.runtime import Runtime
 from ltfu.fhir.outcome import FhirError, Issue
-from ltfu.metrics import MetricsMiddleware, metrics_route
+from ltfu.metrics import MetricsMiddleware, count_auth_failure, metrics_route
 from ltfu.openhim.client import RegistrationRejected
 from ltfu.openhim.envelope import OpenHIMEnvelopeMiddleware
 from ltfu.openhim.runtime import run_openhim
@@ -116,8 +117,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.db = db
     app.state.runtime = None
     app.state.cht_users = None
+    app.add_middleware(BodyDeadlineMiddleware, seconds=settings.body_timeout_s)  # innermost: sees route errors
     app.add_middleware(AccessMiddleware, db=db)  # inside authentication: who acts, may it use this path
-    app.add_middleware(BasicAuthMiddleware, db=db)
+    app.add_middleware(BasicAuthMiddleware, db=db, settings=settings, on_failure=count_auth_failure)
     app.add_middleware(CrashGuardMiddleware)
     app.add_middleware(MetricsMiddleware)  # counts 401s and 500s too
     app.add_middleware(OpenHIMEnvelopeMiddleware, settings=settings)  # wraps 401s too

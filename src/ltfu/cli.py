@@ -336,24 +336,30 @@ def emulate_facility(ctx: typer.Context) -> None:
 
 @cht_config_app.command("build")
 def cht_config_build(
-    mediator_url: Annotated[str, typer.Option(help="Where CHT reaches the mediator, e.g. https://ltfu.example.org")],
-    credential_key: Annotated[str, typer.Option(help="CHT credential key holding the mediator password")],
+    mediator_url: Annotated[str | None, typer.Option(
+        help="Where CHT reaches the mediator, e.g. https://ltfu.example.org")] = None,
+    credential_key: Annotated[str | None, typer.Option(help="CHT credential key holding the mediator password")] = None,
     username: Annotated[str, typer.Option(help="The ltfu client CHT pushes as")] = "cht",
+    calendar: Annotated[str | None, typer.Option(
+        help="Calendar of the forms' date questions: gregorian or bikram-sambat (Nepal)")] = None,
     config_dir: Annotated[str, typer.Option(help="The cht-conf project")] = "cht-config",
     out: Annotated[str | None, typer.Option(help="Write a copy here instead of changing config_dir")] = None,
 ) -> None:
-    """Point the CHT app's outbound push at this mediator (writes app_settings)."""
+    """Point the CHT app's outbound push at this mediator (writes app_settings), and/or set the date calendar."""
     from pathlib import Path
 
     from ltfu.cht.config_build import ConfigBuildError, build_app_settings
 
     try:
         path = build_app_settings(Path(config_dir), mediator_url, credential_key, username=username,
-                                  out_dir=Path(out) if out else None)
+                                  out_dir=Path(out) if out else None, calendar=calendar)
     except ConfigBuildError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
-    console.print(f"wrote {path}; then: cht --url=<your CHT> compile-app-settings upload-app-settings")
+    if calendar:
+        console.print(f"date questions of {path.parent.parent / 'forms'} use the {calendar} calendar")
+    console.print(f"wrote {path}; then: cht --url=<your CHT> compile-app-settings upload-app-settings "
+                  "upload-app-forms upload-contact-forms")
 
 
 @import_app.command("csv")

@@ -11,7 +11,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Mount
+from starlette.routing import Mount, Route, Router
 
 from ltfu.api import admin_routes, cht_routes, fhir_routes, mediator_routes, ops_routes, subscription_routes
 from ltfu.api.access import AccessMiddleware
@@ -100,7 +100,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app = Starlette(
         routes=[
             *ops_routes.routes,
-            Mount("/fhir", routes=[*subscription_routes.routes, *fhir_routes.routes]),
+            # [base] with and without the trailing slash, and never a redirect under it: many FHIR
+            # clients do not follow one on POST, and behind a proxy its Location names the inner host.
+            *[Route("/fhir", r.endpoint, methods=r.methods) for r in fhir_routes.routes if r.path == "/"],
+            Mount("/fhir", app=Router([*subscription_routes.routes, *fhir_routes.routes], redirect_slashes=False)),
             *cht_routes.routes,
             *admin_routes.routes,
             *ui_routes.routes,

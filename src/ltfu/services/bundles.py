@@ -161,6 +161,10 @@ async def _conditional_creates(uow: UnitOfWork, entries: list[dict[str, Any]]) -
     for res_type in {t for t, _ in tokens.values()}:
         mine = {i: tok for i, (t, tok) in tokens.items() if t == res_type}
         ids = await uow.resources.find_ids_by_tokens(res_type, "identifier", list(mine.values()))
+        if uow.actor.facility is not None:
+            # A scoped actor's matches go through the policy one by one (``ops.find_by_query``): only a
+            # condition that matches nothing at all is settled here, as it matches nothing in scope either.
+            mine = {i: tok for i, tok in mine.items() if not ids[tok]}
         await uow.resources.prime(res_type, [x for tok in mine.values() for x in ids[tok][:1]])
         found.update((i, ids[tok]) for i, tok in mine.items())
     return found

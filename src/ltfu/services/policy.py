@@ -154,7 +154,8 @@ async def check_references(uow: UnitOfWork, resource: dict[str, Any], previous: 
         if ref in before or target is None:
             continue
         if not await _may_reference(uow, *target):
-            raise FhirError.of("invalid", f"Reference {target[0]}/{target[1]} is not known here", status=422)
+            raise FhirError.of("invalid", f"Reference {target[0]}/{target[1]} is not known here", status=422,
+                               kind="unknown-reference")
 
 
 def check_placer(actor: Actor, resource: dict[str, Any]) -> None:

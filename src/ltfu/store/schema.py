@@ -157,6 +157,8 @@ outbox = Table(
     Column("case_id", String(64), nullable=True),
     Column("subscription_id", String(64), nullable=True),
     Column("organization_id", String(64), nullable=True),
+    # When a worker first took the row to send it (committed before the first byte left); never cleared.
+    Column("sent_at", String(32), nullable=True),
 )
 Index("ix_outbox_due", outbox.c.status, outbox.c.next_attempt_at)
 Index("ix_outbox_order", outbox.c.order_key, outbox.c.status, outbox.c.id)

@@ -1,7 +1,7 @@
 """cases.purged_at: when retention removed the case's PHI (ltfu purge)
 
 Revision ID: 0003
-Revises: 0008
+Revises: 0004
 """
 
 from alembic import op
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 
 revision = '0003'
-down_revision = '0008'
+down_revision = '0004'
 branch_labels = None
 depends_on = None
 

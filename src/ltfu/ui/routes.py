@@ -417,7 +417,7 @@ async def programme_csv(request: Request) -> Response:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\r\n")
     writer.writerow([csv_cell(c) for c in tables[name]["columns"]])
-    writer.writerows([csv_cell("" if c is None else c) for c in row] for row in tables[name]["rows"])
+    writer.writerows([["" if cell is None else csv_cell(cell) for cell in row] for row in tables[name]["rows"]])
     filename = f"ltfu-{name}-{p.date_from.isoformat()}-{p.date_to.isoformat()}.csv"
     return Response(buf.getvalue(), media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"})

@@ -1,7 +1,7 @@
 """cases.purged_at: when retention removed the case's PHI (ltfu purge)
 
 Revision ID: 0003
-Revises: 0008
+Revises: 0004
 """
 
 from alembic import op

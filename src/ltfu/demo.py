@@ -211,7 +211,7 @@ def start(opts: DemoOptions, base: Settings, console: Console) -> Services:
         console.print(f"  [green]✓[/green] {name:<18} {where}")
     try:
         register_facility(svc)
-    except RuntimeError:  # DemoHttpError included
+    except BaseException:
         svc.stop()
         raise
     return svc

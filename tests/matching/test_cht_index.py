@@ -186,3 +186,18 @@ async def test_two_writers_of_one_person_at_once_do_not_collide(db: Database) ->
     async with unit_of_work(db) as uow:
         assert (await uow.cht_index.person("p1")).given == ("MARY", "AKINYI")
         assert await uow.cht_index.frequencies(["OTIENO"]) == {"OTIENO": 1.0}
+
+
+async def test_a_partial_push_keeps_what_the_index_knows(db: Database) -> None:
+    """Outbound push sends the fields its mapping names (no upi, no lineage): the sync's fuller data stays."""
+    from ltfu.services.cht_index import index_person_doc
+
+    async with unit_of_work(db) as uow:
+        await index_docs(uow, [UNIT, AREA, HOUSE, person_doc("p1", "Mary Otieno", upi="MOHR13K16YL12")])
+        await index_person_doc(
+            uow, {"_id": "p1", "type": "person", "name": "Mary Akinyi Otieno", "phone": "0712345678"}
+        )
+        person = await uow.cht_index.person("p1")
+    assert ("upi", "MOHR13K16YL12") in person.identifiers
+    assert person.household_id == "hh1" and person.unit_code == "612345"
+    assert person.given == ("MARY", "AKINYI") and person.phones == ("+254712345678",)

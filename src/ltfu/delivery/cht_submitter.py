@@ -16,6 +16,7 @@ import aiohttp
 
 from ltfu.cht import records
 from ltfu.cht.client import ChtClient, ChtResponse
+from ltfu.cht.contact_shapes import is_person
 from ltfu.cht.people_index import minified_parent, person_doc
 from ltfu.delivery.attempt import Attempt, Effect, Handler
 from ltfu.delivery.create_once import Lookup, create_once
@@ -29,8 +30,6 @@ from ltfu.store.outbox import OutboxRow
 from ltfu.store.resources import now_instant
 from ltfu.store.reviews import OPEN
 from ltfu.store.uow import UnitOfWork, unit_of_work
-
-PERSON_TYPES = ("person", "contact")
 
 
 def _failure(resp: ChtResponse, what: str) -> Attempt:
@@ -119,7 +118,7 @@ class ChtSubmitter(Handler):
             return self._unassignable("the patient's CHT contact id is unknown to CHT", person)
         if person.status != 200:
             return _failure(person, "person lookup")
-        if not isinstance(person.body, dict) or person.body.get("type") not in PERSON_TYPES:
+        if not is_person(person.body):  # type person, or type contact + contact_type person (5.x)
             return self._unassignable("the patient's CHT id is not a person in CHT", person)
         form = self.settings.cht_form
         record = records.follow_up_record(

@@ -10,6 +10,7 @@ from ltfu.delivery.attempt import Handler
 from ltfu.delivery.cht_submitter import ChtSubmitter
 from ltfu.delivery.cht_sync import ChtSync
 from ltfu.delivery.notifier import Notifier
+from ltfu.delivery.retention_sweep import RetentionSweep
 from ltfu.delivery.worker import Sweeper, Worker
 from ltfu.settings import Settings
 from ltfu.store.db import Database
@@ -23,6 +24,8 @@ class Runtime:
         self.worker = Worker(db, settings, handlers)
         self.sweeper = Sweeper(db, settings)
         self.cht_sync = ChtSync(db, settings) if settings.cht_url and settings.cht_sync_enabled else None
+        days = settings.retention_days
+        self.retention = RetentionSweep(db, settings, days) if days else None
         self.stop = asyncio.Event()
         self.tasks: list[asyncio.Task[Any]] = []
         self.settings = settings
@@ -32,6 +35,8 @@ class Runtime:
                       asyncio.create_task(self.sweeper.run(self.stop), name="ltfu-sweeper")]
         if self.cht_sync is not None:
             self.tasks.append(asyncio.create_task(self.cht_sync.run(self.stop), name="ltfu-cht-sync"))
+        if self.retention is not None:
+            self.tasks.append(asyncio.create_task(self.retention.run(self.stop), name="ltfu-retention"))
 
     def nudge(self) -> None:
         """New work was committed: let the worker look now rather than at its next poll."""

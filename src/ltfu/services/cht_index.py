@@ -85,8 +85,23 @@ async def index_docs(uow: UnitOfWork, docs: Sequence[dict[str, Any]]) -> IndexSt
 
 
 async def index_person_doc(uow: UnitOfWork, doc: dict[str, Any]) -> None:
-    """One person from outbound push (its lineage is the minified ``parent`` chain CHT sends)."""
-    await index_docs(uow, [doc])
+    """One person from outbound push. A push carries the fields its outbound mapping names, often fewer than
+    the doc (no ``upi``, no lineage): what it lacks is kept from the index (the sync reads whole docs)."""
+    await uow.lock(["cht-index"])
+    if contact_kind(doc, uow.settings.cht_person_types) != "person":
+        await index_docs(uow, [doc])
+        return
+    new = person_of(doc, uow.settings.match_default_region)
+    old = await uow.cht_index.person(new.id or "")
+    if old is not None:
+        kinds = {k for k, _ in new.identifiers}
+        new = replace(new, identifiers=new.identifiers + tuple(i for i in old.identifiers if i[0] not in kinds),
+                      lineage=new.lineage or old.lineage, phones=new.phones or old.phones,
+                      birth=new.birth or old.birth, sex=new.sex or old.sex,
+                      given=new.given or old.given, family=new.family if new.given else old.family,
+                      flags=new.flags or old.flags)
+    placed = await place_with_lineage(uow, new)
+    await uow.cht_index.put_persons([(placed, index_keys(placed))])
 
 
 def changed_docs(results: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -18,10 +18,20 @@ from typing import Any
 
 import orjson
 from sqlalchemy import and_, func, insert, not_, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ltfu.store.resources import now_instant
 from ltfu.store.schema import delivery_attempts, outbox
+from ltfu.store.write_buffer import PendingId, WriteBuffer
+
+# A second enqueue of a deduplicated message is a no-op: one statement, no look-up first.
+_ADD_ONCE = {
+    "sqlite": sqlite.insert(outbox).on_conflict_do_nothing(index_elements=[outbox.c.dedupe_key])
+    .returning(outbox.c.id),
+    "postgresql": postgresql.insert(outbox).on_conflict_do_nothing(index_elements=[outbox.c.dedupe_key])
+    .returning(outbox.c.id),
+}
 
 
 def instant_in(seconds: float) -> str:
@@ -49,10 +59,21 @@ def _row(r: Any) -> OutboxRow:
                      r.case_id, r.subscription_id, r.organization_id, r.last_error, r.sent_at is not None)
 
 
+def _message(destination: str, kind: str, order_key: str, payload: dict[str, Any], dedupe_key: str | None,
+             case_id: str | None, subscription_id: str | None, organization_id: str | None,
+             delay_s: float) -> dict[str, Any]:
+    now = now_instant()
+    return dict(destination=destination, kind=kind, order_key=order_key, dedupe_key=dedupe_key,
+                payload=orjson.dumps(payload).decode(), status="pending", attempts=0, created_at=now,
+                next_attempt_at=instant_in(delay_s) if delay_s else now, case_id=case_id,
+                subscription_id=subscription_id, organization_id=organization_id)
+
+
 class OutboxRepository:
-    def __init__(self, conn: AsyncConnection, *, skip_locked: bool) -> None:
+    def __init__(self, conn: AsyncConnection, *, skip_locked: bool, buffer: WriteBuffer | None = None) -> None:
         self.conn = conn
         self.skip_locked = skip_locked
+        self.buffer = buffer
 
     async def enqueue(
         self, destination: str, kind: str, order_key: str, payload: dict[str, Any], *, dedupe_key: str | None = None,
@@ -60,20 +81,28 @@ class OutboxRepository:
         delay_s: float = 0.0,
     ) -> int | None:
         """Add a message; with ``dedupe_key`` a second enqueue of the same message is a no-op (None)."""
-        if dedupe_key is not None:
-            exists = await self.conn.execute(select(outbox.c.id).where(outbox.c.dedupe_key == dedupe_key))
-            if exists.first() is not None:
-                return None
-        now = now_instant()
-        result = await self.conn.execute(
-            insert(outbox).values(
-                destination=destination, kind=kind, order_key=order_key, dedupe_key=dedupe_key,
-                payload=orjson.dumps(payload).decode(), status="pending", attempts=0, created_at=now,
-                next_attempt_at=instant_in(delay_s) if delay_s else now, case_id=case_id,
-                subscription_id=subscription_id, organization_id=organization_id,
-            ).returning(outbox.c.id)
-        )
-        return int(result.scalar_one())
+        row = _message(destination, kind, order_key, payload, dedupe_key, case_id, subscription_id,
+                       organization_id, delay_s)
+        if dedupe_key is None:
+            result = await self.conn.execute(insert(outbox).returning(outbox.c.id), row)
+        else:
+            result = await self.conn.execute(_ADD_ONCE[self.conn.dialect.name], row)
+        found = result.scalar_one_or_none()
+        return None if found is None else int(found)
+
+    def enqueue_new(
+        self, destination: str, kind: str, order_key: str, payload: dict[str, Any], *, dedupe_key: str,
+        case_id: str | None = None, subscription_id: str | None = None, organization_id: str | None = None,
+    ) -> PendingId:
+        """Add a message whose ``dedupe_key`` was minted in this transaction (a new case's id, an event
+        number just counted), so no earlier row holds it: the insert waits in the write buffer."""
+        row = _message(destination, kind, order_key, payload, dedupe_key, case_id, subscription_id,
+                       organization_id, 0.0)
+        assigned = PendingId()
+        if self.buffer is None:
+            raise RuntimeError("enqueue_new needs a unit of work's write buffer")
+        self.buffer.add(outbox, row, assigned)
+        return assigned
 
     async def claim(self, worker: str, limit: int, lease_s: float, destinations: tuple[str, ...]) -> list[OutboxRow]:
         """Due rows at the head of their order key, leased to ``worker`` and marked as (maybe) sent.

@@ -1,7 +1,7 @@
 """outbox.sent_at: a row that may have been sent is known as such
 
 Revision ID: 0004
-Revises: 0001
+Revises: 0008
 
 Rows written before this revision cannot say whether a worker already took them to send (that was
 the defect), so every row not yet done is assumed to have been: its next try looks in the receiver
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 
 revision = '0004'
-down_revision = '0001'
+down_revision = '0008'
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """matching: CHT person/place index, blocking keys, name frequencies, sync state, catchment, review queue
 
 Revision ID: 0006
-Revises: 0004, 0008
+Revises: 0003
 """
 
 from alembic import op
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 
 revision = '0006'
-down_revision = ('0004', '0008')  # merges the heads of the branches merged here
+down_revision = '0003'
 branch_labels = None
 depends_on = None
 

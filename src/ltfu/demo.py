@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ltfu.emulators import population
 from ltfu.emulators.facility import FacilityClient, roster
 from ltfu.emulators.facility.config import FacilityEmulatorConfig
 from ltfu.settings import Settings
@@ -37,8 +38,8 @@ from ltfu.store.uow import unit_of_work
 PUSH_USER = "cht"  # CHT's outbound push: a ``cht`` client (/cht only)
 FACILITY_USER = "kisumu-emr"  # the facility emulator: a ``facility`` client of FACILITY_ORG only
 FACILITY_ORG = "kisumu-crh"
-CHW_AREAS = 4
-HOUSEHOLDS_PER_AREA = 5
+POPULATION_SEED = 7
+PERSONS_PER_CASE = 4  # CHT knows about four persons per patient on the list
 
 
 @dataclass
@@ -184,7 +185,8 @@ def start(opts: DemoOptions, base: Settings, console: Console) -> Services:
     env = {**os.environ, "LTFU_DATA_DIR": str(data), "LTFU_DATABASE_URL": db_url, "LTFU_ADMIN_PASSWORD": admin[1],
            "LTFU_CHT_URL": svc.cht, "LTFU_CHT_USERNAME": cht_admin[0], "LTFU_CHT_PASSWORD": cht_admin[1],
            "LTFU_PUBLIC_URL": svc.mediator, "LTFU_POLL_INTERVAL_S": "0.2", "LTFU_RETRY_INITIAL_S": "2",
-           "LTFU_RETRY_MAX_S": "30", "LTFU_CHT_MAX_RATE_PER_S": "200"}  # a local emulator, not a shared CHT
+           "LTFU_RETRY_MAX_S": "30", "LTFU_CHT_MAX_RATE_PER_S": "200",  # a local emulator, not a shared CHT
+           "LTFU_CHT_SYNC_INTERVAL_S": "0.5"}
     asyncio.run(_add_clients(Settings(database_url=db_url, data_dir=data), push_password, facility_password))
     ltfu = str(Path(sys.executable).with_name("ltfu"))
     commands = [
@@ -217,25 +219,30 @@ def start(opts: DemoOptions, base: Settings, console: Console) -> Services:
     return svc
 
 
-def seed_cht(svc: Services) -> list[str]:
-    """A county hospital, CHW areas each with a CHW (offline user), and households: the household ids."""
-    def post(path: str, body: Any) -> Any:
-        status, answer = _call("POST", svc.cht + path, svc.cht_admin, body)
+def seed_cht(svc: Services, cases: int) -> dict[str, int]:
+    """A seeded community in CHT (:func:`population.standard_hierarchy`: units with ``code`` and the facility's
+    ``link_facility_code``, CHW areas, households, persons) and a CHW (offline user) per unit and area. The
+    facility emulator draws its list from the same seed. Returns the population to give the facility."""
+    pop = {"seed": POPULATION_SEED, "persons": max(PERSONS_PER_CASE * cases, 50)}
+    seeded = population.standard_hierarchy(pop["seed"], pop["persons"], FacilityEmulatorConfig().facility_code)
+    for i in range(0, len(seeded.docs), 500):
+        status, answer = _call("POST", svc.cht + "/medic/_bulk_docs", svc.cht_admin, {"docs": seeded.docs[i:i + 500]})
+        if status != 201 or any("error" in r for r in answer):
+            raise RuntimeError(f"CHT emulator refused the community: {status} {str(answer)[:200]}")
+    for n, place in enumerate(seeded.units + seeded.areas):
+        user = [{"username": f"chw{n + 1}", "password": f"Chw-{secrets.token_hex(6)}-Aa1!", "roles": ["chw"],
+                 "place": place["_id"], "contact": {"name": f"CHW {n + 1}", "role": "chw",
+                                                    "phone": f"+25471100{n:04d}"}}]
+        status, answer = _call("POST", svc.cht + "/api/v2/users", svc.cht_admin, user)
         if status != 200:
-            raise RuntimeError(f"CHT emulator refused {path}: {status} {str(answer)[:200]}")
-        return answer
-
-    hospital = post("/api/v1/places", {"name": "Kisumu County Referral Hospital", "type": "district_hospital"})["id"]
-    households = []
-    for a in range(CHW_AREAS):
-        area = post("/api/v1/places", {"name": f"CHW area {a + 1}", "type": "health_center", "parent": hospital})["id"]
-        post("/api/v2/users", [{"username": f"chw{a + 1}", "password": f"Chw-{secrets.token_hex(6)}-Aa1!",
-                                "roles": ["chw"], "place": area,
-                                "contact": {"name": f"CHW {a + 1}", "role": "chw", "phone": f"+25471100{a:04d}"}}])
-        for h in range(HOUSEHOLDS_PER_AREA):
-            households.append(post("/api/v1/places", {"name": f"Household {a + 1}.{h + 1}", "type": "clinic",
-                                                      "parent": area})["id"])
-    return households
+            raise RuntimeError(f"CHT emulator refused a CHW user: {status} {str(answer)[:200]}")
+    persons = sum(1 for d in seeded.docs if d["type"] == "person")
+    deadline = time.monotonic() + 60
+    while _stats(svc)["cht_index"]["persons"] < persons:  # the mediator's index follows CHT's _changes
+        if time.monotonic() > deadline:
+            raise RuntimeError("the mediator did not index the CHT persons within 60 s")
+        time.sleep(0.3)
+    return pop
 
 
 def _stats(svc: Services) -> dict[str, Any]:
@@ -244,11 +251,13 @@ def _stats(svc: Services) -> dict[str, Any]:
 
 def run_cases(opts: DemoOptions, svc: Services, console: Console) -> tuple[dict[str, Any], dict[str, Any], float]:
     fac = FacilityClient(svc.facility)
-    households = seed_cht(svc)
+    with console.status("A seeded community goes into CHT and the mediator's person index"):
+        pop = seed_cht(svc, opts.cases)
+    console.print(f"  CHT holds {pop['persons']} persons; the facility's list names most of them its own way")
     fac.register()
     started = time.monotonic()
-    with console.status(f"Facility sends its defaulter list of {opts.cases} patients (people created in CHT first)"):
-        sent = fac.send_list(opts.cases, cht={"places": households})
+    with console.status(f"Facility sends its defaulter list of {opts.cases} patients (no CHT ids)"):
+        sent = fac.send_list(opts.cases, population=pop)
     console.print(f"  list sent: {sent.get('requests_created', opts.cases)} requests in one FHIR transaction")
     columns = (TextColumn("{task.description:<34}"), BarColumn(bar_width=36), MofNCompleteColumn(),
                TimeElapsedColumn())
@@ -260,10 +269,11 @@ def run_cases(opts: DemoOptions, svc: Services, console: Console) -> tuple[dict[
         while True:
             st, rep = _stats(svc), fac.report()
             reached = st["reached"]
+            closable = opts.cases - st["matching"]["in_review"]  # a case in review waits for a person
             values = [st["cases"], reached["cht"], reached["attempted"], reached["closed"], rep["tasks"]["terminal"]]
             for bar, v in zip(bars, values, strict=True):
                 progress.update(bar, completed=v)
-            if values[-1] >= opts.cases and values[3] >= opts.cases or time.monotonic() > deadline:
+            if values[-1] >= closable and values[3] >= closable or time.monotonic() > deadline:
                 break
             time.sleep(0.3)
     return _stats(svc), fac.report(), time.monotonic() - started
@@ -290,8 +300,15 @@ def summary(opts: DemoOptions, svc: Services, st: dict[str, Any], rep: dict[str,
         v = st["median_seconds"][key]
         stages.add_row(label, "-" if v is None else f"{v:.1f}")
     console.print(stages)
+    m = st["matching"]
+    console.print(
+        f"Matching: {m['identifier']} by identifier, {m['score']} by score, {m['created']} created in CHT, "
+        f"{m['in_review']} in review, {m['unassignable']} unassignable"
+        + (f", {m['known']} already known to CHT" if m["known"] else "")
+        + (f", {m['reviewed']} decided in review" if m["reviewed"] else "") + f" (of {st['cases']} cases)")
+    console.print(f"Review queue: {svc.mediator}/ui/review")
     d = st["deliveries"]
-    lost = st["cases"] - st["reached"]["closed"]
+    lost = st["cases"] - st["reached"]["closed"] - m["in_review"]
     problems = {
         "cases not closed": lost,
         "dead deliveries": sum(x.get("dead", 0) for x in d.values()),
@@ -308,8 +325,9 @@ def summary(opts: DemoOptions, svc: Services, st: dict[str, Any], rep: dict[str,
     if bad:
         console.print("[red]Loop incomplete:[/red] " + ", ".join(f"{k}: {v}" for k, v in bad.items()))
     else:
-        console.print(f"[green]All {st['cases']} cases closed the loop in {elapsed:.1f} s: nothing lost, "
-                      "nothing duplicated, every notification in order.[/green]")
+        console.print(f"[green]All {st['cases'] - m['in_review']} closable cases closed the loop in {elapsed:.1f} s "
+                      f"({m['in_review']} wait in review): nothing lost, nothing duplicated, every notification "
+                      "in order.[/green]")
     return not bad
 
 

@@ -146,6 +146,22 @@ def test_case_ref_and_patient_uuid_must_agree(server: Api, settings: Settings) -
     assert push.post(f"{server.url}/cht/follow-up", json=_report(case_b, "x2", patient_uuid=cht_b)).status_code == 201
 
 
+def test_a_report_lands_when_chts_push_made_a_second_patient_for_the_person(server: Api, settings: Settings) -> None:
+    """Intake linked the facility's Patient to a CHT person whose outbound push had made its own Patient:
+    two Patients carry the CHT id, and the CHW's report (case_ref + patient_uuid) still lands on the case."""
+    case_a, cht_a = _facility(server, "a")
+    twin = server.post(
+        "/fhir/Patient",
+        json={"resourceType": "Patient", "gender": "male", "identifier": [{"system": "cht", "value": cht_a}]},
+    )
+    assert twin.status_code == 201
+    _clients(settings)
+    push = requests.Session()
+    push.auth = ("push", "cht-push-pw-1")
+    landed = push.post(f"{server.url}/cht/follow-up", json=_report(case_a, "t1", patient_uuid=cht_a))
+    assert landed.status_code == 201, landed.text
+
+
 @pytest.fixture
 def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.setenv("LTFU_DATA_DIR", str(tmp_path))

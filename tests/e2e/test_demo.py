@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -23,7 +24,17 @@ def test_demo_runs_the_whole_loop(tmp_path: Path) -> None:
     done = subprocess.run([LTFU, "demo", "--cases", "24"], env=env, capture_output=True, text=True, timeout=240)
     out = done.stdout
     assert done.returncode == 0, out + done.stderr
-    assert "All 24 cases closed the loop" in out and "nothing lost, nothing duplicated" in out
+    line = re.search(r"Matching: (\d+) by identifier, (\d+) by score, (\d+) created in CHT, (\d+) in review, "
+                     r"(\d+) unassignable(?:, (\d+) already known to CHT)?(?:, (\d+) decided in review)? "
+                     r"\(of 24 cases\)", out)
+    assert line, out
+    counts = [int(n or 0) for n in line.groups()]
+    assert sum(counts) == 24, line.group(0)
+    assert counts[0] and counts[1] and counts[2] and counts[3], line.group(0)  # the seeded list has each kind
+    in_review = counts[3]
+    assert f"All {24 - in_review} closable cases closed the loop" in out, out
+    assert f"({in_review} wait in review)" in out and "nothing lost, nothing duplicated" in out
+    assert "/ui/review" in out
     assert "Cases by outcome" in out and "/ui" in out
     assert (tmp_path / "data" / "demo" / "ltfu.db").exists()  # the embedded SQLite default
 

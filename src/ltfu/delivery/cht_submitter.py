@@ -155,9 +155,11 @@ class ChtSubmitter(Handler):
                 decision = await intake.decide(uow, case.case_id, sr, patient, case.organization_id)
             if decision.action == "link" and decision.person_id:
                 await intake.link_patient(uow, patient["id"], decision.person_id)
+                await uow.cases.set(case.case_id, matched_by=decision.reason)
                 return decision.person_id, None
             if decision.action == "review":
                 await intake.open_review(uow, case.case_id, case.organization_id, patient["id"], decision)
+                await uow.cases.set(case.case_id, matched_by="review")
                 return None, Attempt(Verdict.OK, error=f"patient matching: sent to review ({decision.reason})")
             place = (await uow.cht_index.places([decision.place_id or ""])).get(decision.place_id or "")
         if place is None:
@@ -171,6 +173,7 @@ class ChtSubmitter(Handler):
         async with unit_of_work(self.db) as uow:
             await index_docs(uow, [{**doc, "_id": person_id, "parent": minified_parent(place)}])
             await intake.link_patient(uow, patient["id"], person_id)
+            await uow.cases.set(case.case_id, matched_by="reviewed" if decision.reason == "review" else "created")
         return person_id, None
 
     async def _create_person(self, doc: dict[str, Any], place_id: str) -> tuple[str | None, Attempt]:

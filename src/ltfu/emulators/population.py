@@ -589,3 +589,66 @@ def absent_patient(
         "telecom": [{"system": "phone", "value": phone}],
     }
     return Incoming(patient, None, (tag,), tuple(m.doc["_id"] for m in hh.members) if hh else ())
+
+
+# ---- a seeded community in CHT's default hierarchy (the demo) --------------------------------------------
+
+
+@dataclass
+class SeededCommunity:
+    """Docs for CHT's hard-coded hierarchy: community unit → ``district_hospital`` (with ``code`` and
+    ``link_facility_code``), CHW area → ``health_center``, household → ``clinic``, then the persons."""
+
+    docs: list[dict[str, Any]]
+    units: list[dict[str, Any]]
+    areas: list[dict[str, Any]]
+    households: list[Household]
+    community: Community
+
+    def members(self) -> list[tuple[Member, Household]]:
+        return [(m, hh) for hh in self.households for m in hh.members]
+
+
+def standard_hierarchy(
+    seed: int, persons: int, facility_code: str, *, unit_size: int = 400, area_size: int = 100
+) -> SeededCommunity:
+    """The same seed gives the same community, so the facility and CHT can each build their side of it."""
+    community = Community(seed, unit_size=unit_size, area_size=area_size)
+    out = SeededCommunity([], [], [], [], community)
+    unit: dict[str, Any] = {}
+    area: dict[str, Any] = {}
+    for places, hh in community.stream(persons):
+        for place in places:
+            if place.get("contact_type") == "c_community_health_unit":
+                unit = {
+                    "_id": place["_id"],
+                    "type": "district_hospital",
+                    "name": place["name"],
+                    "code": place["code"],
+                    "link_facility_code": facility_code,
+                }
+                out.units.append(unit)
+                out.docs.append(unit)
+            elif place.get("contact_type") == "d_community_health_volunteer_area":
+                area = {
+                    "_id": place["_id"],
+                    "type": "health_center",
+                    "name": place["name"],
+                    "parent": {"_id": unit["_id"]},
+                }
+                out.areas.append(area)
+                out.docs.append(area)
+        if hh is None:
+            continue
+        hh.place = {
+            "_id": hh.place["_id"],
+            "type": "clinic",
+            "name": hh.place["name"],
+            "parent": {"_id": area["_id"], "parent": {"_id": unit["_id"]}},
+        }
+        out.docs.append(hh.place)
+        for m in hh.members:
+            m.doc["parent"] = {"_id": hh.place["_id"], "parent": hh.place["parent"]}
+            out.docs.append(m.doc)
+        out.households.append(hh)
+    return out

@@ -118,6 +118,10 @@ async def _check_same_patient(uow: UnitOfWork, report: FollowUpReport, case: Any
     """``case_ref`` and ``patient_uuid`` must name the same person: a report cannot land on another case."""
     if not report.patient_uuid:
         return
+    system, _, value = report.patient_uuid.rpartition("|")
+    carriers = await uow.resources.find_ids_by_token("Patient", "identifier", system or None, value)
+    if case.patient_id in carriers or report.patient_uuid == case.patient_id:
+        return  # the case's Patient carries the id (CHT's push may have made another Patient for the person)
     patient = await patients.find(uow, report.patient_uuid)
     if patient is not None and patient.resource["id"] != case.patient_id:
         raise FhirError.of("conflict", "case_ref and patient_uuid name different patients", "patient_uuid",

@@ -50,7 +50,7 @@ class Decision:
     action: str  # link | create | review
     person_id: str | None = None
     place_id: str | None = None
-    reason: str = ""
+    reason: str = ""  # link: identifier | score; create: no-candidate | review; review: why
     proposal: dict[str, Any] = field(default_factory=dict)
 
 
@@ -152,7 +152,8 @@ async def decide(
     places, _how = await resolve_place(uow, sr, patient, organization_id)
     proposal = _proposal(patient, result, places)
     if result.decision == "link" and result.best is not None:
-        return Decision("link", person_id=result.best.person_id, reason="certain", proposal=proposal)
+        how = "identifier" if "identifier" in result.best.reasons else "score"
+        return Decision("link", person_id=result.best.person_id, reason=how, proposal=proposal)
     if result.decision == "none":
         if len(places) == 1:
             return Decision("create", place_id=places[0].id, reason="no-candidate", proposal=proposal)

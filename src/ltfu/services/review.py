@@ -90,6 +90,7 @@ async def act(uow: UnitOfWork, review_id: str, body: Any) -> dict[str, Any]:
             person_id=person,
         )
         await uow.reviews.set_status(review_id, "linked")
+        await uow.cases.set(item["case_id"], matched_by="reviewed")
         await _requeue(uow, item, n)
     elif action == "create":
         place = body.get("place")

@@ -128,6 +128,8 @@ cases = Table(
     Column("closed_at", String(32), nullable=True),
     Column("window_end", String(32), nullable=True),
     Column("purged_at", String(32), nullable=True),  # retention removed its PHI (services/retention.py)
+    # how intake found the CHT person: identifier | score | created | review | reviewed (None: the facility knew)
+    Column("matched_by", String(16), nullable=True),
 )
 Index("ix_cases_org_status", cases.c.organization_id, cases.c.status)
 Index("ix_cases_patient", cases.c.patient_id)

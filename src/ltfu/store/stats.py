@@ -1,4 +1,4 @@
-"""Whole-system figures for operators and the demo summary: cases, stage times, deliveries."""
+"""Whole-system figures for operators and the demo summary: cases, stage times, deliveries, matching."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ltfu.store.schema import cases, delivery_attempts, outbox
+from ltfu.store.schema import cases, cht_persons, delivery_attempts, outbox
 
 
 def _ts(value: str | None) -> datetime | None:
@@ -32,6 +32,12 @@ async def loop_stats(conn: AsyncConnection) -> dict[str, Any]:
             select(outbox.c.destination, outbox.c.status, func.count()).group_by(outbox.c.destination,
                                                                                  outbox.c.status))).all():
         deliveries.setdefault(dest, {})[status] = n
+    matching: dict[str, int] = dict.fromkeys(MATCH_ROUTES, 0)
+    for matched_by, status, business, n in (await conn.execute(
+            select(cases.c.matched_by, cases.c.status, cases.c.business_status, func.count()).group_by(
+                cases.c.matched_by, cases.c.status, cases.c.business_status))).all():
+        matching[_match_route(matched_by, status, business)] += n
+    indexed = (await conn.execute(select(func.count()).select_from(cht_persons))).scalar_one()
     attempts = dict((await conn.execute(
         select(delivery_attempts.c.result, func.count()).group_by(delivery_attempts.c.result))).all())
     return {
@@ -50,4 +56,18 @@ async def loop_stats(conn: AsyncConnection) -> dict[str, Any]:
         },
         "deliveries": deliveries,
         "attempts": attempts,
+        "matching": matching,
+        "cht_index": {"persons": indexed},
     }
+
+
+#: how each case found its CHT person; the values partition the cases
+MATCH_ROUTES = ("known", "identifier", "score", "created", "reviewed", "in_review", "unassignable")
+
+
+def _match_route(matched_by: str | None, status: str, business: str | None) -> str:
+    if business == "unassignable":
+        return "unassignable"
+    if matched_by == "review":
+        return "in_review" if status in ("requested", "received") else "reviewed"
+    return matched_by if matched_by in MATCH_ROUTES else "known"

@@ -31,6 +31,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ltfu.emulators import population
+
 from . import roster
 from .config import FacilityEmulatorConfig
 from .ledger import Ledger
@@ -70,6 +72,8 @@ class Facility:
         self.upstream = Upstream(config)
         self.registration: Registration | None = None
         self.lists: dict[str, roster.DefaulterList] = {}
+        #: the community the lists are drawn from (``population`` of ``POST /_facility/lists``), if any
+        self.community: population.SeededCommunity | None = None
         self.down_until: float | None = None
         self.down_status = 503
         self.lock = asyncio.Lock()
@@ -126,9 +130,10 @@ class Facility:
         """The day's list, grown to ``count`` patients if needed (same seed: same people)."""
         current = self.lists.get(day.isoformat())
         if current is None:
-            current = self.lists[day.isoformat()] = roster.make_list(self.config, day, count)
+            current = self.lists[day.isoformat()] = roster.make_list(self.config, day, count, community=self.community)
         elif len(current.defaulters) < count:
-            more = roster.make_list(self.config, day, count - len(current.defaulters), start=len(current.defaulters))
+            more = roster.make_list(self.config, day, count - len(current.defaulters), start=len(current.defaulters),
+                                    community=self.community)
             current.defaulters.extend(more.defaulters)
         return current
 
@@ -285,7 +290,9 @@ async def register(request: Request) -> Response:
 
 
 async def lists(request: Request) -> Response:
-    """``{"count"?, "day"? (YYYY-MM-DD), "cht"?: {"places", "url"?, "username"?, "password"?} | true}``."""
+    """``{"count"?, "day"? (YYYY-MM-DD), "cht"?: {"places", "url"?, "username"?, "password"?} | true,
+    "population"?: {"seed", "persons"}}``: ``population`` draws the patients from that seeded community
+    (:func:`ltfu.emulators.population.standard_hierarchy`, which the demo also loads into CHT)."""
     fac = _facility(request)
     body = await _json(request)
     if not isinstance(body, dict):
@@ -302,6 +309,16 @@ async def lists(request: Request) -> Response:
         cht = {}
     if cht is not None and not isinstance(cht, dict):
         return json_response({"error": "bad_request", "reason": "cht must be an object or true"}, 400)
+    pop = body.get("population")
+    if pop is not None:
+        try:
+            seed, persons = int(pop["seed"]), int(pop["persons"])
+        except (TypeError, KeyError, ValueError):
+            return json_response({"error": "bad_request", "reason": "population must be {seed, persons}"}, 400)
+        if not 0 < persons <= 100_000:
+            return json_response({"error": "bad_request", "reason": "population persons must be 1..100000"}, 400)
+        fac.community = population.standard_hierarchy(seed, persons, fac.config.facility_code)
+        fac.lists.clear()
     try:
         result = await fac.send_list(day, count, cht=cht)
     except (UpstreamError, OSError, TimeoutError) as exc:

@@ -30,8 +30,9 @@ class FacilityError(Exception):
         self.body = body
 
 
-def _list_body(count: int | None, day: str | None, cht: dict[str, Any] | bool | None) -> dict[str, Any]:
-    body: dict[str, Any] = {}
+def _list_body(count: int | None, day: str | None, cht: dict[str, Any] | bool | None,
+               population: dict[str, int] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {} if population is None else {"population": population}
     if count is not None:
         body["count"] = count
     if day is not None:
@@ -69,12 +70,14 @@ class FacilityClient:
         return self._call("POST", "/_facility/register", {})
 
     def send_list(
-        self, count: int | None = None, *, day: str | None = None, cht: dict[str, Any] | bool | None = None
+        self, count: int | None = None, *, day: str | None = None, cht: dict[str, Any] | bool | None = None,
+        population: dict[str, int] | None = None,
     ) -> dict[str, Any]:
         """Send the day's defaulter list of ``count`` patients as one transaction. ``cht`` (``{"places":
         [household ids], "url"?, "username"?, "password"?}`` or ``True`` for the configured CHT) first
-        creates the patients in CHT and puts their CHT ids in the Patients."""
-        return self._call("POST", "/_facility/lists", _list_body(count, day, cht))
+        creates the patients in CHT and puts their CHT ids in the Patients. ``population`` (``{"seed",
+        "persons"}``) draws the patients from that seeded community instead, without CHT ids."""
+        return self._call("POST", "/_facility/lists", _list_body(count, day, cht, population))
 
     def report(self) -> dict[str, Any]:
         return self._call("GET", "/_facility/report")

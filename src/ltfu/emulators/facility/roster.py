@@ -15,6 +15,8 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
+from ltfu.emulators import population
+
 from .config import FacilityEmulatorConfig
 
 WHO_SYSTEM = "http://smart.who.int/hiv/CodeSystem/HIVConcepts"
@@ -84,6 +86,10 @@ class Defaulter:
     request_urn: str
     #: the CHT person ``_id`` once the patient exists in CHT
     cht_id: str | None = None
+    #: a list drawn from a community (:func:`community_patient`): the EMR's own record of the patient
+    patient: dict[str, Any] | None = None
+    #: the community-unit code the facility knows the patient lives in (``ServiceRequest.locationCode``)
+    unit_code: str | None = None
 
     @property
     def name(self) -> str:
@@ -119,10 +125,47 @@ def _phone(rng: random.Random) -> str:
     return "+2547" + rng.choice("01249") + "".join(rng.choice("0123456789") for _ in range(7))
 
 
-def make_list(config: FacilityEmulatorConfig, day: date, count: int, *, start: int = 0) -> DefaulterList:
-    """``count`` defaulters of ``day`` (indexes ``start``..): reproducible for seed, facility and day."""
+#: a community-drawn list: the share of patients CHT knows, then of those it does not but whose unit is known;
+#: the rest are relatives of a known household the facility cannot place (ambiguous: a person decides)
+KNOWN_SHARE, PLACED_SHARE = 0.80, 0.15
+
+
+def community_patient(
+    config: FacilityEmulatorConfig, seeded: population.SeededCommunity, order: list[int], day: date, i: int, mrn: str
+) -> tuple[dict[str, Any], str | None]:
+    """The EMR's record of defaulter ``i``: a CHT person as the facility spelt it (own MRN, other spellings,
+    swapped names, missing or approximate birth date, sometimes a UPI; never a CHT id), or someone CHT does not
+    know, with the community-unit code when the facility has it. Returns (Patient, unit code)."""
+    rng = random.Random(f"{config.seed}:{config.facility_code}:{day.isoformat()}:{i}:community")
+    members = seeded.members()
+    roll = rng.random()
+    if roll < KNOWN_SHARE:
+        member, hh = members[order[i % len(order)]]
+        return population.facility_patient(rng, member, hh, mrn, config.mrn_system).patient, None
+    seeded.community.rng = rng  # the stranger's names come from this defaulter's generator: reproducible
+    if roll < KNOWN_SHARE + PLACED_SHARE:
+        unit = rng.choice(seeded.units)
+        return population.absent_patient(rng, seeded.community, None, mrn, config.mrn_system).patient, unit["code"]
+    hh = rng.choice(seeded.households)
+    return population.absent_patient(rng, seeded.community, hh, mrn, config.mrn_system).patient, None
+
+
+def make_list(
+    config: FacilityEmulatorConfig,
+    day: date,
+    count: int,
+    *,
+    start: int = 0,
+    community: population.SeededCommunity | None = None,
+) -> DefaulterList:
+    """``count`` defaulters of ``day`` (indexes ``start``..): reproducible for seed, facility and day. With
+    ``community`` the patients are drawn from it (:func:`community_patient`)."""
     list_id = f"{day.isoformat()}"
     out = DefaulterList(day=day.isoformat(), list_id=list_id)
+    order: list[int] = []
+    if community is not None:
+        order = random.Random(f"{config.seed}:{config.facility_code}:{day.isoformat()}:order").sample(
+            range(len(community.members())), len(community.members()))
     for i in range(start, start + count):
         rng = random.Random(f"{config.seed}:{config.facility_code}:{day.isoformat()}:{i}")
         gender = "female" if rng.random() < 0.62 else "male"  # women are most of Kenya's ART clients
@@ -157,13 +200,29 @@ def make_list(config: FacilityEmulatorConfig, day: date, count: int, *, start: i
                 request_urn=f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, 'request:' + key)}",
             )
         )
+        if community is not None:
+            _from_community(out.defaulters[-1], *community_patient(config, community, order, day, i,
+                                                                    out.defaulters[-1].mrn))
     return out
+
+
+def _from_community(d: Defaulter, patient: dict[str, Any], unit_code: str | None) -> None:
+    name = patient["name"][0]
+    d.patient, d.unit_code = patient, unit_code
+    d.given, d.family, d.gender = list(name.get("given") or []), name.get("family") or "", patient["gender"]
+    d.birth_date = patient.get("birthDate", "")
+    d.phone = next((t["value"] for t in patient.get("telecom", [])), "")
 
 
 # ------------------------------------------------------------------------------------ FHIR
 
 
 def patient_resource(config: FacilityEmulatorConfig, d: Defaulter, org_id: str | None) -> dict[str, Any]:
+    if d.patient is not None:
+        patient = {**d.patient, "active": True}
+        if org_id:
+            patient["managingOrganization"] = {"reference": f"Organization/{org_id}"}
+        return patient
     identifiers: list[dict[str, Any]] = [
         {
             "use": "official",
@@ -238,6 +297,8 @@ def service_request_resource(
              "text": d.reason_display}
         ],
         "note": [{"text": f"Missed appointment on {d.missed_appointment}; last known phone {d.phone}"}],
+        **({"locationCode": [{"coding": [{"system": f"{config.ltfu_base_url}/CodeSystem/cht-community-unit",
+                                          "code": d.unit_code}]}]} if d.unit_code else {}),
     }
 
 

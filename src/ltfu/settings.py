@@ -38,6 +38,10 @@ class Settings(BaseSettings):
                                           "is 20,000 entries: each Patient and its ServiceRequest)."
     )
     admin_password: SecretStr | None = None
+    sqlite_inline_writes: bool = Field(
+        default=False, description="SQLite: run the writer's statements on the event loop's thread (no thread "
+                                   "hop per statement; for a fast local disk, see store/sqlite_inline.py)."
+    )
 
     # CHT
     cht_url: str | None = None

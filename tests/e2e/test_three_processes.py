@@ -27,9 +27,11 @@ def test_loop_survives_restarts_and_outages(tmp_path: Path, e2e_db: str) -> None
         cht_stats = lambda: requests.get(svc.cht + "/_emulator/stats", auth=svc.cht_admin, timeout=10).json()  # noqa: E731
         fac = FacilityClient(svc.facility)
         households = seed_cht(svc)
-        fac.register()
-        fac.down(6)
+        fac.register()  # the operator registered the facility at start: its handshake is long done
+        fac.down()
         fac.send_list(n, cht={"places": households})
+        wait_until(lambda: fac.report()["notifications"].get("refused_down", 0) > 0, 30, "a refused notification")
+        fac.up()
         wait_until(lambda: stats()["reached"]["cht"] >= n // 3, 60, "a third of the cases in CHT")
         svc.kill(CHT)  # crash mid-run; its SQLite store keeps records, CHWs and the outbound queue
         time.sleep(1)

@@ -12,6 +12,7 @@ from starlette.routing import Route
 from ltfu.api.access import current_actor
 from ltfu.api.capability import capability_statement
 from ltfu.api.http import FhirResponse, fhir_base, json_body, nudge_workers, prefer_return, read_body, report_write
+from ltfu.fhir.bundle_shape import check_bundle_shape
 from ltfu.fhir.outcome import FhirError, information
 from ltfu.fhir.rest import parse_etag
 from ltfu.fhir.search_params import date_range, parse_search
@@ -235,6 +236,7 @@ async def transaction_or_batch(request: Request) -> Response:
     kind = body.get("type")
     if kind not in ("transaction", "batch"):
         raise FhirError.of("invalid", f"Bundle.type must be transaction or batch, got {kind!r}", "Bundle.type")
+    check_bundle_shape(body)
     include = prefer_return(request) != "minimal"
 
     async def run_search(uow: UnitOfWork, res_type: str, params: list[tuple[str, str]]) -> dict[str, Any]:

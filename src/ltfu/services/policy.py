@@ -107,6 +107,13 @@ async def bind_patients(uow: UnitOfWork, ids: list[str]) -> list[str]:
     return free
 
 
+async def conditional_matches(uow: UnitOfWork, res_type: str, ids: list[str]) -> list[str]:
+    """What a conditional create (``If-None-Exist``) may match among ``ids``: nothing the actor may not see."""
+    if res_type == "Patient":
+        return await bind_patients(uow, ids)
+    return await visible_ids(uow, res_type, ids)
+
+
 async def _may_reference(uow: UnitOfWork, res_type: str, res_id: str) -> bool:
     if await can_see(uow, res_type, res_id):
         return True
@@ -154,7 +161,8 @@ async def check_references(uow: UnitOfWork, resource: dict[str, Any], previous: 
         if ref in before or target is None:
             continue
         if not await _may_reference(uow, *target):
-            raise FhirError.of("invalid", f"Reference {target[0]}/{target[1]} is not known here", status=422)
+            raise FhirError.of("invalid", f"Reference {target[0]}/{target[1]} is not known here", status=422,
+                               kind="unknown-reference")
 
 
 def check_placer(actor: Actor, resource: dict[str, Any]) -> None:

@@ -100,7 +100,7 @@ async def _existing(uow: UnitOfWork, resource: dict[str, Any]) -> Stored | None:
     case = await uow.cases.by_request_key(request_key(resource))
     if case is not None and not policy.case_in_scope(uow.actor, case):
         raise FhirError.of("conflict", "A request with this identifier is already known", "ServiceRequest.identifier",
-                           status=409)
+                           status=409, kind="duplicate-request")
     return await uow.resources.get("ServiceRequest", case.case_id) if case else None
 
 
@@ -193,7 +193,8 @@ async def _after(uow: UnitOfWork, stored: Stored, previous: Stored | None) -> No
 
 
 async def cancel(uow: UnitOfWork, case_id: str, reason: str) -> None:
-    """Task → cancelled; CHT gets a cancel record, unless the follow-up never left (then it is dropped)."""
+    """Task → cancelled; CHT gets a cancel record, unless no worker ever took the follow-up to send
+    (then it is dropped: CHT cannot have it)."""
     case = await uow.cases.get(case_id)
     if case is None or case.status in TERMINAL_CASE:
         return

@@ -9,6 +9,7 @@ PostgreSQL: one pool; every statement gets a custom plan (see ``_create_engine``
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -84,6 +85,19 @@ def _run_upgrade(sync_conn: Any) -> None:
     command.upgrade(cfg, "head")
 
 
+def _private_file(db_file: Path) -> None:
+    """The SQLite database (PHI) is readable by its owner only: folders we create 0700, the file and its
+    WAL/shared-memory companions 0600 (SQLite gives those the database file's mode)."""
+    missing = [p for p in (db_file.parent, *db_file.parent.parents) if not p.exists()]
+    db_file.parent.mkdir(parents=True, exist_ok=True)
+    for folder in missing:
+        folder.chmod(0o700)
+    os.close(os.open(db_file, os.O_RDWR | os.O_CREAT, 0o600))
+    for companion in (db_file, db_file.with_name(db_file.name + "-wal"), db_file.with_name(db_file.name + "-shm")):
+        if companion.exists() and companion.stat().st_mode & 0o077:
+            companion.chmod(0o600)
+
+
 def _create_engine(settings: Settings) -> AsyncEngine:
     url = settings.sqlalchemy_url
     if not settings.is_sqlite:
@@ -95,7 +109,7 @@ def _create_engine(settings: Settings) -> AsyncEngine:
                                    connect_args={"server_settings": {"plan_cache_mode": "force_custom_plan"}})
     path = _sqlite_path(url)
     if path and path != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        _private_file(Path(path))
     # One connection: SQLite has a single writer anyway, and queuing on the pool is cheaper
     # than lock contention and busy-waiting inside the driver.
     inline = _inline(path) if settings.sqlite_inline_writes else {}

@@ -134,6 +134,7 @@ class ResourceRepository:
                 f"Version conflict: {res_type}/{res_id} is at version "
                 f"{current.version_id if current else 'none'}, If-Match asked for {if_match}",
                 status=412,
+                kind="version-conflict",
             )
         if current is None:
             return await self._write(res_type, res_id, resource, 1, "PUT", existing=False)

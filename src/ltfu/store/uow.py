@@ -27,6 +27,7 @@ from ltfu.store.outbox import OutboxRepository
 from ltfu.store.owners import OwnerRepository
 from ltfu.store.receipts import ReceiptRepository
 from ltfu.store.resources import ResourceRepository
+from ltfu.store.retention import RetentionRepository
 from ltfu.store.search import SearchResult, run_search
 from ltfu.store.write_buffer import WriteBuffer
 
@@ -67,6 +68,7 @@ class UnitOfWork:
         self.cases = CaseRepository(self.conn, self.buffer)
         self.outbox = OutboxRepository(self.conn, skip_locked=not db.is_sqlite, buffer=self.buffer)
         self.receipts = ReceiptRepository(self.conn)
+        self.retention = RetentionRepository(self.conn)
 
     async def flush(self) -> None:
         await self.buffer.flush()

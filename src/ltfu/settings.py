@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     admin_password: SecretStr | None = Field(
         default=None, description=f"Password of the `admin` client, at least {ADMIN_PASSWORD_MIN} characters."
     )
+    sqlite_inline_writes: bool = Field(
+        default=False, description="SQLite: run the writer's statements on the event loop's thread (no thread "
+                                   "hop per statement; for a fast local disk, see store/sqlite_inline.py)."
+    )
 
     # Authentication (HTTP Basic, argon2)
     auth_threads: int = Field(default=2, ge=1, description="Password checks (argon2) run at once, off the event loop.")

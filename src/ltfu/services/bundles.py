@@ -153,7 +153,9 @@ async def _conditional_creates(uow: UnitOfWork, entries: list[dict[str, Any]]) -
         if isinstance(e.get("resource"), dict):  # held to commit: no twin created meanwhile elsewhere
             keys.extend(ops.identity_keys(e["resource"]))
         res_type = _split_url(req["url"])[0]
-        token = _identifier_token(res_type, req["ifNoneExist"])
+        # A facility sees only its own (and may claim an unclaimed person): its look-ups go one by one
+        # through the policy-scoped search. The batch is for unbounded actors (admin).
+        token = _identifier_token(res_type, req["ifNoneExist"]) if uow.actor.facility is None else None
         if token is not None:
             tokens[i] = (res_type, token)
     await uow.lock(keys)

@@ -31,6 +31,10 @@ app.add_typer(emulate_app, name="emulate")
 app.add_typer(cht_config_app, name="cht-config")
 app.add_typer(import_app, name="import")
 app.add_typer(openhim_cli.app, name="openhim")
+cht_app = typer.Typer(help="The CHT person and place index (matching).", no_args_is_help=True)
+facilities_app = typer.Typer(help="Facilities' catchments: the CHT places they follow up.", no_args_is_help=True)
+app.add_typer(cht_app, name="cht")
+app.add_typer(facilities_app, name="facilities")
 console = Console()
 err = Console(stderr=True)
 
@@ -414,6 +418,124 @@ def import_csv(
             console.print(f"  line {r.line}: {r.detail}")
     if counts["error"]:
         raise typer.Exit(1)
+
+
+@app.command("match")
+def match_cmd(
+    path: Annotated[str, typer.Argument(help="A FHIR Patient (or a $match Parameters) as JSON; - for stdin")],
+    count: Annotated[int, typer.Option(help="Candidates to show")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the $match searchset Bundle")] = False,
+) -> None:
+    """Match a patient against the CHT person index: candidates, grades, scores and the why of each."""
+    import orjson
+
+    from ltfu.fhir.match_patient import person_from_patient
+    from ltfu.fhir.outcome import FhirError
+    from ltfu.fhir.systems import Systems
+    from ltfu.services.matching import find_matches, match_patient
+
+    settings = _settings()
+    try:
+        raw = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()  # noqa: SIM115
+        body = orjson.loads(raw)
+    except (OSError, orjson.JSONDecodeError) as exc:
+        err.print(f"[red]Cannot read {path}:[/red] {exc}")
+        raise typer.Exit(2) from None
+    if isinstance(body, dict) and body.get("resourceType") == "Parameters":
+        body = next((p.get("resource") for p in body.get("parameter") or [] if p.get("name") == "resource"), None)
+
+    async def run(db: Database) -> None:
+        async with unit_of_work(db) as uow:
+            if as_json:
+                bundle = await match_patient(uow, body, only_certain=False, count=count, base_url=settings.base_url)
+                console.print_json(orjson.dumps(bundle).decode())
+                return
+            incoming = person_from_patient(body, Systems(settings.base_url), settings.match_identifiers,
+                                           settings.match_default_region)
+            result = await find_matches(uow, incoming)
+        if not result.candidates:
+            console.print(f"No candidate ({result.considered} compared"
+                          + (f", vetoed: {len(result.vetoed)}" if result.vetoed else "") + ")")
+        for rank, c in enumerate(result.candidates[:count], 1):
+            console.print(f"[bold]{rank}. {c.person_id}[/bold] {c.person.name}  grade={c.grade} "
+                          f"score={c.probability:.4f} weight={c.weight:.1f} bits  ({', '.join(c.reasons)})")
+            table = Table("field", "verdict", "level", "weight", "incoming", "CHT")
+            for f in c.fields:
+                table.add_row(f.field, f.verdict, f.level, f"{f.weight:+.1f}", f.incoming, f.candidate)
+            console.print(table)
+        if result.reasons:
+            console.print("notes: " + ", ".join(result.reasons))
+
+    try:
+        asyncio.run(_with_db(settings, run))
+    except FhirError as exc:
+        err.print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(2) from None
+
+
+@cht_app.command("sync")
+def cht_sync(
+    full: Annotated[bool, typer.Option("--full", help="Read CHT's _changes from the start")] = False,
+) -> None:
+    """Index CHT's persons and places from its _changes feed (incremental from the stored sequence)."""
+    from ltfu.delivery.cht_sync import ChtSync, SyncError
+
+    settings = _settings()
+
+    async def run(db: Database) -> None:
+        sync = ChtSync(db, settings)
+        try:
+            result = await sync.sync_once(full=full)
+        finally:
+            await sync.client.close()
+        console.print(f"{result.changes} changes read in {result.pages} pages: {result.persons} persons, "
+                      f"{result.places} places indexed, {result.removed} removed; at seq {result.seq}")
+
+    try:
+        asyncio.run(_with_db(settings, run))
+    except SyncError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+
+
+@facilities_app.command("link")
+def facilities_link(
+    organization: Annotated[str, typer.Argument(help="The facility's Organization id")],
+    places: Annotated[list[str], typer.Argument(help="CHT place ids (community units, CHW areas …)")],
+) -> None:
+    """Add CHT places to a facility's catchment (besides units whose link_facility_code is its code)."""
+    from ltfu.fhir.outcome import FhirError
+    from ltfu.services import catchment
+
+    settings = _settings()
+
+    async def run(db: Database) -> tuple[int, list[str]]:
+        async with unit_of_work(db) as uow:
+            return await catchment.link(uow, organization, places)
+
+    try:
+        added, unknown = asyncio.run(_with_db(settings, run))
+    except FhirError as exc:
+        err.print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"{added} place(s) linked to Organization/{organization}")
+    if unknown:
+        console.print(f"not in the index yet (run `ltfu cht sync`): {', '.join(unknown)}")
+
+
+@facilities_app.command("show")
+def facilities_show(organization: Annotated[str, typer.Argument(help="The facility's Organization id")]) -> None:
+    """The facility's catchment: units by link_facility_code and linked places."""
+    from ltfu.services import catchment
+
+    settings = _settings()
+
+    async def run(db: Database) -> list:
+        async with unit_of_work(db) as uow:
+            return await catchment.catchment(uow, organization)
+
+    for place in asyncio.run(_with_db(settings, run)):
+        console.print(f"{place.id}  {place.contact_type}  {place.name}  code={place.code or '-'}")
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -19,6 +19,16 @@ from pydantic_settings import (
 
 ADMIN_PASSWORD_MIN = 12
 
+# Kenyan client-registry and national identifiers by default; deployments add their own systems.
+DEFAULT_MATCH_IDENTIFIERS: dict[str, str] = {
+    "urn:upi": "upi",
+    "urn:nupi": "upi",
+    "urn:nid": "national_id",
+    "urn:birth-certificate": "birth_certificate",
+    "urn:passport": "passport",
+    "urn:alien-card": "alien_card",
+}
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LTFU_", extra="ignore", hide_input_in_errors=True)
@@ -82,6 +92,29 @@ class Settings(BaseSettings):
     cht_max_concurrency: int = Field(default=8, ge=1)
     cht_max_rate_per_s: float = Field(default=20.0, gt=0, description="Requests per second toward CHT, at most.")
     cht_timeout_s: float = 30.0
+
+    cht_person_types: list[str] = Field(
+        default=["person"], description="contact_type ids of person contacts (besides legacy type: person)."
+    )
+    cht_place_levels: dict[str, str] = Field(
+        default_factory=dict,
+        description="contact_type → household | chw_area | unit, added to the standard and Kenya eCHIS types.",
+    )
+    cht_sync_interval_s: float = Field(default=60.0, description="Seconds between `_changes` syncs in the worker.")
+    cht_sync_enabled: bool = Field(default=True, description="Keep the person index in sync from CHT `_changes`.")
+
+    # Matching (docs/matching.md)
+    match_identifiers: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_MATCH_IDENTIFIERS),
+        description="FHIR identifier system → CHT person field (or identification_type) compared on match.",
+    )
+    match_weights: dict[str, float] = Field(
+        default_factory=dict, description="Overrides of MatchConfig weights and thresholds (domain/matching/config.py)."
+    )
+    match_default_region: str = Field(default="KE", description="Country of phone numbers written without one.")
+    match_review_days: int = Field(default=3, ge=1, description="Days a review item waits before unassignable.")
+    match_count_default: int = Field(default=5, ge=1, le=100)
+    match_count_max: int = Field(default=20, ge=1, le=100)
 
     # Delivery (outbox)
     workers: bool = Field(default=True, description="Run delivery workers inside `ltfu serve`.")

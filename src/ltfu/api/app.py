@@ -14,7 +14,15 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ltfu.api import admin_routes, cht_routes, fhir_routes, mediator_routes, ops_routes, subscription_routes
+from ltfu.api import (
+    admin_routes,
+    cht_routes,
+    fhir_routes,
+    mediator_routes,
+    ops_routes,
+    review_routes,
+    subscription_routes,
+)
 from ltfu.api.access import AccessMiddleware
 from ltfu.api.access_log import AccessLogMiddleware
 from ltfu.api.auth import BasicAuthMiddleware
@@ -119,6 +127,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Mount("/fhir", app=_slash_tolerant(Router([*subscription_routes.routes, *fhir_routes.routes],
                                                       redirect_slashes=False))),
             *cht_routes.routes,
+            *review_routes.routes,
             *admin_routes.routes,
             *ui_routes.routes,
             metrics_route,

@@ -61,6 +61,7 @@ def capability_statement(base: str) -> dict[str, Any]:
             "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
             "operation": [
                 {"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"},
+                {"name": "match", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-match"},
             ],
         }],
     }

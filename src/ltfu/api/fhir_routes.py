@@ -17,7 +17,7 @@ from ltfu.fhir.outcome import FhirError, information
 from ltfu.fhir.rest import parse_etag
 from ltfu.fhir.search_params import date_range, parse_search
 from ltfu.fhir.validation import SUPPORTED_TYPES, validate
-from ltfu.services import bundles, policy
+from ltfu.services import bundles, matching, policy
 from ltfu.services import resources as ops
 from ltfu.store.resources import Stored
 from ltfu.store.uow import UnitOfWork, read_unit_of_work, unit_of_work
@@ -228,6 +228,31 @@ async def validate_op(request: Request) -> Response:
     return FhirResponse(information("The resource is valid"))
 
 
+def _match_parameters(body: Any) -> tuple[Any, bool, int | None]:
+    """(resource, onlyCertainMatches, count) of a ``Patient/$match`` Parameters body."""
+    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
+        raise FhirError.of("invalid", "Patient/$match expects a Parameters resource", "Parameters")
+    params = {p.get("name"): p for p in body.get("parameter") or [] if isinstance(p, dict)}
+    if "resource" not in params:
+        raise FhirError.of("required", "The 'resource' parameter (a Patient) is required", "Parameters.parameter")
+    only = params.get("onlyCertainMatches", {}).get("valueBoolean", False)
+    count = params.get("count", {}).get("valueInteger")
+    if not isinstance(only, bool):
+        raise FhirError.of("invalid", "'onlyCertainMatches' must be a valueBoolean", "Parameters.parameter")
+    if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 1):
+        raise FhirError.of("invalid", "'count' must be a positive valueInteger", "Parameters.parameter")
+    return params["resource"].get("resource"), only, count
+
+
+async def match_op(request: Request) -> Response:
+    """``POST /fhir/Patient/$match`` (read-only; admin and matcher clients: the area policy refuses others)."""
+    resource, only_certain, count = _match_parameters(await json_body(request))
+    async with _uow(request) as uow:
+        bundle = await matching.match_patient(uow, resource, only_certain=only_certain, count=count,
+                                              base_url=fhir_base(request))
+    return FhirResponse(bundle)
+
+
 async def transaction_or_batch(request: Request) -> Response:
     body = await json_body(request)
     if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
@@ -268,6 +293,7 @@ routes = [
     Route("/{type}", conditional_update, methods=["PUT"]),
     Route("/{type}/_search", search, methods=["POST"]),
     Route("/{type}/_history", history, methods=["GET"]),
+    Route("/Patient/$match", match_op, methods=["POST"]),
     Route("/{type}/$validate", validate_op, methods=["POST"]),
     Route("/{type}/{id}", read, methods=["GET"]),
     Route("/{type}/{id}", update, methods=["PUT"]),

@@ -17,15 +17,18 @@ import aiohttp
 from ltfu.cht import records
 from ltfu.cht.client import ChtClient, ChtResponse
 from ltfu.cht.contact_shapes import is_person
+from ltfu.cht.people_index import minified_parent, person_doc
 from ltfu.delivery.attempt import Attempt, Effect, Handler
 from ltfu.delivery.create_once import Lookup, create_once
 from ltfu.delivery.retry import Verdict, classify
 from ltfu.fhir.systems import Systems
-from ltfu.services import tasks
+from ltfu.services import intake, review, tasks
+from ltfu.services.cht_index import index_docs
 from ltfu.settings import Settings
 from ltfu.store.db import Database
 from ltfu.store.outbox import OutboxRow
 from ltfu.store.resources import now_instant
+from ltfu.store.reviews import OPEN
 from ltfu.store.uow import UnitOfWork, unit_of_work
 
 
@@ -107,7 +110,9 @@ class ChtSubmitter(Handler):
             return Attempt(Verdict.OK, error=f"case already {case.status}; not sent")
         person_id = records.cht_contact_id(patient, self.systems)
         if person_id is None:
-            return self._unassignable("the patient has no CHT contact id (not matched to a CHT person)")
+            person_id, parked = await self._intake(row, case, sr, patient)
+            if parked is not None:
+                return parked
         person = await self.client.get_person(person_id)
         if person.status == 404:
             return self._unassignable("the patient's CHT contact id is unknown to CHT", person)
@@ -135,6 +140,45 @@ class ChtSubmitter(Handler):
 
         attempt.on_done = received
         return attempt
+
+    async def _intake(self, row: OutboxRow, case: Any, sr: dict[str, Any],
+                      patient: dict[str, Any]) -> tuple[str | None, Attempt | None]:
+        """Match the patient (services/intake.py): (the CHT person id, None) to go on, or (None, the attempt)
+        when the case waits for a review or a person could not be created yet."""
+        async with unit_of_work(self.db) as uow:
+            sticky = await review.decided_place(uow, case.case_id)
+            if sticky is not None and sticky[0] in OPEN + ("expired",):
+                return None, Attempt(Verdict.OK, error=f"patient matching: review item {sticky[0]}")
+            if sticky is not None and sticky[0] == "created" and sticky[1]:
+                decision = intake.Decision("create", place_id=sticky[1], reason="review")
+            else:
+                decision = await intake.decide(uow, case.case_id, sr, patient, case.organization_id)
+            if decision.action == "link" and decision.person_id:
+                await intake.link_patient(uow, patient["id"], decision.person_id)
+                return decision.person_id, None
+            if decision.action == "review":
+                await intake.open_review(uow, case.case_id, case.organization_id, patient["id"], decision)
+                return None, Attempt(Verdict.OK, error=f"patient matching: sent to review ({decision.reason})")
+            place = (await uow.cht_index.places([decision.place_id or ""])).get(decision.place_id or "")
+        if place is None:
+            return None, Attempt(Verdict.RETRY, error="patient matching: the chosen place is not indexed yet")
+        doc = person_doc(patient, case.case_id, self.systems, self.settings)
+        person_id, attempt = await create_once(
+            row, lambda: find_existing(self.client, {"ltfu_source": doc["ltfu_source"]}, "person"),
+            lambda: self._create_person(doc, place.id))
+        if attempt.verdict is not Verdict.OK or person_id is None:
+            return None, attempt
+        async with unit_of_work(self.db) as uow:
+            await index_docs(uow, [{**doc, "_id": person_id, "parent": minified_parent(place)}])
+            await intake.link_patient(uow, patient["id"], person_id)
+        return person_id, None
+
+    async def _create_person(self, doc: dict[str, Any], place_id: str) -> tuple[str | None, Attempt]:
+        """``POST /api/v1/people`` with ``place`` (CHT 3.x–5.x; never without a place: an orphan)."""
+        resp = await self.client.request("POST", "/api/v1/people", {**doc, "place": place_id})
+        if resp.status != 200 or not isinstance(resp.body, dict) or not resp.body.get("id"):
+            return None, _failure(resp, "person creation")
+        return str(resp.body["id"]), Attempt(Verdict.OK, resp.status, resp.latency_ms)
 
     def _unassignable(self, reason: str, resp: ChtResponse | None = None) -> Attempt:
         return Attempt(Verdict.PERMANENT, resp.status if resp else None, resp.latency_ms if resp else 0,

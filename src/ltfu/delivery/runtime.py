@@ -8,6 +8,7 @@ from typing import Any
 
 from ltfu.delivery.attempt import Handler
 from ltfu.delivery.cht_submitter import ChtSubmitter
+from ltfu.delivery.cht_sync import ChtSync
 from ltfu.delivery.notifier import Notifier
 from ltfu.delivery.retention_sweep import RetentionSweep
 from ltfu.delivery.worker import Sweeper, Worker
@@ -22,6 +23,7 @@ class Runtime:
             handlers.append(ChtSubmitter(db, settings))
         self.worker = Worker(db, settings, handlers)
         self.sweeper = Sweeper(db, settings)
+        self.cht_sync = ChtSync(db, settings) if settings.cht_url and settings.cht_sync_enabled else None
         days = settings.retention_days
         self.retention = RetentionSweep(db, settings, days) if days else None
         self.stop = asyncio.Event()
@@ -31,6 +33,8 @@ class Runtime:
     def start(self) -> None:
         self.tasks = [asyncio.create_task(self.worker.run(self.stop), name="ltfu-worker"),
                       asyncio.create_task(self.sweeper.run(self.stop), name="ltfu-sweeper")]
+        if self.cht_sync is not None:
+            self.tasks.append(asyncio.create_task(self.cht_sync.run(self.stop), name="ltfu-cht-sync"))
         if self.retention is not None:
             self.tasks.append(asyncio.create_task(self.retention.run(self.stop), name="ltfu-retention"))
 

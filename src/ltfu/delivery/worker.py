@@ -16,7 +16,7 @@ import uuid
 from ltfu import metrics
 from ltfu.delivery.attempt import Attempt, Handler
 from ltfu.delivery.retry import RetryPolicy, Verdict
-from ltfu.services import notifications, requests
+from ltfu.services import notifications, requests, review
 from ltfu.settings import Settings
 from ltfu.store.db import Database
 from ltfu.store.outbox import OutboxRow
@@ -143,6 +143,7 @@ class Sweeper:
             try:
                 async with unit_of_work(self.db) as uow:
                     n = await requests.expire_due(uow)
+                    n += await review.expire_due(uow)  # review items past LTFU_MATCH_REVIEW_DAYS
                     await notifications.queue_heartbeats(uow)
                 if n:
                     log.info("expired %s cases", n)

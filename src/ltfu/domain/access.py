@@ -2,7 +2,7 @@
 
 Roles: ``admin`` (everything), ``facility`` (one Organization's data), ``cht`` (CHT's outbound push:
 ``/cht`` only), ``gateway`` (OpenHIM's route credentials: acts for the OpenHIM client it names, never by
-itself), ``matcher`` (the matching review; no data API yet). ``system`` is ltfu itself (workers, CLI).
+itself), ``matcher`` (``Patient/$match`` and the matching review queue). ``system`` is ltfu itself (workers, CLI).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Literal
 
 Role = Literal["admin", "facility", "cht", "gateway", "matcher", "system"]
 ROLES: tuple[str, ...] = ("admin", "facility", "cht", "gateway", "matcher")
-Area = Literal["fhir", "mediator", "cht", "ui", "admin", "open"]
+Area = Literal["fhir", "mediator", "cht", "ui", "admin", "match", "review", "open"]
 
 # admin keeps /cht so an operator can replay a CHT payload by hand (and the workflow tests post as admin).
 _AREAS: dict[str, frozenset[str]] = {
@@ -21,7 +21,11 @@ _AREAS: dict[str, frozenset[str]] = {
     "cht": frozenset({"cht", "admin"}),
     "ui": frozenset({"admin", "facility"}),
     "admin": frozenset({"admin"}),
+    "match": frozenset({"admin", "matcher"}),  # Patient/$match searches the whole community
+    "review": frozenset({"admin", "matcher", "facility"}),  # a facility sees its own requests' items only
 }
+MATCH_PATHS = ("/fhir/Patient/$match",)
+REVIEW_PREFIXES = ("/admin/review", "/ui/review")
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,10 @@ SYSTEM = Actor("system", name="ltfu")
 def area_of(path: str) -> Area:
     """The part of the API a request path belongs to (the PoC routes also without ``/mediator``)."""
     first = "/" + path.lstrip("/").split("/", 1)[0]
+    if path.rstrip("/") in MATCH_PATHS:
+        return "match"
+    if path.startswith(REVIEW_PREFIXES):
+        return "review"
     if path.rstrip("/") in ("/mediator/encounter", "/encounter"):
         return "cht"  # the PoC's CHT visit report (CHT outbound push), not a facility's route
     if first == "/fhir":

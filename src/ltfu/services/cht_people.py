@@ -8,6 +8,7 @@ from typing import Any, Protocol
 from ltfu.cht.inbound import ChtPerson
 from ltfu.domain.access import Actor
 from ltfu.fhir.systems import POC_CHT_SYSTEM, Systems
+from ltfu.services.cht_index import index_person_doc
 from ltfu.services.resources import identity_keys
 from ltfu.store.db import Database
 from ltfu.store.receipts import content_hash
@@ -79,6 +80,7 @@ async def upsert(uow: UnitOfWork, person: ChtPerson, raw: dict[str, Any]) -> tup
         stored = current if merged == current.resource else await uow.resources.update(merged, current.resource["id"])
         created = False
     await uow.receipts.put(key, digest, {"patient": stored.ref}, exists=seen is not None)
+    await index_person_doc(uow, raw)  # the matcher finds this person from now on
     return stored, created
 
 

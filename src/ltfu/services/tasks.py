@@ -13,6 +13,7 @@ from ltfu.store.uow import UnitOfWork
 
 BUSINESS_STATUS = {
     "awaiting-cht": "Waiting to be sent to CHT",
+    "awaiting-match": "Waiting for a person to match the patient to a CHT person",
     "received-by-cht": "Received by CHT",
     "assigned-to-chw": "Assigned to a community health worker",
     "attempt-in-progress": "Follow-up attempt in progress",

@@ -206,3 +206,109 @@ subscription_counters = Table(
     Column("organization_id", String(64), nullable=False, index=True),
     Column("events_since_start", Integer, nullable=False, default=0),
 )
+
+# The CHT person and place index (matching): fed by outbound push and the ``_changes`` sync.
+cht_places = Table(
+    "cht_places",
+    metadata,
+    Column("place_id", String(128), primary_key=True),
+    Column("contact_type", String(64), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("name_norm", String(255), nullable=False),  # upper-case ASCII tokens, space-joined
+    Column("code", String(64), nullable=True, index=True),
+    Column("external_id", String(128), nullable=True, index=True),
+    Column("link_facility_code", String(64), nullable=True, index=True),
+    Column("parent_id", String(128), nullable=True, index=True),
+    Column("lineage", Text, nullable=False),  # JSON list of ancestor ids, nearest first
+    Column("updated_at", String(32), nullable=False),
+)
+
+cht_persons = Table(
+    "cht_persons",
+    metadata,
+    Column("person_id", String(128), primary_key=True),
+    Column("name", String(255), nullable=False),
+    Column("given", String(255), nullable=False),  # normalised tokens, space-joined
+    Column("family", String(255), nullable=False),
+    Column("sex", String(1), nullable=True),
+    Column("birth_date", String(10), nullable=True),
+    Column("birth_precision", String(8), nullable=True),  # day | year
+    Column("phones", Text, nullable=False),  # JSON list of E.164
+    Column("identifiers", Text, nullable=False),  # JSON list of [kind, value]
+    Column("parent_id", String(128), nullable=True),
+    Column("household_id", String(128), nullable=True, index=True),
+    Column("chw_area_id", String(128), nullable=True),
+    Column("unit_id", String(128), nullable=True, index=True),
+    Column("unit_code", String(64), nullable=True),
+    Column("facility_code", String(64), nullable=True),
+    Column("lineage", Text, nullable=False),  # JSON list of ancestor ids, nearest first
+    Column("flags", String(64), nullable=False, default=""),  # dead, muted (space-separated)
+    Column("updated_at", String(32), nullable=False),
+)
+
+# Blocking keys (domain/matching/blocking.py): the candidates of a query are the union of its keys' rows.
+cht_person_keys = Table(
+    "cht_person_keys",
+    metadata,
+    Column("key", String(200), primary_key=True),
+    Column("person_id", String(128), primary_key=True),
+)
+Index("ix_cht_person_keys_person", cht_person_keys.c.person_id)
+
+# How many indexed persons carry each name token (the "*" row: all persons): name-frequency weights.
+cht_name_tokens = Table(
+    "cht_name_tokens",
+    metadata,
+    Column("token", String(64), primary_key=True),
+    Column("persons", Integer, nullable=False),
+)
+
+# Where each sync from CHT stopped (the CouchDB ``_changes`` sequence).
+cht_sync_state = Table(
+    "cht_sync_state",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("seq", Text, nullable=False),
+    Column("updated_at", String(32), nullable=False),
+)
+
+# A facility's catchment beyond ``link_facility_code``: explicit Organization → CHT place mappings.
+facility_places = Table(
+    "facility_places",
+    metadata,
+    Column("organization_id", String(64), primary_key=True),
+    Column("place_id", String(128), primary_key=True),
+)
+
+# The review queue: one item per case whose patient could not be linked or created automatically.
+match_reviews = Table(
+    "match_reviews",
+    metadata,
+    Column("review_id", String(64), primary_key=True),
+    Column("case_id", String(64), nullable=False, unique=True),
+    Column("organization_id", String(64), nullable=True, index=True),
+    Column("patient_id", String(64), nullable=False),
+    Column("status", String(16), nullable=False),  # open | deferred | linked | created | rejected | expired
+    Column("reason", String(64), nullable=False),
+    Column("proposal", Text, nullable=False),  # JSON: the incoming patient, candidates with field weights, places
+    Column("created_at", String(32), nullable=False),
+    Column("due_at", String(32), nullable=False),
+    Column("decided_at", String(32), nullable=True),
+)
+Index("ix_match_reviews_status_due", match_reviews.c.status, match_reviews.c.due_at)
+
+# Every manual decision (who, when, what, the evidence shown); "not a match" rows are permanent.
+match_decisions = Table(
+    "match_decisions",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("review_id", String(64), nullable=False, index=True),
+    Column("patient_id", String(64), nullable=False),
+    Column("action", String(16), nullable=False),  # link | create | reject | defer | not-match | duplicate
+    Column("person_id", String(128), nullable=True),
+    Column("place_id", String(128), nullable=True),
+    Column("actor", String(128), nullable=False),
+    Column("decided_at", String(32), nullable=False),
+    Column("evidence", Text, nullable=False),
+)
+Index("ix_match_decisions_patient", match_decisions.c.patient_id, match_decisions.c.action)

@@ -20,6 +20,7 @@ from ltfu.domain.access import SYSTEM, Actor
 from ltfu.fhir.search_params import SearchQuery
 from ltfu.settings import Settings
 from ltfu.store.cases import CaseRepository
+from ltfu.store.cht_index import ChtIndexRepository
 from ltfu.store.clients import ClientRepository
 from ltfu.store.db import Database
 from ltfu.store.openhim_clients import OpenHIMClientRepository
@@ -28,6 +29,7 @@ from ltfu.store.owners import OwnerRepository
 from ltfu.store.receipts import ReceiptRepository
 from ltfu.store.resources import ResourceRepository
 from ltfu.store.retention import RetentionRepository
+from ltfu.store.reviews import ReviewRepository
 from ltfu.store.search import SearchResult, run_search
 from ltfu.store.write_buffer import WriteBuffer
 
@@ -69,6 +71,8 @@ class UnitOfWork:
         self.outbox = OutboxRepository(self.conn, skip_locked=not db.is_sqlite, buffer=self.buffer)
         self.receipts = ReceiptRepository(self.conn)
         self.retention = RetentionRepository(self.conn)
+        self.cht_index = ChtIndexRepository(self.conn)
+        self.reviews = ReviewRepository(self.conn)
 
     async def flush(self) -> None:
         await self.buffer.flush()

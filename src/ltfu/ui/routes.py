@@ -423,6 +423,12 @@ async def programme_csv(request: Request) -> Response:
                     headers={"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"})
 
 
+def _review_routes() -> list:
+    from ltfu.ui.review_pages import routes_review  # it builds on this module's Page
+
+    return routes_review
+
+
 routes = [
     Route("/ui", home, methods=["GET"]),
     Route("/ui/cases", case_list, methods=["GET"]),
@@ -433,5 +439,6 @@ routes = [
     Route("/ui/deliveries/{row_id:int}/retry", retry_one, methods=["GET", "POST"]),
     Route("/ui/programme", programme, methods=["GET"]),
     Route("/ui/programme/{table}.csv", programme_csv, methods=["GET"]),
+    *[Route(path, handler, methods=methods) for path, handler, methods in _review_routes()],
     Mount("/ui/static", app=StaticFiles(directory=HERE / "static"), name="ui-static"),
 ]

@@ -1,0 +1,258 @@
+"""Matching benchmark: accuracy and latency of the matcher against a seeded Kenyan-like CHT index.
+
+Builds the index through the real path (CHT docs → ``services.cht_index.index_docs`` → SQL), then matches
+incoming facility patients with known truth through ``services.matching.find_matches`` (in process, CHT
+excluded) and reports precision, recall, review load, latency and the confusion by perturbation type
+against issue 13's targets.
+
+    nice -n 10 .venv/bin/python bench/matching.py --persons 100000 [--incoming 10000] [--database-url ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import random
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+from ltfu.emulators.population import Community, Incoming, absent_patient, facility_patient
+from ltfu.fhir.match_patient import person_from_patient
+from ltfu.fhir.systems import Systems
+from ltfu.services.cht_index import index_docs
+from ltfu.services.matching import find_matches
+from ltfu.settings import Settings
+from ltfu.store.db import Database
+from ltfu.store.uow import unit_of_work
+
+BATCH = 5000
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+async def build(db: Database, persons: int, incoming: int, seed: int) -> tuple[list[Incoming], float, int]:
+    """Index the community; pick the incoming patients on the way (70% present, 30% absent)."""
+    rng = random.Random(seed + 1)
+    community = Community(seed)
+    present_n = int(incoming * 0.7)
+    absent_n = incoming - present_n
+    expected_households = persons / 5
+    pick_p = present_n / persons
+    relative_p = (absent_n / 2) / expected_households
+    chosen: list[Incoming] = []
+    absent: list[Incoming] = []
+    batch: list[dict] = []
+    mrn = 0
+    start = time.perf_counter()
+
+    async def flush() -> None:
+        async with unit_of_work(db) as uow:
+            await index_docs(uow, batch)
+        batch.clear()
+
+    for places, hh in community.stream(persons):
+        batch.extend(places)
+        if hh is None:
+            continue
+        batch.append(hh.place)
+        batch.extend(m.doc for m in hh.members)
+        for member in hh.members:
+            if len(chosen) < present_n and rng.random() < pick_p * 1.05:
+                mrn += 1
+                chosen.append(facility_patient(rng, member, hh, f"P{mrn:07d}"))
+        if len(absent) < absent_n // 2 and rng.random() < relative_p * 1.05:
+            mrn += 1
+            absent.append(absent_patient(rng, community, hh, f"P{mrn:07d}"))
+        if len(batch) >= BATCH:
+            await flush()
+    if batch:
+        await flush()
+    build_s = time.perf_counter() - start
+    while len(absent) < absent_n:
+        mrn += 1
+        absent.append(absent_patient(rng, community, None, f"P{mrn:07d}"))
+    out = chosen + absent
+    rng.shuffle(out)
+    return out, build_s, community.persons
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+
+async def run(args: argparse.Namespace) -> dict:
+    tmp = tempfile.TemporaryDirectory(prefix="ltfu-bench-match-")
+    url = args.database_url or f"sqlite:///{Path(tmp.name) / 'match.db'}"
+    settings = Settings(
+        database_url=url,
+        data_dir=Path(tmp.name),
+        workers=False,
+        match_weights=json.loads(args.weights) if args.weights else {},
+    )
+    db = Database(settings)
+    await db.upgrade()
+    incoming, build_s, persons = await build(db, args.persons, args.incoming, args.seed)
+    build_rss = rss_mb()
+    print(f"index: {persons} persons in {build_s:.1f} s, peak RSS {build_rss:.0f} MB", file=sys.stderr)
+    systems = Systems(settings.base_url)
+    latencies: list[float] = []
+    stats: dict[str, Counter] = defaultdict(Counter)
+    totals: Counter = Counter()
+    examples: Counter = Counter()
+    hist: dict[int, Counter] = defaultdict(Counter)
+    cpu: list[float] = []
+    for item in incoming[: args.incoming]:
+        t0, c0 = time.perf_counter(), time.process_time()
+        query = person_from_patient(item.patient, systems, settings.match_identifiers, settings.match_default_region)
+        async with db.connect() as conn:
+            from ltfu.store.uow import UnitOfWork
+
+            result = await find_matches(UnitOfWork(conn, db), query)
+        latencies.append((time.perf_counter() - t0) * 1000)
+        cpu.append((time.process_time() - c0) * 1000)
+        best = result.best
+        ids = [c.person_id for c in result.candidates]
+        certain = best is not None and best.grade == "certain"
+        outcome = (
+            "certain-correct"
+            if certain and best.person_id == item.truth
+            else "certain-wrong"
+            if certain
+            else "review-with-truth"
+            if item.truth in ids
+            else "review-without-truth"
+            if ids
+            else "none"
+        )
+        if certain and best.person_id in item.household:
+            outcome_household = "household-wrong"
+            totals[outcome_household] += 1
+        if best is not None:
+            odds = (
+                math.log2(best.probability / (1 - best.probability))
+                if 0 < best.probability < 1
+                else (60.0 if best.probability >= 1 else -60.0)
+            )
+            bucket = int(odds // 4) * 4
+            hist[bucket]["true" if best.person_id == item.truth else "false"] += 1
+        if result.decision == "review" and item.truth in ids[:3]:
+            totals["review-top3"] += 1
+        totals[outcome] += 1
+        totals["present" if item.truth else "absent"] += 1
+        high = best is not None and best.weight >= args.examples_min_weight
+        if args.examples and outcome in args.examples.split(",") and examples[outcome] < 12 and high:
+            examples[outcome] += 1
+            print(
+                f"--- {outcome} {item.tags} truth={item.truth}",
+                json.dumps(item.patient["name"]),
+                item.patient.get("birthDate"),
+                file=sys.stderr,
+            )
+            for c in result.candidates[:3]:
+                print(
+                    f"    {c.person_id} {c.grade} w={c.weight:.1f} p={c.probability:.3f} {c.reasons}",
+                    " ".join(f"{f.field}:{f.level}:{f.weight:.1f}[{f.incoming}|{f.candidate}]" for f in c.fields),
+                    file=sys.stderr,
+                )
+        for tag in item.tags:
+            stats[tag][outcome] += 1
+            stats[tag]["n"] += 1
+        if item.twin:
+            totals["twin-n"] += 1
+            totals["twin-" + outcome] += 1
+        if item.truth and certain:
+            totals["present-certain"] += 1
+        if not item.truth and certain:
+            totals["absent-linked"] += 1
+        if result.decision == "review":
+            totals["review"] += 1
+            if item.truth in ids:
+                totals["review-truth-present"] += 1
+    n = len(latencies)
+    certain_all = totals["certain-correct"] + totals["certain-wrong"]
+    present = totals["present"]
+    found = totals["certain-correct"] + totals["review-with-truth"]
+    twin_certain = totals["twin-certain-correct"] + totals["twin-certain-wrong"]
+    report = {
+        "persons": persons,
+        "incoming": n,
+        "build_s": round(build_s, 1),
+        "build_peak_rss_mb": round(build_rss),
+        "latency_ms": {
+            "p50": round(pct(latencies, 0.5), 2),
+            "p99": round(pct(latencies, 0.99), 2),
+            "mean": round(statistics.fmean(latencies), 2),
+        },
+        "cpu_ms": {"p50": round(pct(cpu, 0.5), 2), "p99": round(pct(cpu, 0.99), 2)},
+        "certain_precision": round(totals["certain-correct"] / certain_all, 4) if certain_all else None,
+        "household_twin_precision": round(1 - (totals["household-wrong"] / max(totals["present-certain"], 1)), 5),
+        "twin_certain_precision": round(totals["twin-certain-correct"] / twin_certain, 4) if twin_certain else None,
+        "auto_link_recall": round(totals["certain-correct"] / present, 4) if present else None,
+        "recall_certain_plus_review": round(found / present, 4) if present else None,
+        "review_rate": round(totals["review"] / n, 4),
+        "review_top3": round(totals["review-top3"] / max(totals["review-truth-present"], 1), 4),
+        "absent_wrongly_linked": round(totals["absent-linked"] / max(totals["absent"], 1), 4),
+        "by_tag": {
+            tag: {
+                **{k: v for k, v in sorted(c.items()) if k != "n"},
+                "n": c["n"],
+                "recall": round((c["certain-correct"] + c["review-with-truth"]) / c["n"], 4),
+            }
+            for tag, c in sorted(stats.items())
+        },
+    }
+    report["best_log_odds_histogram"] = {f"{k}..{k + 4}": dict(v) for k, v in sorted(hist.items())}
+    # one incremental update: a person edited (new phone) in its own transaction
+    update_ms = []
+    doc = {
+        "_id": "bench-update",
+        "type": "person",
+        "name": "Grace Wambui Kamau",
+        "sex": "female",
+        "date_of_birth": "1990-05-17",
+        "parent": {"_id": "hh-x"},
+    }
+    for i in range(50):
+        t0 = time.perf_counter()
+        async with unit_of_work(db) as uow:
+            await index_docs(uow, [{**doc, "phone": f"07120000{i:02d}"}])
+        update_ms.append((time.perf_counter() - t0) * 1000)
+    report["incremental_update_ms"] = {"p50": round(pct(update_ms, 0.5), 2), "max": round(max(update_ms), 2)}
+    report["peak_rss_mb"] = round(rss_mb())
+    await db.dispose()
+    tmp.cleanup()
+    return report
+
+
+TARGETS = """targets: certain precision >= 0.995 (households/twins >= 0.999); recall certain+review >= 0.97
+(swap >= 0.95, dob-missing >= 0.90); review <= 0.20; absent wrongly linked <= 0.005;
+latency 1e5 p50 <= 5 ms p99 <= 25 ms, 1e6 p50 <= 20 ms p99 <= 100 ms; build 1e6 <= 60 s, <= 1.5 GB; update <= 10 ms"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--persons", type=int, default=100_000)
+    parser.add_argument("--incoming", type=int, default=10_000)
+    parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--database-url", default=None)
+    parser.add_argument("--examples", default="", help="outcomes to print examples of, e.g. certain-wrong")
+    parser.add_argument("--examples-min-weight", type=float, default=-100.0)
+    parser.add_argument("--weights", default=None, help="JSON overrides of MatchConfig (as LTFU_MATCH_WEIGHTS)")
+    args = parser.parse_args()
+    report = asyncio.run(run(args))
+    print(json.dumps(report, indent=2))
+    print(TARGETS, file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""CHT contact docs → the rows of ltfu's person and place index (normalised once, here).
+
+Person docs are ``type: person``, or ``type: contact`` with a person ``contact_type``; identifiers live as
+top-level fields (``upi``, ``patient_id``, ``external_id``, ``identification_type`` +
+``identification_number``, and ``facility_mrn`` that ltfu writes when it links a facility's patient).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from ltfu.domain.matching.normalise import birth_date, identifier_value, name_tokens, phone_e164, sex_code
+from ltfu.domain.matching.records import Person, Place
+
+LEGACY_PLACE_TYPES = frozenset({"district_hospital", "health_center", "clinic"})
+IDENTIFICATION_TYPES = frozenset({"national_id", "birth_certificate", "passport", "alien_card"})
+TOP_LEVEL_ID_FIELDS = ("upi", "patient_id", "external_id")
+
+
+def lineage_of(doc: dict[str, Any]) -> tuple[str, ...]:
+    ids: list[str] = []
+    parent = doc.get("parent")
+    while isinstance(parent, dict) and isinstance(parent.get("_id"), str) and len(ids) < 20:
+        ids.append(parent["_id"])
+        parent = parent.get("parent")
+    return tuple(ids)
+
+
+def contact_kind(doc: Any, person_types: Iterable[str] = ("person",)) -> str | None:
+    """``person``, ``place`` or None (a report, a setting, a deleted doc …)."""
+    if not isinstance(doc, dict) or doc.get("_deleted") or not isinstance(doc.get("_id"), str):
+        return None
+    kind = doc.get("type")
+    if kind == "person":
+        return "person"
+    if kind in LEGACY_PLACE_TYPES:
+        return "place"
+    if kind == "contact" and isinstance(doc.get("contact_type"), str):
+        return "person" if doc["contact_type"] in set(person_types) else "place"
+    return None
+
+
+def _str(doc: dict[str, Any], key: str) -> str | None:
+    value = doc.get(key)
+    if isinstance(value, bool) or value is None:
+        return None
+    text = str(value).strip() if isinstance(value, (str, int, float)) else ""
+    return text or None
+
+
+def place_of(doc: dict[str, Any]) -> Place:
+    name = _str(doc, "name") or ""
+    return Place(
+        id=doc["_id"],
+        contact_type=doc.get("contact_type") if doc.get("type") == "contact" else doc["type"],
+        name=name[:255],
+        name_norm=" ".join(name_tokens(name))[:255],
+        code=_str(doc, "code"),
+        external_id=_str(doc, "external_id"),
+        link_facility_code=_str(doc, "link_facility_code"),
+        lineage=lineage_of(doc),
+    )
+
+
+def _names(doc: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    first, middle, last = (name_tokens(_str(doc, k)) for k in ("first_name", "middle_name", "last_name"))
+    if first or last:
+        return first + middle, last
+    tokens = name_tokens(_str(doc, "name"))
+    return (tokens[:-1], tokens[-1:]) if len(tokens) > 1 else (tokens, ())
+
+
+def person_identifiers(doc: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    out: list[tuple[str, str]] = [("cht_id", doc["_id"])]  # as CHT spells it: the primary key of the index
+    for key in TOP_LEVEL_ID_FIELDS:
+        if (value := identifier_value(_str(doc, key))) is not None:
+            out.append((key, value))
+    kind = _str(doc, "identification_type")
+    if (number := identifier_value(_str(doc, "identification_number"))) is not None:
+        out.append((kind if kind in IDENTIFICATION_TYPES else "identification_number", number))
+    mrns = doc.get("facility_mrn")
+    for entry in mrns if isinstance(mrns, list) else [mrns]:
+        if isinstance(entry, str) and "|" in entry:
+            system, _, raw = entry.partition("|")
+            if (value := identifier_value(raw)) is not None:
+                out.append((f"mrn:{system}", value))
+    return tuple(dict.fromkeys(out))
+
+
+def person_of(doc: dict[str, Any], default_region: str = "KE") -> Person:
+    """The person as the matcher sees it; its household/CHW area/unit are resolved later, with the places."""
+    given, family = _names(doc)
+    phones = tuple(
+        dict.fromkeys(p for k in ("phone", "alternate_phone") if (p := phone_e164(_str(doc, k), default_region)))
+    )
+    estimated = str(doc.get("date_of_birth_method") or doc.get("dob_method") or "").lower() in ("approx", "estimated")
+    lineage = lineage_of(doc)
+    flags = tuple(f for f, on in (("dead", bool(doc.get("date_of_death"))), ("muted", bool(doc.get("muted")))) if on)
+    name = _str(doc, "name") or " ".join(given + family)
+    return Person(
+        id=doc["_id"],
+        name=name[:255],
+        given=given,
+        family=family,
+        sex=sex_code(_str(doc, "sex") or _str(doc, "gender")),
+        birth=birth_date(_str(doc, "date_of_birth"), estimated=estimated),
+        phones=phones,
+        identifiers=person_identifiers(doc),
+        lineage=lineage,
+        flags=flags,
+    )
+
+
+def minified_parent(place: Place) -> dict[str, Any]:
+    """``{_id, parent: {_id, …}}`` of a place, as CHT stores a contact's lineage."""
+    out: dict[str, Any] = {"_id": place.id}
+    node = out
+    for ancestor in place.lineage:
+        node["parent"] = {"_id": ancestor}
+        node = node["parent"]
+    return out
+
+
+def person_doc(patient: dict[str, Any], case_id: str, systems: Any, settings: Any) -> dict[str, Any]:
+    """A new CHT person for a facility's Patient: demographics, phones, identifiers as the top-level fields
+    ``LTFU_MATCH_IDENTIFIERS`` names, the facility MRNs as ``facility_mrn`` and ``ltfu_source``, the
+    deterministic key a retry finds it by (never two persons for one case)."""
+    name = next((n for n in patient.get("name") or [] if isinstance(n, dict)), {})
+    text = name.get("text") or " ".join([*(name.get("given") or []), name.get("family") or ""]).strip()
+    doc: dict[str, Any] = {"type": "person", "name": text or "Unknown", "ltfu_source": f"ltfu-case:{case_id}"}
+    if patient.get("gender") in ("male", "female"):
+        doc["sex"] = patient["gender"]
+    birth = patient.get("birthDate")
+    if isinstance(birth, str) and len(birth) >= 4:
+        doc["date_of_birth"] = birth if len(birth) == 10 else f"{birth[:4]}-01-01"
+        if len(birth) != 10:
+            doc["date_of_birth_method"] = "approx"
+    phones = [t.get("value") for t in patient.get("telecom") or [] if isinstance(t, dict) and t.get("system") in (
+        "phone", "sms") and t.get("value")]
+    if phones and (phone := phone_e164(phones[0], settings.match_default_region)):
+        doc["phone"] = phone
+    fields: dict[str, str] = settings.match_identifiers
+    mrns = []
+    own = {systems.cht_contact, systems.cht_patient_id, "cht"}
+    for ident in patient.get("identifier") or []:
+        system, value = (ident or {}).get("system"), (ident or {}).get("value")
+        if not isinstance(system, str) or not isinstance(value, str) or system in own or not identifier_value(value):
+            continue
+        field = fields.get(system)
+        if field in IDENTIFICATION_TYPES:
+            doc.setdefault("identification_type", field)
+            doc.setdefault("identification_number", value)
+        elif field and field != "_id":
+            doc.setdefault(field, value)
+        else:
+            mrns.append(f"{system}|{value}")
+    if mrns:
+        doc["facility_mrn"] = mrns
+    return doc

@@ -1,0 +1,117 @@
+"""Keep the CHT person and place index current: from outbound push, and from CHT's ``_changes`` feed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from ltfu.cht.people_index import contact_kind, person_of, place_of
+from ltfu.domain.matching import index_keys
+from ltfu.domain.matching.lineage import DEFAULT_PLACE_LEVELS, resolve_levels
+from ltfu.domain.matching.records import Person, Place
+from ltfu.settings import Settings
+from ltfu.store.uow import UnitOfWork
+
+
+@dataclass
+class IndexStats:
+    persons: int = 0
+    places: int = 0
+    removed: int = 0
+    ignored: int = 0
+
+
+def place_levels(settings: Settings) -> dict[str, str]:
+    return {**DEFAULT_PLACE_LEVELS, **settings.cht_place_levels}
+
+
+async def place_with_lineage(
+    uow: UnitOfWork, person: Person, known: dict[str, Place] | None = None, levels: dict[str, str] | None = None
+) -> Person:
+    """The person with household, CHW area, unit (by contact type) and the unit's codes."""
+    places = known if known is not None else {}
+    missing = [i for i in person.lineage if i not in places]
+    if missing and known is None:
+        places = await uow.cht_index.places(missing)
+    types = {pid: places[pid].contact_type for pid in person.lineage if pid in places}
+    found = resolve_levels(person.lineage, types, levels or place_levels(uow.settings))
+    unit = places.get(found["unit"] or "")
+    return replace(
+        person,
+        household_id=found["household"],
+        chw_area_id=found["chw_area"],
+        unit_id=found["unit"],
+        unit_code=unit.code if unit else None,
+        facility_code=unit.link_facility_code if unit else None,
+    )
+
+
+async def index_docs(uow: UnitOfWork, docs: Sequence[dict[str, Any]]) -> IndexStats:
+    """Index a batch of CHT docs (persons and places; ``_deleted`` ones removed; anything else ignored).
+
+    Writers of the index (outbound push, the sync, intake) serialise on one lock (PostgreSQL): each replaces
+    a person's rows (delete + insert), which two concurrent transactions would otherwise both do."""
+    await uow.lock(["cht-index"])
+    settings = uow.settings
+    stats = IndexStats()
+    places: list[Place] = []
+    people: list[Person] = []
+    gone: list[str] = []
+    for doc in docs:
+        if isinstance(doc, dict) and doc.get("_deleted") and isinstance(doc.get("_id"), str):
+            gone.append(doc["_id"])
+            continue
+        kind = contact_kind(doc, settings.cht_person_types)
+        if kind == "place":
+            places.append(place_of(doc))
+        elif kind == "person":
+            people.append(person_of(doc, settings.match_default_region))
+        else:
+            stats.ignored += 1
+    if gone:
+        stats.removed = await uow.cht_index.remove_persons(gone)
+        await uow.cht_index.remove_places(gone)
+    await uow.cht_index.put_places(places)
+    known = {p.id: p for p in places}
+    wanted = {i for p in people for i in p.lineage} - set(known)
+    if wanted:
+        known.update(await uow.cht_index.places(wanted))
+    levels = place_levels(settings)
+    placed = [await place_with_lineage(uow, p, known, levels) for p in people]
+    await uow.cht_index.put_persons([(p, index_keys(p)) for p in placed])
+    stats.persons, stats.places = len(placed), len(places)
+    return stats
+
+
+async def index_person_doc(uow: UnitOfWork, doc: dict[str, Any]) -> None:
+    """One person from outbound push. A push carries the fields its outbound mapping names, often fewer than
+    the doc (no ``upi``, no lineage): what it lacks is kept from the index (the sync reads whole docs)."""
+    await uow.lock(["cht-index"])
+    if contact_kind(doc, uow.settings.cht_person_types) != "person":
+        await index_docs(uow, [doc])
+        return
+    new = person_of(doc, uow.settings.match_default_region)
+    old = await uow.cht_index.person(new.id or "")
+    if old is not None:
+        kinds = {k for k, _ in new.identifiers}
+        new = replace(new, identifiers=new.identifiers + tuple(i for i in old.identifiers if i[0] not in kinds),
+                      lineage=new.lineage or old.lineage, phones=new.phones or old.phones,
+                      birth=new.birth or old.birth, sex=new.sex or old.sex,
+                      given=new.given or old.given, family=new.family if new.given else old.family,
+                      flags=new.flags or old.flags)
+    placed = await place_with_lineage(uow, new)
+    await uow.cht_index.put_persons([(placed, index_keys(placed))])
+
+
+def changed_docs(results: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The docs of a ``_changes?include_docs=true`` page (deletions as ``{_id, _deleted}``)."""
+    out: list[dict[str, Any]] = []
+    for change in results:
+        if not isinstance(change, dict) or not isinstance(change.get("id"), str):
+            continue
+        if change.get("deleted"):
+            out.append({"_id": change["id"], "_deleted": True})
+        elif isinstance(change.get("doc"), dict):
+            out.append(change["doc"])
+    return out

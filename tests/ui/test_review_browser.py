@@ -1,0 +1,114 @@
+"""``/ui/review`` in real headless Chromium (JavaScript off): the queue, the side-by-side page, a decision."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from ltfu.services import intake
+from ltfu.services.cht_index import index_docs
+from ltfu.settings import Settings
+from ltfu.store.db import Database
+from ltfu.store.uow import unit_of_work
+from tests.matching.test_match_api import PEOPLE, PLACES
+from tests.support.server import ServerThread
+from tests.ui.conftest import ADMIN, build_app, new_page, screenshot
+
+CONN = {"system": "http://terminology.hl7.org/CodeSystem/endpoint-connection-type", "code": "hl7-fhir-rest"}
+
+
+@pytest.fixture(scope="module")
+def review_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    tmp: Path = tmp_path_factory.mktemp("review-ui")
+    settings = Settings(
+        database_url=f"sqlite:///{tmp / 'ltfu.db'}", data_dir=tmp, admin_password=ADMIN[1], workers=False
+    )
+    with ServerThread(build_app(settings)) as srv:
+        s = requests.Session()
+        s.auth = ADMIN
+        s.put(
+            srv.url + "/fhir/Endpoint/ep-a",
+            json={
+                "resourceType": "Endpoint",
+                "id": "ep-a",
+                "status": "active",
+                "connectionType": CONN,
+                "payloadType": [{"text": "Task"}],
+                "address": "https://a.example/notify",
+            },
+        )
+        s.put(
+            srv.url + "/fhir/Organization/org-a",
+            json={
+                "resourceType": "Organization",
+                "id": "org-a",
+                "name": "A",
+                "endpoint": [{"reference": "Endpoint/ep-a"}],
+            },
+        )
+        patient = s.post(
+            srv.url + "/fhir/Patient",
+            json={"resourceType": "Patient", "gender": "female", "name": [{"family": "Otieno", "given": ["Grace"]}]},
+        ).json()["id"]
+        case = s.post(
+            srv.url + "/fhir/ServiceRequest",
+            json={
+                "resourceType": "ServiceRequest",
+                "status": "active",
+                "intent": "order",
+                "identifier": [{"system": "https://facility.example/ltfu-request", "value": "ui-1"}],
+                "subject": {"reference": f"Patient/{patient}"},
+                "requester": {"reference": "Organization/org-a"},
+                "code": {
+                    "coding": [{"system": "https://ltfu.example.org/fhir/CodeSystem/ltfu", "code": "ltfu-tracing"}]
+                },
+            },
+        ).json()["id"]
+
+        async def seed() -> str:
+            db = Database(settings)
+            async with unit_of_work(db) as uow:
+                await index_docs(uow, PLACES + PEOPLE)
+                sr = (await uow.resources.read("ServiceRequest", case)).resource
+                p = (await uow.resources.read("Patient", patient)).resource
+                decision = await intake.decide(uow, case, sr, p, "org-a")
+                review_id = await intake.open_review(uow, case, "org-a", patient, decision)
+            await db.dispose()
+            return review_id
+
+        review_id = asyncio.run(seed())
+        yield srv.url, review_id
+
+
+def test_review_queue_side_by_side_and_link(review_server: tuple[str, str], browser: Any) -> None:
+    url, review_id = review_server
+    page = new_page(browser)
+    page.goto(url + "/ui/review")
+    assert page.title() == "Patient matching review · LTFU dashboard"
+    assert page.locator("#review-count").inner_text() == "1 item"
+    screenshot(page, "review-01-queue")
+    page.click("text=Grace Otieno")
+    assert page.url.endswith(f"/ui/review/{review_id}")
+    headers = page.locator("th.candidate").all_inner_texts()
+    assert any(h.startswith("Grace Akinyi Otieno") for h in headers)
+    assert any(h.startswith("Grace Atieno Otieno") for h in headers)
+    given = page.locator("tr:has(th:text('given')) td[data-verdict]").evaluate_all(
+        "cells => cells.map(c => c.dataset.verdict)"
+    )
+    assert set(given) == {"agree"}  # the given name agrees with both Graces
+    assert "Otieno household → Akinyi Area → Kanyawegi CU" in page.locator("td.lineage").first.inner_text()
+    screenshot(page, "review-02-item")
+    page.click("button:text('Link to Grace Akinyi Otieno')")
+    assert page.url.endswith("/ui/review?done=link")
+    assert "Decision recorded: link" in page.content()
+    assert page.locator("#review-count").inner_text() == "0 items"
+    page.goto(url + f"/ui/review/{review_id}")
+    assert page.locator("#status").inner_text() == "linked"
+    assert "admin · link grace" in page.locator("#decisions").inner_text()
+    assert page.locator("button:text('Defer')").count() == 0  # decided: no more actions
+    screenshot(page, "review-03-decided")

@@ -173,8 +173,8 @@ class Loop:
 
     def __enter__(self) -> Loop:
         self._receiver_server.__enter__()
-        subprocess.run([LTFU, "clients", "add", PUSH_USER, "--password", PUSH_PASSWORD, "--cht"], env=self.env,
-                       check=True, capture_output=True)
+        subprocess.run([LTFU, "clients", "add", PUSH_USER, "--password-stdin", "--cht"],
+                       input=f"{PUSH_PASSWORD}\n".encode(), env=self.env, check=True, capture_output=True)
         self.cht.start()
         self.mediator.start()
         wait_http(self.cht_url + "/api/info")

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import orjson
 
+from ltfu.cht.doc_ids import doc_path
+
 if TYPE_CHECKING:
     from ltfu.settings import Settings
 
@@ -84,10 +86,10 @@ class ChtClient:
         return await self.request("POST", "/api/v2/records", record)
 
     async def get_doc(self, doc_id: str) -> ChtResponse:
-        return await self.request("GET", f"/medic/{doc_id}")
+        return await self.request("GET", doc_path(doc_id))
 
     async def get_person(self, person_id: str) -> ChtResponse:
-        return await self.request("GET", f"/medic/{person_id}")
+        return await self.request("GET", doc_path(person_id))
 
     async def find(self, selector: dict[str, Any], limit: int = 5) -> ChtResponse:
         return await self.request("POST", "/medic/_find", {"selector": selector, "limit": limit})

@@ -5,14 +5,16 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
+from ltfu.cht.doc_ids import is_doc_id
 from ltfu.fhir.systems import POC_CHT_SYSTEM, Systems
 
 
 def cht_contact_id(patient: dict[str, Any], systems: Systems) -> str | None:
-    """The patient's CHT person ``_id``: our CHT identifier, or the PoC's ``cht`` one."""
+    """The patient's CHT person ``_id``: our CHT identifier, or the PoC's ``cht`` one. A value that is
+    not a CHT document id (a facility wrote it) is ignored: it never becomes a CHT URL path."""
     for wanted in (systems.cht_contact, POC_CHT_SYSTEM):
         for ident in patient.get("identifier") or []:
-            if ident.get("system") == wanted and ident.get("value"):
+            if ident.get("system") == wanted and ident.get("value") and is_doc_id(str(ident["value"])):
                 return str(ident["value"])
     return None
 

@@ -153,7 +153,9 @@ async def _conditional_creates(uow: UnitOfWork, entries: list[dict[str, Any]]) -
         if isinstance(e.get("resource"), dict):  # held to commit: no twin created meanwhile elsewhere
             keys.extend(ops.identity_keys(e["resource"]))
         res_type = _split_url(req["url"])[0]
-        token = _identifier_token(res_type, req["ifNoneExist"])
+        # A facility sees only its own (and may claim an unclaimed person): its look-ups go one by one
+        # through the policy-scoped search. The batch is for unbounded actors (admin).
+        token = _identifier_token(res_type, req["ifNoneExist"]) if uow.actor.facility is None else None
         if token is not None:
             tokens[i] = (res_type, token)
     await uow.lock(keys)
@@ -161,10 +163,7 @@ async def _conditional_creates(uow: UnitOfWork, entries: list[dict[str, Any]]) -
     for res_type in {t for t, _ in tokens.values()}:
         mine = {i: tok for i, (t, tok) in tokens.items() if t == res_type}
         ids = await uow.resources.find_ids_by_tokens(res_type, "identifier", list(mine.values()))
-        if uow.actor.facility is not None:
-            # A scoped actor's matches go through the policy one by one (``ops.find_by_query``): only a
-            # condition that matches nothing at all is settled here, as it matches nothing in scope either.
-            mine = {i: tok for i, tok in mine.items() if not ids[tok]}
+        ids = {tok: await policy.conditional_matches(uow, res_type, ids[tok]) for tok in set(mine.values())}
         await uow.resources.prime(res_type, [x for tok in mine.values() for x in ids[tok][:1]])
         found.update((i, ids[tok]) for i, tok in mine.items())
     return found

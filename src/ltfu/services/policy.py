@@ -107,6 +107,13 @@ async def bind_patients(uow: UnitOfWork, ids: list[str]) -> list[str]:
     return free
 
 
+async def conditional_matches(uow: UnitOfWork, res_type: str, ids: list[str]) -> list[str]:
+    """What a conditional create (``If-None-Exist``) may match among ``ids``: nothing the actor may not see."""
+    if res_type == "Patient":
+        return await bind_patients(uow, ids)
+    return await visible_ids(uow, res_type, ids)
+
+
 async def _may_reference(uow: UnitOfWork, res_type: str, res_id: str) -> bool:
     if await can_see(uow, res_type, res_id):
         return True

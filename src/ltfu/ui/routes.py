@@ -396,6 +396,17 @@ async def programme(request: Request) -> Response:
                        tables=_tables(p, page.locale), charts=_charts(p, page.locale), args=args, target=TARGET_DAYS)
 
 
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A text cell a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@``, tab, CR first) gets a
+    leading ``'``: facility names are written by facilities (OWASP "CSV injection"). Numbers pass."""
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 async def programme_csv(request: Request) -> Response:
     page = await Page.load(request)
     name = request.path_params["table"]
@@ -405,8 +416,8 @@ async def programme_csv(request: Request) -> Response:
         return _not_found(page, N_("No such table here, or not one you may see."))
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\r\n")
-    writer.writerow(tables[name]["columns"])
-    writer.writerows([["" if cell is None else cell for cell in row] for row in tables[name]["rows"]])
+    writer.writerow([csv_cell(c) for c in tables[name]["columns"]])
+    writer.writerows([["" if cell is None else csv_cell(cell) for cell in row] for row in tables[name]["rows"]])
     filename = f"ltfu-{name}-{p.date_from.isoformat()}-{p.date_to.isoformat()}.csv"
     return Response(buf.getvalue(), media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"})

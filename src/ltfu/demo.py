@@ -135,7 +135,8 @@ def start(opts: DemoOptions, base: Settings, console: Console) -> Services:
     env = {**os.environ, "LTFU_DATA_DIR": str(data), "LTFU_DATABASE_URL": db_url, "LTFU_ADMIN_PASSWORD": admin[1],
            "LTFU_CHT_URL": svc.cht, "LTFU_CHT_USERNAME": cht_admin[0], "LTFU_CHT_PASSWORD": cht_admin[1],
            "LTFU_PUBLIC_URL": svc.mediator, "LTFU_POLL_INTERVAL_S": "0.2", "LTFU_RETRY_INITIAL_S": "2",
-           "LTFU_RETRY_MAX_S": "30", "LTFU_CHT_MAX_RATE_PER_S": "200"}  # a local emulator, not a shared CHT
+           "LTFU_RETRY_MAX_S": "30", "LTFU_CHT_MAX_RATE_PER_S": "200",  # a local emulator, not a shared CHT
+           "LTFU_CALLBACK_ALLOWED_NETWORKS": "127.0.0.0/8"}  # the facility emulator listens on loopback
     asyncio.run(_add_push_client(Settings(database_url=db_url, data_dir=data), push_password))
     ltfu = str(Path(sys.executable).with_name("ltfu"))
     commands = [
@@ -148,7 +149,8 @@ def start(opts: DemoOptions, base: Settings, console: Console) -> Services:
          svc.cht + "/api/info"),
         ("facility emulator", [ltfu, "emulate", "facility", "--port", str(fport), "--mediator-url", svc.mediator,
                                "--username", admin[0], "--password", admin[1], "--cht-url", svc.cht,
-                               "--cht-username", cht_admin[0], "--cht-password", cht_admin[1]],
+                               "--cht-username", cht_admin[0], "--cht-password", cht_admin[1],
+                               "--require-signature"],
          svc.facility + "/_facility/info"),
     ]
     for name, args, health in commands:
@@ -195,7 +197,11 @@ def _stats(svc: Services) -> dict[str, Any]:
 def run_cases(opts: DemoOptions, svc: Services, console: Console) -> tuple[dict[str, Any], dict[str, Any], float]:
     fac = FacilityClient(svc.facility)
     households = seed_cht(svc)
-    fac.register()
+    org_id = fac.register()["organization_id"]
+    issued = requests.post(f"{svc.mediator}/admin/organizations/{org_id}/signing-secret", auth=svc.admin, timeout=30)
+    issued.raise_for_status()
+    for sub in issued.json()["subscriptions"]:  # shown once: straight to the facility, which verifies every call
+        fac.set_signing_secret(sub["secret"])
     started = time.monotonic()
     with console.status(f"Facility sends its defaulter list of {opts.cases} patients (people created in CHT first)"):
         sent = fac.send_list(opts.cases, cht={"places": households})
@@ -248,6 +254,8 @@ def summary(opts: DemoOptions, svc: Services, st: dict[str, Any], rep: dict[str,
         "duplicate notifications": rep["duplicates"],
         "missing notifications": rep["missing_events"],
         "out-of-order notifications": rep["out_of_order"],
+        "notifications with a bad signature": sum(rep["notifications"].get(k, 0) for k in ("bad_signature", "skewed")),
+        "no notification signature verified": int(not rep["notifications"].get("signature_ok")),
     }
     problems["duplicate CHT follow-ups"] = max(0, requests_in_cht - st["cases"])
     console.print(

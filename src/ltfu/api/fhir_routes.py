@@ -196,7 +196,7 @@ async def update(request: Request) -> Response:
     check_placer(request, body)
     if_match = parse_etag(request.headers.get("if-match"))
     async with unit_of_work(_db(request)) as uow:
-        await check_update(request, uow, res_type, request.path_params["id"])
+        await check_update(request, uow, res_type, request.path_params["id"], body)
         result = await ops.update(uow, res_type, request.path_params["id"], body, if_match=if_match)
     return _write_response(request, result.stored, 201 if result.created else 200)
 

@@ -14,6 +14,7 @@ from starlette.requests import Request
 
 from ltfu.api.auth import current_client
 from ltfu.fhir.outcome import FhirError
+from ltfu.services import notifications
 from ltfu.store.search import visible_to
 from ltfu.store.uow import UnitOfWork
 
@@ -45,16 +46,19 @@ def require_admin(request: Request, what: str) -> None:
         raise FhirError.of("forbidden", f"Only admin clients may {what}", status=403)
 
 
-async def check_update(request: Request, uow: UnitOfWork, res_type: str, res_id: str) -> None:
-    """A facility client changes its own cases, its own Organization and that Organization's Endpoint."""
+async def check_update(request: Request, uow: UnitOfWork, res_type: str, res_id: str, body: Any = None) -> None:
+    """A facility client changes its own cases, its own Organization and the address of the Endpoint
+    its Organization owns (``services.notifications.endpoint_change_allowed``)."""
     org = facility_of(request)
     if org is None or await uow.resources.get(res_type, res_id) is None:
         return
     if res_type == "Organization":
         allowed = res_id == org
     elif res_type == "Endpoint":
-        own = await uow.resources.get("Organization", org)
-        allowed = own is not None and {"reference": f"Endpoint/{res_id}"} in (own.resource.get("endpoint") or [])
+        why = await notifications.endpoint_change_allowed(uow, org, res_id, body)
+        if why:
+            raise FhirError.of("forbidden", why, status=403)
+        return
     elif res_type == "Subscription":
         allowed = False
     else:

@@ -7,6 +7,7 @@ the stored result after (may write more in the same transaction, e.g. a Task and
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -77,8 +78,9 @@ async def create(
         twin = await hook.existing(uow, resource)
         if twin is not None:
             return WriteResult(twin, created=False)
+    res_id = res_id or str(uuid.uuid4())  # known to the hooks (secrets are stored under it)
     if hook and hook.before:
-        resource = await hook.before(uow, resource, None)
+        resource = await hook.before(uow, {**resource, "id": res_id}, None)
     stored = await uow.resources.create(resource, res_id)
     if hook and hook.after:
         await hook.after(uow, stored, None)

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ltfu.fhir.search_params import SearchQuery
 from ltfu.settings import Settings
+from ltfu.store.callbacks import CallbackStore, SecretBox
 from ltfu.store.cases import CaseRepository
 from ltfu.store.clients import ClientRepository
 from ltfu.store.db import Database
@@ -29,6 +30,7 @@ class UnitOfWork:
         self.cases = CaseRepository(conn)
         self.outbox = OutboxRepository(conn, skip_locked=not db.is_sqlite)
         self.receipts = ReceiptRepository(conn)
+        self.callbacks = CallbackStore(conn, SecretBox.of(db.settings))
 
     @property
     def settings(self) -> Settings:

@@ -194,14 +194,19 @@ def _stats(svc: Services) -> dict[str, Any]:
     return requests.get(svc.mediator + "/admin/stats", auth=svc.admin, timeout=10).json()
 
 
+def hand_over_signing_secret(svc: Services, fac: FacilityClient, org_id: str) -> None:
+    """The mediator issues the facility's signing secret (shown once) and the facility keeps it: from
+    then on it refuses any notification that is not signed with it."""
+    issued = requests.post(f"{svc.mediator}/admin/organizations/{org_id}/signing-secret", auth=svc.admin, timeout=30)
+    issued.raise_for_status()
+    for sub in issued.json()["subscriptions"]:
+        fac.set_signing_secret(sub["secret"])
+
+
 def run_cases(opts: DemoOptions, svc: Services, console: Console) -> tuple[dict[str, Any], dict[str, Any], float]:
     fac = FacilityClient(svc.facility)
     households = seed_cht(svc)
-    org_id = fac.register()["organization_id"]
-    issued = requests.post(f"{svc.mediator}/admin/organizations/{org_id}/signing-secret", auth=svc.admin, timeout=30)
-    issued.raise_for_status()
-    for sub in issued.json()["subscriptions"]:  # shown once: straight to the facility, which verifies every call
-        fac.set_signing_secret(sub["secret"])
+    hand_over_signing_secret(svc, fac, fac.register()["organization_id"])
     started = time.monotonic()
     with console.status(f"Facility sends its defaulter list of {opts.cases} patients (people created in CHT first)"):
         sent = fac.send_list(opts.cases, cht={"places": households})

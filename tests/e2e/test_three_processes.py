@@ -10,7 +10,7 @@ from pathlib import Path
 import requests
 from rich.console import Console
 
-from ltfu.demo import DemoOptions, seed_cht, start
+from ltfu.demo import DemoOptions, hand_over_signing_secret, seed_cht, start
 from ltfu.emulators.facility import FacilityClient
 from ltfu.settings import Settings
 from tests.e2e.harness import wait_until
@@ -27,7 +27,7 @@ def test_loop_survives_restarts_and_outages(tmp_path: Path, e2e_db: str) -> None
         cht_stats = lambda: requests.get(svc.cht + "/_emulator/stats", auth=svc.cht_admin, timeout=10).json()  # noqa: E731
         fac = FacilityClient(svc.facility)
         households = seed_cht(svc)
-        fac.register()
+        hand_over_signing_secret(svc, fac, fac.register()["organization_id"])
         fac.down(6)
         fac.send_list(n, cht={"places": households})
         wait_until(lambda: stats()["reached"]["cht"] >= n // 3, 60, "a third of the cases in CHT")
@@ -44,6 +44,7 @@ def test_loop_survives_restarts_and_outages(tmp_path: Path, e2e_db: str) -> None
         final = stats()
         assert report["duplicates"] == 0 and report["out_of_order"] == 0
         assert report["notifications"].get("refused_down", 0) > 0, "the facility endpoint really was down"
+        assert report["notifications"].get("signature_ok", 0) >= n and "bad_signature" not in report["notifications"]
         assert sum(x.get("dead", 0) for x in final["deliveries"].values()) == 0
         assert cht_stats()["docs"].get("data_record:INTEROP_FOLLOW_UP") == n, "one CHT record per case"
         assert cht_stats()["outbound"]["queue"] == 0, "every failed push was retried"

@@ -148,8 +148,8 @@ class Notifier(Handler):
             attempt = await self._post(row, "POST", address, bundle, lines, keys, bundle["id"])
             attempt.on_done = notifications.verified_effect(sub_id, address)
             return attempt
-        if address != verified:
-            return Attempt(Verdict.RETRY, error=WAITING)
+        if address != verified:  # no PHI before the address answered a handshake (a few tries, then
+            return Attempt(Verdict.PERMANENT, error=WAITING)  # dead until the handshake revives it)
         if row.kind == "heartbeat":
             if self.settings.notify_mode == "hapi":
                 return Attempt(Verdict.OK, error="no heartbeats in HAPI mode")
@@ -211,7 +211,7 @@ class Notifier(Handler):
 
 
 GONE = FAILED + ": the facility ended the subscription (410 Gone)"
-WAITING = "waiting for the handshake to the new callback address"
+WAITING = notifications.WAITING_FOR_HANDSHAKE
 
 
 def _set_status(sub_id: str, status: str, error: str | None = None) -> Effect:

@@ -25,6 +25,7 @@ from ltfu.store.schema import outbox, subscription_counters, subscription_events
 from ltfu.store.uow import UnitOfWork
 
 LIVE = ("requested", "active", "error")
+WAITING_FOR_HANDSHAKE = "waiting for the handshake to the new callback address"
 _REQUESTER = re.compile(r"Task\?requester=Organization/([A-Za-z0-9\-.]{1,64})$")
 
 
@@ -222,9 +223,13 @@ def verified_effect(sub_id: str, address: str) -> Callable[[UnitOfWork], Awaitab
     async def apply(uow: UnitOfWork) -> None:
         await uow.conn.execute(update(subscription_counters).where(subscription_counters.c.subscription_id == sub_id)
                                .values(verified_address=address))
-        await uow.conn.execute(update(outbox).where(
-            (outbox.c.subscription_id == sub_id) & (outbox.c.status == "pending") & (outbox.c.kind != "handshake"))
-            .values(next_attempt_at=now_instant()))
+        mine = (outbox.c.subscription_id == sub_id) & (outbox.c.kind != "handshake")
+        await uow.conn.execute(update(outbox).where(mine & (outbox.c.status == "pending"))
+                               .values(next_attempt_at=now_instant()))
+        # events that gave up waiting for this handshake go again, with a fresh budget
+        await uow.conn.execute(update(outbox).where(mine & (outbox.c.status == "dead")
+                                                    & (outbox.c.last_error == WAITING_FOR_HANDSHAKE))
+                               .values(status="pending", attempts=0, next_attempt_at=now_instant()))
         await set_status(uow, sub_id, "active")
     return apply
 

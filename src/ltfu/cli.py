@@ -89,37 +89,46 @@ def clients_add(
     name: str,
     password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True,
                                           help="The client's password (prompted when omitted).")],
-    admin: Annotated[bool, typer.Option("--admin", help="Admin client: sees every facility.")] = False,
-    facility: Annotated[str | None, typer.Option(help="Organization id this client acts for.")] = None,
+    admin: Annotated[bool, typer.Option("--admin", help="Admin client: sees and manages everything.")] = False,
+    facility: Annotated[str | None, typer.Option(help="Facility client: acts for this Organization id only.")] = None,
+    cht: Annotated[bool, typer.Option("--cht", help="CHT's outbound push: may use /cht/* only.")] = False,
+    gateway: Annotated[bool, typer.Option("--gateway", help="OpenHIM's route credentials: acts for the OpenHIM "
+                                          "client named in X-OpenHIM-ClientID (see map-openhim).")] = False,
+    matcher: Annotated[bool, typer.Option("--matcher", help="Patient matching review.")] = False,
 ) -> None:
-    """Create a client, or reset its password and role."""
-    if admin == bool(facility):
-        err.print("Give exactly one of --admin or --facility ORG_ID.")
+    """Create a client, or reset its password and role. Give exactly one role."""
+    roles = [r for r, on in (("admin", admin), ("facility", bool(facility)), ("cht", cht), ("gateway", gateway),
+                             ("matcher", matcher)) if on]
+    if len(roles) != 1:
+        err.print("Give exactly one of --admin, --facility ORG_ID, --cht, --gateway or --matcher.")
         raise typer.Exit(2)
     if len(password) < 8:
         err.print("The password must have at least 8 characters.")
         raise typer.Exit(2)
+    role = roles[0]
 
     async def run(db: Database) -> None:
         async with unit_of_work(db) as uow:
-            await uow.clients.upsert(name, password, is_admin=admin, organization_id=facility)
+            await uow.clients.upsert(name, password, role=role, organization_id=facility)
 
     asyncio.run(_with_db(_settings(), run))
-    console.print(f"client {name!r} saved ({'admin' if admin else 'facility ' + str(facility)})")
+    console.print(f"client {name!r} saved ({role}{' ' + str(facility) if facility else ''})")
 
 
 @clients_app.command("list")
 def clients_list() -> None:
-    """List clients (never their passwords)."""
+    """List clients (never their passwords) and the OpenHIM client ids a gateway may name."""
 
     async def run(db: Database):  # type: ignore[no-untyped-def]
         async with unit_of_work(db) as uow:
-            return await uow.clients.list()
+            return await uow.clients.list(), await uow.openhim_clients.list()
 
-    rows = asyncio.run(_with_db(_settings(), run))
+    rows, mapped = asyncio.run(_with_db(_settings(), run))
     table = Table("name", "role", "facility")
     for c in rows:
-        table.add_row(c.name, "admin" if c.is_admin else "facility", c.organization_id or "")
+        table.add_row(c.name, c.role, c.organization_id or "")
+    for m in mapped:
+        table.add_row(f"(OpenHIM) {m.client_id}", m.role, m.organization_id or "")
     console.print(table)
 
 
@@ -158,6 +167,31 @@ def secrets_key() -> None:
     from cryptography.fernet import Fernet
 
     print(Fernet.generate_key().decode())
+
+
+@clients_app.command("map-openhim")
+def clients_map_openhim(
+    client_id: Annotated[str, typer.Argument(help="The OpenHIM client id (X-OpenHIM-ClientID).")],
+    organization: Annotated[str | None, typer.Argument(help="The Organization id it acts for.")] = None,
+    cht: Annotated[bool, typer.Option("--cht", help="The client is CHT's outbound push (no Organization).")] = False,
+    remove: Annotated[bool, typer.Option("--remove", help="Forget this OpenHIM client id.")] = False,
+) -> None:
+    """Map an OpenHIM client to a facility (or to CHT's push); a gateway client then acts for it."""
+    if not remove and bool(organization) == cht:
+        err.print("Give exactly one of ORG or --cht (or --remove).")
+        raise typer.Exit(2)
+
+    async def run(db: Database) -> bool:
+        async with unit_of_work(db) as uow:
+            if remove:
+                return await uow.openhim_clients.remove(client_id)
+            await uow.openhim_clients.put(client_id, "cht" if cht else "facility", organization)
+            return True
+
+    if not asyncio.run(_with_db(_settings(), run)):
+        err.print(f"no OpenHIM client {client_id!r} mapped")
+        raise typer.Exit(1)
+    console.print(f"OpenHIM client {client_id!r} " + ("forgotten" if remove else f"acts as {organization or 'cht'}"))
 
 
 @clients_app.command("remove")

@@ -25,12 +25,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ltfu.emulators.facility import FacilityClient
+from ltfu.emulators.facility import FacilityClient, roster
+from ltfu.emulators.facility.config import FacilityEmulatorConfig
 from ltfu.settings import Settings
 from ltfu.store.db import Database
 from ltfu.store.uow import unit_of_work
 
-PUSH_USER = "cht"
+PUSH_USER = "cht"  # CHT's outbound push: a ``cht`` client (/cht only)
+FACILITY_USER = "kisumu-emr"  # the facility emulator: a ``facility`` client of FACILITY_ORG only
+FACILITY_ORG = "kisumu-crh"
 CHW_AREAS = 4
 HOUSEHOLDS_PER_AREA = 5
 
@@ -110,14 +113,29 @@ def _wait(url: str, what: str, proc: subprocess.Popen[bytes], log: Path, timeout
     raise RuntimeError(f"{what} did not answer at {url} within {timeout:.0f} s; see {log}")
 
 
-async def _add_push_client(settings: Settings, password: str) -> None:
+async def _add_clients(settings: Settings, push_password: str, facility_password: str) -> None:
+    """Least privilege: CHT's push may use /cht only, the facility EMR acts for its Organization only."""
     db = Database(settings)
     try:
         await db.upgrade()
         async with unit_of_work(db) as uow:
-            await uow.clients.upsert(PUSH_USER, password, is_admin=True, organization_id=None)
+            await uow.clients.upsert(PUSH_USER, push_password, role="cht", organization_id=None)
+            await uow.clients.upsert(FACILITY_USER, facility_password, role="facility", organization_id=FACILITY_ORG)
     finally:
         await db.dispose()
+
+
+def register_facility(svc: Services) -> None:
+    """The operator's step (as admin): the facility's Organization and callback Endpoint, which the
+    facility's own client may then update but not create or take from another facility."""
+    config = FacilityEmulatorConfig()
+    endpoint = roster.endpoint_resource(config, svc.facility + config.notify_path)
+    for path, body in ((f"/fhir/Endpoint/{FACILITY_ORG}-callback", {**endpoint, "id": f"{FACILITY_ORG}-callback"}),
+                       (f"/fhir/Organization/{FACILITY_ORG}",
+                        {**roster.organization_resource(config, f"{FACILITY_ORG}-callback"), "id": FACILITY_ORG})):
+        r = requests.put(svc.mediator + path, json=body, auth=svc.admin, timeout=30)
+        if r.status_code not in (200, 201):
+            raise RuntimeError(f"registering the facility failed: {path} answered {r.status_code}")
 
 
 def start(opts: DemoOptions, base: Settings, console: Console) -> Services:
@@ -127,6 +145,7 @@ def start(opts: DemoOptions, base: Settings, console: Console) -> Services:
     admin = ("admin", opts.admin_password or secrets.token_urlsafe(12))
     cht_admin = ("medic", opts.cht_admin_password)
     push_password = secrets.token_urlsafe(16)
+    facility_password = secrets.token_urlsafe(16)
     mport, cport, fport = (opts.mediator_port or _free_port(), opts.cht_port or _free_port(),
                            opts.facility_port or _free_port())
     svc = Services(data, f"http://127.0.0.1:{mport}", f"http://127.0.0.1:{cport}", f"http://127.0.0.1:{fport}",
@@ -137,7 +156,7 @@ def start(opts: DemoOptions, base: Settings, console: Console) -> Services:
            "LTFU_PUBLIC_URL": svc.mediator, "LTFU_POLL_INTERVAL_S": "0.2", "LTFU_RETRY_INITIAL_S": "2",
            "LTFU_RETRY_MAX_S": "30", "LTFU_CHT_MAX_RATE_PER_S": "200",  # a local emulator, not a shared CHT
            "LTFU_CALLBACK_ALLOWED_NETWORKS": "127.0.0.0/8"}  # the facility emulator listens on loopback
-    asyncio.run(_add_push_client(Settings(database_url=db_url, data_dir=data), push_password))
+    asyncio.run(_add_clients(Settings(database_url=db_url, data_dir=data), push_password, facility_password))
     ltfu = str(Path(sys.executable).with_name("ltfu"))
     commands = [
         ("mediator", [ltfu, "serve", "--port", str(mport)], svc.mediator + "/health"),
@@ -148,7 +167,7 @@ def start(opts: DemoOptions, base: Settings, console: Console) -> Services:
                           "--chw-delay", str(opts.chw_delay_s), "--chw-retry-delay", str(opts.chw_delay_s)],
          svc.cht + "/api/info"),
         ("facility emulator", [ltfu, "emulate", "facility", "--port", str(fport), "--mediator-url", svc.mediator,
-                               "--username", admin[0], "--password", admin[1], "--cht-url", svc.cht,
+                               "--username", FACILITY_USER, "--password", facility_password, "--cht-url", svc.cht,
                                "--cht-username", cht_admin[0], "--cht-password", cht_admin[1],
                                "--require-signature"],
          svc.facility + "/_facility/info"),
@@ -162,6 +181,11 @@ def start(opts: DemoOptions, base: Settings, console: Console) -> Services:
             raise
         where = svc.mediator if name == "mediator" else health.rsplit("/", 2)[0]
         console.print(f"  [green]✓[/green] {name:<18} {where}")
+    try:
+        register_facility(svc)
+    except (RuntimeError, requests.RequestException):
+        svc.stop()
+        raise
     return svc
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import requests
 
@@ -41,12 +42,16 @@ def test_facility_client_is_scoped(server: Api, settings: Settings) -> None:
     asyncio.run(add_client())
     fa = requests.Session()
     fa.auth = ("facility-a", "facility-a-pw")
-    mine = fa.post(server.url + "/fhir/ServiceRequest", json=_sr(a, pat, "A1"))
+    # B's patient is not A's to use; A registers its own.
+    assert fa.post(server.url + "/fhir/ServiceRequest", json=_sr(a, pat, "A0")).status_code == 404
+    own = fa.post(server.url + "/fhir/Patient", json={"resourceType": "Patient", "gender": "female"}).json()["id"]
+    mine = fa.post(server.url + "/fhir/ServiceRequest", json=_sr(a, own, "A1"))
     assert mine.status_code == 201
-    assert fa.post(server.url + "/fhir/ServiceRequest", json=_sr(b, pat, "A2")).status_code == 403
+    assert fa.post(server.url + "/fhir/ServiceRequest", json=_sr(b, own, "A2")).status_code == 403
     bundle = {"resourceType": "Bundle", "type": "batch", "entry": [
-        {"resource": _sr(b, pat, "A3"), "request": {"method": "POST", "url": "ServiceRequest"}}]}
-    assert fa.post(server.url + "/fhir", json=bundle).status_code == 403
+        {"resource": _sr(b, own, "A3"), "request": {"method": "POST", "url": "ServiceRequest"}}]}
+    answer = fa.post(server.url + "/fhir/", json=bundle)
+    assert answer.status_code == 200 and answer.json()["entry"][0]["response"]["status"] == "403"
     assert fa.get(server.url + f"/fhir/ServiceRequest/{sr_b['id']}").status_code == 404
     assert server.get(f"/fhir/ServiceRequest/{sr_b['id']}").status_code == 200  # admin sees all
     tasks = fa.get(server.url + "/fhir/Task").json()
@@ -92,7 +97,7 @@ def test_facility_client_sees_only_its_patients_attempts_and_subscription(server
     org_b = server.get(f"/fhir/Organization/{b}").json()
     ep_b = server.get(f"/fhir/{org_b['endpoint'][0]['reference']}").json()
     hijack = {**ep_b, "address": "https://attacker.example/x"}
-    assert fa.put(f"{url}/Endpoint/{ep_b['id']}", json=hijack).status_code == 403
+    assert fa.put(f"{url}/Endpoint/{ep_b['id']}", json=hijack).status_code == 404  # as if unknown
     org_a = server.get(f"/fhir/Organization/{a}").json()
     ep_a = server.get(f"/fhir/{org_a['endpoint'][0]['reference']}").json()
     assert fa.put(f"{url}/Endpoint/{ep_a['id']}", json={**ep_a, "address": "https://a.example/new"}).status_code == 200
@@ -100,3 +105,30 @@ def test_facility_client_sees_only_its_patients_attempts_and_subscription(server
             for s in server.get("/fhir/Subscription").json()["entry"]}
     assert fa.get(f"{url}/Subscription/{subs[b]}/$events").status_code == 404
     assert fa.get(f"{url}/Subscription/{subs[a]}/$events").status_code == 200
+
+
+def test_no_existence_oracle_for_deleted_or_unknown_resources(server: Api, settings: Settings) -> None:
+    a, b = _org(server, "A"), _org(server, "B")
+
+    async def add_clients() -> None:
+        db = Database(settings)
+        async with unit_of_work(db) as uow:
+            await uow.clients.upsert("facility-a", "facility-a-pw", role="facility", organization_id=a)
+            await uow.clients.upsert("facility-b", "facility-b-pw", role="facility", organization_id=b)
+        await db.dispose()
+
+    asyncio.run(add_clients())
+    fa, fb = requests.Session(), requests.Session()
+    fa.auth, fb.auth = ("facility-a", "facility-a-pw"), ("facility-b", "facility-b-pw")
+    url = server.url + "/fhir"
+    gone = fb.post(f"{url}/Patient", json={"resourceType": "Patient", "gender": "male"}).json()["id"]
+    assert server.delete(f"/fhir/Patient/{gone}").status_code == 200
+    assert fb.get(f"{url}/Patient/{gone}").status_code == 410  # B's own: it knows it was deleted
+    answers = {(r.status_code, r.json()["issue"][0]["code"])
+               for r in (fa.get(f"{url}/Patient/{gone}"), fa.get(f"{url}/Patient/{uuid.uuid4()}"),
+                         fa.get(f"{url}/Patient/{gone}/_history/1"), fa.get(f"{url}/Patient/{uuid.uuid4()}/_history/1"),
+                         fa.put(f"{url}/Patient/{gone}", json={"resourceType": "Patient", "id": gone}))}
+    assert answers == {(404, "not-found")}  # deleted, unknown or B's: the same answer
+    # PUT cannot create either (201 would say an id is free)
+    fresh = str(uuid.uuid4())
+    assert fa.put(f"{url}/Patient/{fresh}", json={"resourceType": "Patient", "id": fresh}).status_code == 404

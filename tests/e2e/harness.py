@@ -161,7 +161,7 @@ class Loop:
 
     def __enter__(self) -> Loop:
         self._receiver_server.__enter__()
-        subprocess.run([LTFU, "clients", "add", PUSH_USER, "--password", PUSH_PASSWORD, "--admin"], env=self.env,
+        subprocess.run([LTFU, "clients", "add", PUSH_USER, "--password", PUSH_PASSWORD, "--cht"], env=self.env,
                        check=True, capture_output=True)
         self.cht.start()
         self.mediator.start()

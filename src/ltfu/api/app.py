@@ -14,6 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Mount
 
 from ltfu.api import admin_routes, cht_routes, fhir_routes, mediator_routes, ops_routes, subscription_routes
+from ltfu.api.access import AccessMiddleware
 from ltfu.api.access_log import AccessLogMiddleware
 from ltfu.api.auth import BasicAuthMiddleware
 from ltfu.api.crash_guard import CrashGuardMiddleware
@@ -40,7 +41,7 @@ async def ensure_admin(db: Database, settings: Settings) -> None:
     password = settings.admin_password.get_secret_value()
     async with unit_of_work(db) as uow:
         if not await uow.clients.password_matches("admin", password):
-            await uow.clients.upsert("admin", password, is_admin=True, organization_id=None)
+            await uow.clients.upsert("admin", password, role="admin", organization_id=None)
             log.info("admin client created or its password reset from LTFU_ADMIN_PASSWORD")
 
 
@@ -105,6 +106,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.settings = settings
     app.state.db = db
     app.state.runtime = None
+    app.add_middleware(AccessMiddleware, db=db)  # inside authentication: who acts, may it use this path
     app.add_middleware(BasicAuthMiddleware, db=db)
     app.add_middleware(CrashGuardMiddleware)
     app.add_middleware(MetricsMiddleware)  # counts 401s and 500s too

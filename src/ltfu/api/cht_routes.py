@@ -1,5 +1,6 @@
 """Targets of CHT's outbound push (``/cht/...``). CHT retries every 5 minutes and re-sends on change,
 so every route is idempotent; a 4xx here is permanent for that payload and CHT keeps retrying it.
+Only the ``cht`` role (and admin, to replay a payload by hand) reaches them: ``ltfu.api.access``.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ltfu.api.access import current_actor
 from ltfu.api.http import JSONResponse, json_body, nudge_workers
 from ltfu.cht.inbound import parse_follow_up, parse_person
 from ltfu.fhir.outcome import FhirError
@@ -20,7 +22,7 @@ async def patient(request: Request) -> Response:
     try:
         raw = await json_body(request)
         person = parse_person(raw)
-        async with unit_of_work(request.app.state.db) as uow:
+        async with unit_of_work(request.app.state.db, current_actor(request)) as uow:
             stored, created = await cht_people.upsert(uow, person, raw)
     except FhirError:
         count_cht_push("patient", "rejected")
@@ -34,7 +36,7 @@ async def follow_up(request: Request) -> Response:
     try:
         raw = await json_body(request)
         report = parse_follow_up(raw)
-        async with unit_of_work(request.app.state.db) as uow:
+        async with unit_of_work(request.app.state.db, current_actor(request)) as uow:
             result, changed = await attempts.record_follow_up(uow, report, raw)
     except FhirError:
         count_cht_push("follow-up", "rejected")

@@ -13,12 +13,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ltfu.api.access import current_actor
 from ltfu.api.http import JSONResponse, json_body, nudge_workers, report_write
 from ltfu.fhir import poc_profiles
 from ltfu.fhir.outcome import FhirError
 from ltfu.fhir.validation import validate
-from ltfu.services import attempts, notifications, patients, requests
-from ltfu.services import resources as ops
+from ltfu.services import poc
 from ltfu.store.receipts import content_hash
 from ltfu.store.uow import unit_of_work
 
@@ -51,10 +51,14 @@ async def _body(request: Request, res_type: str) -> Any:
     return body
 
 
+def _uow(request: Request) -> Any:
+    return unit_of_work(request.app.state.db, current_actor(request))
+
+
 async def endpoint(request: Request) -> Response:
     resource = poc_profiles.endpoint(validate(await _body(request, "Endpoint"), "Endpoint"))
-    async with unit_of_work(request.app.state.db) as uow:
-        result = await ops.create(uow, resource, res_type="Endpoint")
+    async with _uow(request) as uow:
+        result = await poc.register_endpoint(uow, resource)
     report_write(request, result.stored.resource, 201)
     return JSONResponse(result.stored.resource, status_code=201)
 
@@ -62,22 +66,16 @@ async def endpoint(request: Request) -> Response:
 async def organization(request: Request) -> Response:
     body = await _body(request, "Organization")
     resource = validate(poc_profiles.organization(body), "Organization")
-    async with unit_of_work(request.app.state.db) as uow:
-        ref = resource["endpoint"][0]["reference"]
-        if await uow.resources.get("Endpoint", ref.split("/", 1)[1]) is None:
-            raise FhirError.of("invalid", f"{ref} does not exist: register the Endpoint first",
-                               "Organization.endpoint[0]")
-        result = await ops.create(uow, resource, res_type="Organization")
+    async with _uow(request) as uow:
+        result = await poc.register_organization(uow, resource)
     report_write(request, result.stored.resource, 201)
     return JSONResponse(result.stored.resource, status_code=201)
 
 
 async def patient(request: Request) -> Response:
     resource = poc_profiles.patient(validate(await _body(request, "Patient"), "Patient"))
-    value = poc_profiles.cht_identifier(resource)
-    assert value is not None  # checked by the profile
-    async with unit_of_work(request.app.state.db) as uow:
-        result = await patients.create_unless_known(uow, resource, poc_profiles.CHT_SYSTEM, value)
+    async with _uow(request) as uow:
+        result = await poc.register_patient(uow, resource)
     report_write(request, result.stored.resource, 201 if result.created else 200)
     return JSONResponse(result.stored.resource, status_code=201 if result.created else 200)
 
@@ -86,22 +84,10 @@ async def encounter(request: Request) -> Response:
     raw = await _body(request, "Encounter")
     digest = content_hash(raw)
     resource = validate(poc_profiles.encounter(raw), "Encounter")
-    async with unit_of_work(request.app.state.db) as uow:
-        ref = resource["subject"].get("reference") if isinstance(resource["subject"], dict) else None
-        if not ref:
-            raise FhirError.of("required", '"subject.reference" is required', "Encounter.subject")
-        cond = poc_profiles.conditional_patient_reference(ref)
-        key = cond[1] if cond else ref.removeprefix("Patient/")
-        found = await patients.require(uow, key, "Encounter.subject")
-        resource["subject"] = {**resource["subject"], "reference": f"Patient/{found.resource['id']}"}
-        receipt = await uow.receipts.get(f"poc-encounter:{digest}")
-        if receipt is not None:  # CHT re-sent the same push: answer with what we stored
-            stored = await uow.resources.read("Encounter", receipt[1]["encounter"].split("/", 1)[1])
-            return JSONResponse(stored.resource, status_code=200)
-        resource = await attempts.link_poc_encounter(uow, resource, found.resource["id"])
-        result = await ops.create(uow, resource, res_type="Encounter")
-        await attempts.poc_encounter_recorded(uow, result.stored)
-        await uow.receipts.put(f"poc-encounter:{digest}", digest, {"encounter": result.stored.ref}, exists=False)
+    async with _uow(request) as uow:
+        result = await poc.record_encounter(uow, digest, resource)
+    if not result.created:
+        return JSONResponse(result.stored.resource, status_code=200)
     nudge_workers(request)
     report_write(request, result.stored.resource, 201)
     return JSONResponse(result.stored.resource, status_code=201)
@@ -111,21 +97,13 @@ async def service_request(request: Request) -> Response:
     """The PoC's LTFU request: answers with the facility's Subscription, ``criteria`` as the PoC gave it."""
     resource = poc_profiles.service_request(validate(await _body(request, "ServiceRequest"), "ServiceRequest"))
     patient_key = resource["subject"]["reference"].split("/", 1)[1]
-    async with unit_of_work(request.app.state.db) as uow:
-        org = await requests.find_organization(uow, resource["requester"]["reference"].split("/", 1)[1])
-        if org is None:
-            raise FhirError.of("not-found", "Organization not found", "ServiceRequest.requester", status=404)
-        if await notifications.facility_endpoint(uow, org.resource) is None:
-            raise FhirError.of("invalid", "Organization has no endpoint attached", "ServiceRequest.requester")
-        await patients.require(uow, patient_key, "ServiceRequest.subject")
-        resource["requester"] = {"reference": org.ref}
-        result = await ops.create(uow, resource, res_type="ServiceRequest")
-        subscription = await notifications.ensure_facility_subscription(uow, org.resource)
+    async with _uow(request) as uow:
+        result = await poc.request_follow_up(uow, resource)
     nudge_workers(request)
-    report_write(request, result.stored.resource, 201 if result.created else 200)
-    assert subscription is not None  # the facility has an endpoint (checked above)
-    body = {**subscription.resource, "criteria": f"Encounter?identifier={patient_key}"}
-    return JSONResponse(body, status_code=201 if result.created else 200)
+    created = result.request.created
+    report_write(request, result.request.stored.resource, 201 if created else 200)
+    body = {**result.subscription.resource, "criteria": f"Encounter?identifier={patient_key}"}
+    return JSONResponse(body, status_code=201 if created else 200)
 
 
 def _both(path: str, endpoint_fn: Any, methods: list[str]) -> list[Route]:

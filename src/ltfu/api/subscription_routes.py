@@ -6,32 +6,25 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ltfu.api.access import current_actor
 from ltfu.api.http import FhirResponse, fhir_base
-from ltfu.api.scoping import facility_of
 from ltfu.delivery.notifier import notification_bundle, status_parameters
 from ltfu.fhir.outcome import FhirError
 from ltfu.fhir.systems import Systems
-from ltfu.services import notifications
+from ltfu.services import notifications, policy
 from ltfu.store.uow import unit_of_work
 
 
 async def status(request: Request) -> Response:
     sub_id = request.path_params["id"]
-    async with unit_of_work(request.app.state.db) as uow:
+    async with unit_of_work(request.app.state.db, current_actor(request)) as uow:
+        await policy.require_visible(uow, "Subscription", sub_id)
         sub = await uow.resources.read("Subscription", sub_id)
-        _own(request, sub.resource)
         total = await notifications.events_count(uow, sub_id)
     params = status_parameters(fhir_base(request), Systems(request.app.state.settings.base_url), sub_id,
                                sub.resource.get("status", "requested"), "query-status", total, [])
     return FhirResponse({"resourceType": "Bundle", "type": "searchset", "total": 1,
                          "entry": [{"resource": params, "search": {"mode": "match"}}]})
-
-
-def _own(request: Request, sub: dict) -> None:
-    """A facility client reads the events of its own facility's subscription only."""
-    org = facility_of(request)
-    if org is not None and notifications.subscription_org(sub) != org:
-        raise FhirError.of("not-found", f"Subscription/{sub.get('id')} is not known", status=404)
 
 
 def _int(request: Request, name: str) -> int | None:
@@ -46,9 +39,9 @@ def _int(request: Request, name: str) -> int | None:
 async def events(request: Request) -> Response:
     sub_id = request.path_params["id"]
     since, until = _int(request, "eventsSinceNumber"), _int(request, "eventsUntilNumber")
-    async with unit_of_work(request.app.state.db) as uow:
+    async with unit_of_work(request.app.state.db, current_actor(request)) as uow:
+        await policy.require_visible(uow, "Subscription", sub_id)
         sub = await uow.resources.read("Subscription", sub_id)
-        _own(request, sub.resource)
         total = await notifications.events_count(uow, sub_id)
         stored = await notifications.events(uow, sub_id, since, until)
     bundle = notification_bundle(fhir_base(request), Systems(request.app.state.settings.base_url), sub_id,

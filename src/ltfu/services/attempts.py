@@ -102,6 +102,7 @@ async def _find_case(uow: UnitOfWork, report: FollowUpReport) -> Any:
     if report.case_ref:
         case = await uow.cases.get(report.case_ref)
         if case is not None:
+            await _check_same_patient(uow, report, case)
             return case
     if report.patient_uuid:
         patient = await patients.find(uow, report.patient_uuid)
@@ -111,6 +112,16 @@ async def _find_case(uow: UnitOfWork, report: FollowUpReport) -> Any:
                 return case
     raise FhirError.of("not-found", "No follow-up case matches this report's case_ref or patient", "case_ref",
                        status=404)
+
+
+async def _check_same_patient(uow: UnitOfWork, report: FollowUpReport, case: Any) -> None:
+    """``case_ref`` and ``patient_uuid`` must name the same person: a report cannot land on another case."""
+    if not report.patient_uuid:
+        return
+    patient = await patients.find(uow, report.patient_uuid)
+    if patient is not None and patient.resource["id"] != case.patient_id:
+        raise FhirError.of("conflict", "case_ref and patient_uuid name different patients", "patient_uuid",
+                           status=409)
 
 
 async def record_follow_up(uow: UnitOfWork, report: FollowUpReport, raw: dict[str, Any]) -> tuple[dict[str, Any], bool]:

@@ -18,6 +18,7 @@ from ltfu.fhir.outcome import FhirError, Issue, information
 from ltfu.fhir.rest import parse_etag
 from ltfu.fhir.search_params import parse_search
 from ltfu.fhir.validation import SUPPORTED_TYPES
+from ltfu.services import policy
 from ltfu.services import resources as ops
 from ltfu.store.resources import Stored
 from ltfu.store.uow import UnitOfWork
@@ -229,6 +230,7 @@ async def _run_entry(
             raise FhirError.of("invalid", "A PUT entry needs Type/id or Type?search in request.url")
         return EntryResult("201 Created" if res.created else "200 OK", res.stored)
     if method == "DELETE":
+        policy.authorize_delete(uow.actor)
         if not res_id:
             found = await ops.find_by_query(uow, res_type, query or "")
             if len(found) > 1:
@@ -239,6 +241,7 @@ async def _run_entry(
         return EntryResult("204 No Content", outcome=information("Deleted"))
     # GET / HEAD
     if res_id:
+        await policy.require_visible(uow, res_type, res_id)
         return EntryResult("200 OK", await uow.resources.read(res_type, res_id))
     params = parse_qsl(query or "", keep_blank_values=True)
     parse_search(res_type, params)  # validate early for a precise error

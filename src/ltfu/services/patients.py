@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ltfu.fhir.outcome import FhirError
+from ltfu.services import policy
 from ltfu.services import resources as ops
 from ltfu.services.resources import WriteResult
 from ltfu.store.resources import Stored
@@ -12,13 +13,15 @@ from ltfu.store.uow import UnitOfWork
 
 
 async def find(uow: UnitOfWork, key: str) -> Stored | None:
-    """A Patient by logical id, else by identifier value (``value`` or ``system|value``)."""
-    if "|" not in key:
+    """A Patient by logical id, else by identifier value (``value`` or ``system|value``), among those the
+    actor may name (``policy.bindable_patients``)."""
+    if "|" not in key and await policy.bindable_patients(uow, [key]):
         stored = await uow.resources.get("Patient", key)
         if stored:
             return stored
     system, _, value = key.rpartition("|")
     ids = await uow.resources.find_ids_by_token("Patient", "identifier", system or None, value)
+    ids = await policy.bindable_patients(uow, ids)
     if len(ids) > 1:
         raise FhirError.of("multiple-matches", "More than one Patient carries that identifier", status=409)
     return await uow.resources.get("Patient", ids[0]) if ids else None

@@ -17,7 +17,7 @@ import orjson
 from ltfu.fhir.outcome import FhirError
 from ltfu.fhir.search_params import date_range
 from ltfu.fhir.systems import TASK_CODE_SYSTEM, Systems
-from ltfu.services import notifications, patients, tasks
+from ltfu.services import notifications, patients, policy, tasks
 from ltfu.services.resources import WriteHook
 from ltfu.store.resources import Stored, now_instant
 from ltfu.store.uow import UnitOfWork
@@ -77,10 +77,13 @@ async def _resolve_reference(uow: UnitOfWork, ref: dict[str, Any] | None, res_ty
     if res_type == "Patient":
         found = await patients.find(uow, key)
     else:
-        found = await uow.resources.get(res_type, key) if "|" not in key else None
+        found = None
+        if "|" not in key and await policy.can_see(uow, res_type, key):
+            found = await uow.resources.get(res_type, key)
         if found is None:
             system, _, value = key.rpartition("|")
             ids = await uow.resources.find_ids_by_token(res_type, "identifier", system or None, value)
+            ids = await policy.visible_ids(uow, res_type, ids)
             if len(ids) > 1:
                 raise FhirError.of("multiple-matches", f"More than one {res_type} matches {expression}", expression,
                                    status=409)
@@ -95,6 +98,9 @@ async def _existing(uow: UnitOfWork, resource: dict[str, Any]) -> Stored | None:
         return None
     resource = _ensure_identifier(uow, resource)
     case = await uow.cases.by_request_key(request_key(resource))
+    if case is not None and not policy.case_in_scope(uow.actor, case):
+        raise FhirError.of("conflict", "A request with this identifier is already known", "ServiceRequest.identifier",
+                           status=409)
     return await uow.resources.get("ServiceRequest", case.case_id) if case else None
 
 
@@ -107,8 +113,14 @@ async def _before(uow: UnitOfWork, sr: dict[str, Any], previous: Stored | None) 
     if not is_ltfu_request(sr, Systems(uow.settings.base_url)):
         return sr
     sr = _ensure_identifier(uow, sr)
+    try:
+        org = await _resolve_reference(uow, sr.get("requester"), "Organization", "ServiceRequest.requester")
+    except FhirError as err:  # another facility's Organization is not known to this one: same answer
+        if err.status == 404 and uow.actor.facility is not None:
+            policy.require_own_organization(uow.actor, None, "ServiceRequest.requester")
+        raise
+    policy.require_own_organization(uow.actor, org.resource["id"], "ServiceRequest.requester")
     patient = await _resolve_reference(uow, sr.get("subject"), "Patient", "ServiceRequest.subject")
-    org = await _resolve_reference(uow, sr.get("requester"), "Organization", "ServiceRequest.requester")
     sr = {**sr, "subject": {**sr["subject"], "reference": patient.ref},
           "requester": {**sr["requester"], "reference": org.ref}}
     sr["subject"].pop("identifier", None)

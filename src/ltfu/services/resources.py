@@ -16,6 +16,7 @@ from urllib.parse import parse_qsl
 from ltfu.fhir.outcome import FhirError
 from ltfu.fhir.search_params import parse_search
 from ltfu.fhir.validation import validate
+from ltfu.services import policy
 from ltfu.store.resources import Stored
 from ltfu.store.uow import UnitOfWork
 
@@ -42,11 +43,14 @@ class WriteResult:
 
 
 async def find_by_query(uow: UnitOfWork, res_type: str, query: str, *, limit: int = 2) -> list[dict[str, Any]]:
-    """Resources matching a conditional query string (``identifier=sys|val``). Unknown params → 400."""
+    """Resources matching a conditional query string (``identifier=sys|val``). Unknown params → 400.
+
+    Only what the actor may see matches: for a facility, another's resource is as if absent.
+    """
     params = parse_qsl(query.lstrip("?"), keep_blank_values=True)
     if not params:
         raise FhirError.of("invalid", "A conditional query needs at least one search parameter")
-    q = parse_search(res_type, params, strict=True)
+    q = policy.scope_search(uow.actor, parse_search(res_type, params, strict=True))
     q.count = limit
     q.total = False
     return (await uow.search(q)).matches
@@ -64,6 +68,7 @@ async def create(
 ) -> WriteResult:
     resource = validate(resource, res_type)
     res_type = resource["resourceType"]
+    await policy.authorize_create(uow, resource)
     if if_none_exist:
         await uow.lock(identity_keys(resource))
         found = await find_by_query(uow, res_type, if_none_exist)
@@ -81,7 +86,9 @@ async def create(
     res_id = res_id or str(uuid.uuid4())  # known to the hooks (secrets are stored under it)
     if hook and hook.before:
         resource = await hook.before(uow, {**resource, "id": res_id}, None)
+    await policy.check_references(uow, resource, None)
     stored = await uow.resources.create(resource, res_id)
+    await policy.record_created(uow, res_type, stored.resource["id"])
     if hook and hook.after:
         await hook.after(uow, stored, None)
     return WriteResult(stored, created=True)
@@ -98,9 +105,11 @@ async def update(
         raise FhirError.of("invalid", f"The body's id {body_id!r} does not match the URL's id {res_id!r}",
                            f"{res_type}.id")
     previous = await uow.resources.get(res_type, res_id)
+    await policy.authorize_update(uow, res_type, res_id, resource, previous.resource if previous else None)
     hook = HOOKS.get(res_type)
     if hook and hook.before:
         resource = await hook.before(uow, resource, previous)
+    await policy.check_references(uow, resource, previous.resource if previous else None)
     stored = await uow.resources.update(resource, res_id, if_match)
     if hook and hook.after:
         await hook.after(uow, stored, previous)
@@ -108,6 +117,7 @@ async def update(
 
 
 async def conditional_update(uow: UnitOfWork, res_type: str, query: str, resource: Any) -> WriteResult:
+    policy.authorize_conditional_update(uow.actor)
     found = await find_by_query(uow, res_type, query)
     if len(found) > 1:
         raise FhirError.of("multiple-matches", f"Conditional update matched more than one {res_type}", status=412)
@@ -123,6 +133,7 @@ async def conditional_update(uow: UnitOfWork, res_type: str, query: str, resourc
 
 
 async def delete(uow: UnitOfWork, res_type: str, res_id: str) -> bool:
+    policy.authorize_delete(uow.actor)
     hook = HOOKS.get(res_type)
     if hook and not hook.allow_delete:
         raise FhirError.of("business-rule", f"{res_type} cannot be deleted; change its status instead",

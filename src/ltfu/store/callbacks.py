@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ltfu.settings import Settings
 from ltfu.store.resources import now_instant
-from ltfu.store.schema import callback_secrets, endpoint_owners, signing_keys
+from ltfu.store.schema import callback_secrets, endpoint_owners, resource_owners, signing_keys
 
 LIVE_KEYS = 2
 
@@ -86,8 +86,11 @@ class CallbackStore:
         return await endpoint_owner(self.conn, endpoint_id)
 
     async def set_owner(self, endpoint_id: str, organization_id: str) -> None:
-        """Record the owner of an Endpoint that has none (an owner, once set, is kept)."""
-        if await self.owner(endpoint_id) is None:
+        """Record the Organization that references an Endpoint as its owner (once set, it is kept)."""
+        row = await self.conn.execute(
+            select(endpoint_owners.c.organization_id).where(endpoint_owners.c.endpoint_id == endpoint_id)
+        )
+        if row.scalar_one_or_none() is None:
             await self.conn.execute(
                 insert(endpoint_owners).values(
                     endpoint_id=endpoint_id, organization_id=organization_id, created_at=now_instant()
@@ -167,11 +170,20 @@ class CallbackStore:
 
 
 async def endpoint_owner(conn: AsyncConnection, endpoint_id: str) -> str | None:
-    """The Organization id that owns ``Endpoint/endpoint_id`` (None: not attached to any yet).
+    """The Organization id that owns ``Endpoint/endpoint_id``: the first Organization that referenced
+    it, else the facility that created it (``resource_owners``); None while nobody owns it.
 
-    For the authorisation policy: a facility may change only an Endpoint it owns, and may not
-    attach another owner's Endpoint to its Organization."""
+    For the authorisation policy: a facility may change only an Endpoint it owns, and no
+    Organization may reference an Endpoint another one owns."""
     row = await conn.execute(
         select(endpoint_owners.c.organization_id).where(endpoint_owners.c.endpoint_id == endpoint_id)
+    )
+    owner = row.scalar_one_or_none()
+    if owner is not None:
+        return owner
+    row = await conn.execute(
+        select(resource_owners.c.organization_id).where(
+            and_(resource_owners.c.res_type == "Endpoint", resource_owners.c.res_id == endpoint_id)
+        )
     )
     return row.scalar_one_or_none()

@@ -1,4 +1,5 @@
-"""API clients (HTTP Basic): stored with argon2 hashes, one facility Organization or admin each."""
+"""API clients (HTTP Basic): stored with argon2 hashes, each with a role (ltfu.services.policy.ROLES)
+and, for a facility, its Organization."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ class Client:
     name: str
     is_admin: bool
     organization_id: str | None
+    role: str = "facility"
 
 
 def hash_password(password: str) -> str:
@@ -37,8 +39,12 @@ class ClientRepository:
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
 
-    async def upsert(self, name: str, password: str, *, is_admin: bool, organization_id: str | None) -> None:
-        values = dict(password_hash=hash_password(password), is_admin=is_admin, organization_id=organization_id)
+    async def upsert(self, name: str, password: str, *, organization_id: str | None, is_admin: bool = False,
+                     role: str | None = None) -> None:
+        """``role`` wins over ``is_admin`` (the older spelling: admin, else facility)."""
+        role = role or ("admin" if is_admin else "facility")
+        values = dict(password_hash=hash_password(password), is_admin=role == "admin", role=role,
+                      organization_id=organization_id)
         result = await self.conn.execute(update(clients).where(clients.c.name == name).values(**values))
         if result.rowcount == 0:
             await self.conn.execute(insert(clients).values(name=name, created_at=now_instant(), **values))
@@ -49,21 +55,22 @@ class ClientRepository:
 
     async def list(self) -> list[Client]:
         rows = await self.conn.execute(
-            select(clients.c.name, clients.c.is_admin, clients.c.organization_id).order_by(clients.c.name)
+            select(clients.c.name, clients.c.is_admin, clients.c.organization_id, clients.c.role)
+            .order_by(clients.c.name)
         )
-        return [Client(r.name, r.is_admin, r.organization_id) for r in rows]
+        return [Client(r.name, r.is_admin, r.organization_id, r.role) for r in rows]
 
     async def authenticate(self, name: str, password: str) -> Client | None:
         row = (
             await self.conn.execute(
-                select(clients.c.password_hash, clients.c.is_admin, clients.c.organization_id).where(
+                select(clients.c.password_hash, clients.c.is_admin, clients.c.organization_id, clients.c.role).where(
                     clients.c.name == name
                 )
             )
         ).first()
         if row is None or not verify_password(row.password_hash, password):
             return None
-        return Client(name, row.is_admin, row.organization_id)
+        return Client(name, row.is_admin, row.organization_id, row.role)
 
     async def password_matches(self, name: str, password: str) -> bool:
         """True when the client exists with exactly this password (avoids re-hashing at each start)."""

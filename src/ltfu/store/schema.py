@@ -79,9 +79,29 @@ clients = Table(
     metadata,
     Column("name", String(128), primary_key=True),
     Column("password_hash", String(256), nullable=False),
-    Column("is_admin", Boolean, nullable=False, default=False),
+    Column("is_admin", Boolean, nullable=False, default=False),  # kept equal to role == "admin"
     Column("organization_id", String(64), nullable=True),
     Column("created_at", String(32), nullable=False),
+    Column("role", String(16), nullable=False, server_default="facility"),  # ltfu.services.policy.ROLES
+)
+
+# The facility that created a resource through the API (set by the server): what a facility may see
+# besides its cases. One row per resource; admin and internal writes record none.
+resource_owners = Table(
+    "resource_owners",
+    metadata,
+    Column("res_type", String(64), primary_key=True),
+    Column("res_id", String(64), primary_key=True),
+    Column("organization_id", String(64), nullable=False, index=True),
+)
+
+# OpenHIM client ids (``X-OpenHIM-ClientID``) that a ``gateway`` client may name, and who each one is.
+openhim_clients = Table(
+    "openhim_clients",
+    metadata,
+    Column("client_id", String(128), primary_key=True),
+    Column("role", String(16), nullable=False),  # facility or cht
+    Column("organization_id", String(64), nullable=True),
 )
 
 # A follow-up case: the ServiceRequest and its Task, with the columns the workflow, the sweeper

@@ -12,7 +12,14 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from ltfu.fhir.search_params import SEARCH_PARAMS, Criterion, SearchQuery
 from ltfu.store.resources import ResourceRepository
-from ltfu.store.schema import cases, resources, search_index
+from ltfu.store.schema import (
+    cases,
+    endpoint_owners,
+    resource_owners,
+    resources,
+    search_index,
+    subscription_counters,
+)
 
 
 @dataclass
@@ -69,33 +76,56 @@ def _value_clause(c: Criterion, value: Any) -> ColumnElement[bool]:
     return si.c.value.like(_escape_like(value) + "%", escape="\\")
 
 
-# What a facility client may see of the clinical data: its cases and what hangs off them.
-FACILITY_SCOPED = frozenset({"ServiceRequest", "Task", "Patient", "Encounter", "Observation"})
+def facility_clause(res_type: str, org: str, id_col: Any) -> ColumnElement[bool]:
+    """``id_col`` restricted to what ``org`` may see of ``res_type`` (the rule is ``ltfu.services.policy``'s).
 
-
-def facility_clause(res_type: str, org: str, id_col: Any) -> ColumnElement[bool] | None:
-    """``id_col`` restricted to the resources of ``org``'s cases; None for types that are not scoped."""
+    Its cases and what hangs off them (Patient, Task, Encounter/Observation ``basedOn`` the request), what it
+    created itself (``resource_owners``), its own Organization, the Endpoints it owns or its Organization was
+    given, and its Subscriptions. Nothing else.
+    """
     mine = cases.c.organization_id == org
+    owners = resource_owners
+    owned = id_col.in_(select(owners.c.res_id).where(and_(owners.c.res_type == res_type,
+                                                          owners.c.organization_id == org)))
     if res_type == "ServiceRequest":
-        return id_col.in_(select(cases.c.case_id).where(mine))
+        return or_(id_col.in_(select(cases.c.case_id).where(mine)), owned)
     if res_type == "Task":
-        return id_col.in_(select(cases.c.task_id).where(mine))
+        return or_(id_col.in_(select(cases.c.task_id).where(mine)), owned)
     if res_type == "Patient":
-        return id_col.in_(select(cases.c.patient_id).where(mine))
+        return or_(id_col.in_(select(cases.c.patient_id).where(mine)), owned)
     if res_type in ("Encounter", "Observation"):
         si = search_index.alias("based")
         linked = (select(si.c.res_id).join(cases, si.c.value == literal("ServiceRequest/") + cases.c.case_id)
                   .where(and_(si.c.res_type == res_type, si.c.param == "based-on", mine)))
-        return id_col.in_(linked)
-    return None
+        return or_(id_col.in_(linked), owned)
+    if res_type == "Organization":
+        return id_col == org
+    if res_type == "Endpoint":  # created by it, or stored as its own when its Organization first named it
+        return or_(owned, id_col.in_(select(endpoint_owners.c.endpoint_id)
+                                     .where(endpoint_owners.c.organization_id == org)))
+    if res_type == "Subscription":
+        counted = select(subscription_counters.c.subscription_id).where(subscription_counters.c.organization_id == org)
+        return or_(id_col.in_(counted), owned)
+    return owned
 
 
 async def visible_to(conn: AsyncConnection, org: str, res_type: str, res_id: str) -> bool:
+    """True when ``res_id`` exists (deleted or not) and ``org`` may see it."""
     clause = facility_clause(res_type, org, resources.c.res_id)
-    if clause is None:
-        return True
     q = select(resources.c.res_id).where(and_(resources.c.res_type == res_type, resources.c.res_id == res_id, clause))
     return (await conn.execute(q)).first() is not None
+
+
+async def unclaimed_patients(conn: AsyncConnection, ids: list[str]) -> list[str]:
+    """Those of ``ids`` that no facility created and that are in no case (e.g. pushed by CHT)."""
+    if not ids:
+        return []
+    claimed = select(resource_owners.c.res_id).where(resource_owners.c.res_type == "Patient")
+    q = select(resources.c.res_id).where(and_(
+        resources.c.res_type == "Patient", resources.c.res_id.in_(ids), resources.c.deleted.is_(False),
+        resources.c.res_id.not_in(claimed), resources.c.res_id.not_in(select(cases.c.patient_id))))
+    found = set((await conn.execute(q)).scalars())
+    return [i for i in ids if i in found]
 
 
 def _criterion_clause(res_type: str, c: Criterion) -> ColumnElement[bool]:
@@ -115,7 +145,7 @@ def _criterion_clause(res_type: str, c: Criterion) -> ColumnElement[bool]:
 
 async def run_search(conn: AsyncConnection, q: SearchQuery) -> SearchResult:
     r = resources
-    scope = facility_clause(q.res_type, q.facility, r.c.res_id) if q.facility else None
+    scope = facility_clause(q.res_type, q.facility, r.c.res_id) if q.facility is not None else None
     where = and_(r.c.res_type == q.res_type, r.c.deleted.is_(False),
                  *(_criterion_clause(q.res_type, c) for c in q.criteria), *([scope] if scope is not None else []))
     total = None
@@ -133,7 +163,7 @@ async def run_search(conn: AsyncConnection, q: SearchQuery) -> SearchResult:
     matches = [orjson.loads(row.content) for row in rows]
     next_cursor = rows[-1].seq if more and rows else None
     included = await _includes(conn, q, matches) if (q.includes or q.revincludes) and matches else []
-    if q.facility:
+    if q.facility is not None:
         included = [x for x in included if await visible_to(conn, q.facility, x["resourceType"], x["id"])]
     return SearchResult(matches, included, total, next_cursor)
 

@@ -9,22 +9,31 @@ from contextlib import asynccontextmanager
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ltfu.domain.access import SYSTEM, Actor
 from ltfu.fhir.search_params import SearchQuery
 from ltfu.settings import Settings
 from ltfu.store.callbacks import CallbackStore, SecretBox
 from ltfu.store.cases import CaseRepository
 from ltfu.store.clients import ClientRepository
 from ltfu.store.db import Database
+from ltfu.store.openhim_clients import OpenHIMClientRepository
 from ltfu.store.outbox import OutboxRepository
+from ltfu.store.owners import OwnerRepository
 from ltfu.store.receipts import ReceiptRepository
 from ltfu.store.resources import ResourceRepository
 from ltfu.store.search import SearchResult, run_search
 
 
 class UnitOfWork:
-    def __init__(self, conn: AsyncConnection, db: Database) -> None:
+    """``actor`` is who the transaction acts for (``ltfu.services.policy.Actor``); the services ask the
+    policy about it. Workers and the CLI act as the system."""
+
+    def __init__(self, conn: AsyncConnection, db: Database, actor: Actor = SYSTEM) -> None:
         self.conn = conn
         self.db = db
+        self.actor = actor
+        self.owners = OwnerRepository(conn)
+        self.openhim_clients = OpenHIMClientRepository(conn)
         self.resources = ResourceRepository(conn)
         self.clients = ClientRepository(conn)
         self.cases = CaseRepository(conn)
@@ -59,6 +68,6 @@ class UnitOfWork:
 
 
 @asynccontextmanager
-async def unit_of_work(db: Database) -> AsyncIterator[UnitOfWork]:
+async def unit_of_work(db: Database, actor: Actor = SYSTEM) -> AsyncIterator[UnitOfWork]:
     async with db.transaction() as conn:
-        yield UnitOfWork(conn, db)
+        yield UnitOfWork(conn, db, actor)

@@ -18,9 +18,9 @@ import orjson
 from sqlalchemy import ColumnElement, and_, case, false, func, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ltfu.domain.access import Actor
 from ltfu.domain.outcomes import METHODS, OUTCOMES
 from ltfu.domain.task_states import TERMINAL
-from ltfu.store.clients import Client
 from ltfu.store.schema import (
     cases,
     delivery_attempts,
@@ -83,8 +83,9 @@ class Scope:
     organization_id: str | None
 
     @classmethod
-    def of(cls, client: Client) -> Scope:
-        return cls(client.is_admin, None if client.is_admin else client.organization_id)
+    def of(cls, actor: Actor) -> Scope:
+        """The dashboard's scope of an actor (``ltfu.services.policy``: a facility sees its own only)."""
+        return cls(actor.is_admin, None if actor.is_admin else actor.organization_id)
 
     @property
     def sees_nothing(self) -> bool:

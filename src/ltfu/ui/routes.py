@@ -21,6 +21,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from ltfu.api.access import current_actor
 from ltfu.api.auth import current_client
 from ltfu.api.http import nudge_workers
 from ltfu.domain.outcomes import OUTCOMES
@@ -59,7 +60,7 @@ class Page:
     def __init__(self, request: Request, facilities: list[queries.Facility]) -> None:
         self.request = request
         self.client = current_client(request)
-        self.scope = Scope.of(self.client)
+        self.scope = Scope.of(current_actor(request))
         self.facilities = facilities
         self.names = {f.id: f.name for f in facilities}
         self.facility_options = [(f.id, f.name) for f in facilities]
@@ -67,9 +68,8 @@ class Page:
 
     @classmethod
     async def load(cls, request: Request) -> Page:
-        client = current_client(request)
         async with request.app.state.db.connect() as conn:
-            found = await queries.facilities(conn, Scope.of(client))
+            found = await queries.facilities(conn, Scope.of(current_actor(request)))
         return cls(request, found)
 
     def url(self, path: str, args: dict[str, str] | None = None) -> str:

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean tooling
+.PHONY: demo test lint bench clean tooling fuzz
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ tooling:
 test: $(STAMP) tooling
 	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# No-5xx property tests at depth: 5,000 examples in each of the 4 tests = 20,000 generated requests.
+fuzz: $(STAMP)
+	LTFU_FUZZ_EXAMPLES=5000 $(BIN)/python -m pytest tests/api/test_fuzz_no_5xx.py -q --timeout=0 --hypothesis-show-statistics
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

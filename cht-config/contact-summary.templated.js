@@ -11,6 +11,20 @@ const FOLLOW_UP_FORM = 'ltfu_follow_up';
 const thisContact = contact;
 const allReports = reports;
 
+const DAY_MS = 24 * 60 * 60 * 1000;
+
+// JSON-form `date` fields are stored as ms since epoch (the date's midnight in the CHT server's zone:
+// UTC midnight on a UTC server, as 5.2 recorded). Shown and passed on as the calendar date they name.
+const calendarDate = (value) => {
+  if (typeof value !== 'number' || !isFinite(value)) {
+    return value || '';
+  }
+  const d = new Date(value);
+  const utc = value % DAY_MS === 0;
+  const parts = utc ? [d.getUTCFullYear(), d.getUTCMonth() + 1, d.getUTCDate()] : [d.getFullYear(), d.getMonth() + 1, d.getDate()];
+  return parts.map((n, i) => (i > 0 && n < 10 ? '0' : '') + n).join('-');
+};
+
 const caseRefOf = (report) => (report.fields && report.fields.case_ref) || '';
 const outcomeOf = (report) => ((report.fields && report.fields.follow_up) || {}).outcome;
 const byNewest = (a, b) => b.reported_date - a.reported_date;
@@ -38,6 +52,7 @@ const isPerson = thisContact.type === 'person' ||
 
 const context = {
   ltfu_case_ref: openRequest ? caseRefOf(openRequest) : '',
+  ltfu_missed_date: openRequest ? calendarDate((openRequest.fields || {}).missed_appointment_date) : '',
   ltfu_open_cases: requests.filter(r => caseState(r).open).length,
 };
 
@@ -61,8 +76,8 @@ const cards = [
         { label: 'ltfu.card.status', value: 'ltfu.status.' + latestState.status, translate: true, width: 6 },
         { label: 'ltfu.card.reason', value: f.reason_text || f.reason, width: 6 },
         { label: 'ltfu.card.facility', value: f.facility_name, width: 6 },
-        { label: 'ltfu.card.missed', value: f.missed_appointment_date, filter: 'simpleDate', width: 6 },
-        { label: 'ltfu.card.due', value: f.due_date, filter: 'simpleDate', width: 6 },
+        { label: 'ltfu.card.missed', value: calendarDate(f.missed_appointment_date), filter: 'simpleDate', width: 6 },
+        { label: 'ltfu.card.due', value: calendarDate(f.due_date), filter: 'simpleDate', width: 6 },
       ];
     },
   },

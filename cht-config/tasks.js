@@ -49,9 +49,16 @@ const addDays = (date, days) => {
 
 const wholeDaysBetween = (from, to) => Math.round((startOfDay(to.getTime()) - startOfDay(from.getTime())) / DAY_MS);
 
-// JSON-form dates arrive as ms since epoch; accept an ISO date string too.
+// JSON-form `date` fields arrive as ms since epoch: cht-core stores the date's midnight in the
+// server's zone, which is UTC midnight on a UTC server (recorded on 5.2). Such a value names a
+// calendar date, so it becomes that date's local midnight here (read in the phone's zone, a UTC
+// midnight is the day before west of Greenwich). An ISO date string is accepted too.
 const toMillis = (value) => {
   if (typeof value === 'number' && isFinite(value)) {
+    if (value % DAY_MS === 0) {
+      const utc = new Date(value);
+      return new Date(utc.getUTCFullYear(), utc.getUTCMonth(), utc.getUTCDate()).getTime();
+    }
     return value;
   }
   if (typeof value === 'string' && value) {

@@ -10,9 +10,19 @@ committed workbooks match their sources.
 
 Place forms (``clinic``, ``health_center``, ``district_hospital``) share one template,
 ``xlsforms/contact/PLACE_TYPE-create`` / ``PLACE_TYPE-edit``; ``xlsforms/contact/place-types.csv``
-lists the types and the words substituted for ``PLACE_TYPE`` and ``PLACE_NAME``.
+lists the types and, per language, the phrases substituted for ``PLACE_NEW::<lang>``,
+``PLACE_EDIT::<lang>`` and ``PLACE_NAME_OF::<lang>`` (whole phrases, not one noun: "New household"
+and "Kaya mpya" do not put the adjective in the same place). ``PLACE_TYPE`` becomes the type.
 
-Standard library only: ``python3 scripts/xlsforms.py [--check]`` from the project folder.
+Every text column exists in English, Swahili, Nepali and French (``label::en``, ``label::sw``,
+``label::ne``, ``label::fr``; the same for ``hint`` and ``constraint_message``);
+``tests/cht_config/test_translations.py`` fails when one is missing.
+
+``--calendar bikram-sambat`` gives every ``date`` question the ``bikram-sambat`` appearance (Nepal:
+the CHW picks a Bikram Sambat date, the form still saves the Gregorian ``YYYY-MM-DD``);
+``ltfu cht-config build --calendar bikram-sambat`` runs it on a deployment's copy.
+
+Standard library only: ``python3 scripts/xlsforms.py [--check] [--calendar C]`` from the project folder.
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ from pathlib import Path
 from xml.sax.saxutils import escape
 
 SHEETS = ("survey", "choices", "settings")
+CALENDARS = ("gregorian", "bikram-sambat")
 FIXED_TIME = (2024, 1, 1, 0, 0, 0)
 
 CONTENT_TYPES = (
@@ -122,15 +133,35 @@ def _read_csv(path: Path, substitutions: dict[str, str]) -> list[list[str]]:
     return [row for row in csv.reader(io.StringIO(text)) if any(cell.strip() for cell in row)]
 
 
-def _form_sheets(folder: Path, substitutions: dict[str, str]) -> dict[str, list[list[str]]]:
-    return {
+def _with_calendar(survey: list[list[str]], calendar: str) -> list[list[str]]:
+    """The survey rows with the calendar's appearance on every ``date`` question."""
+    if calendar == "gregorian" or not survey:
+        return survey
+    head = survey[0]
+    if "appearance" not in head:
+        head = [*head, "appearance"]
+    type_col, app_col = head.index("type"), head.index("appearance")
+    rows = [head]
+    for row in survey[1:]:
+        row = row + [""] * (len(head) - len(row))
+        if row[type_col].strip() == "date" and calendar not in row[app_col].split():
+            row[app_col] = " ".join([*row[app_col].split(), calendar])
+        rows.append(row)
+    return rows
+
+
+def _form_sheets(folder: Path, substitutions: dict[str, str], calendar: str) -> dict[str, list[list[str]]]:
+    sheets = {
         sheet: _read_csv(folder / f"{sheet}.csv", substitutions)
         for sheet in SHEETS
         if (folder / f"{sheet}.csv").exists()
     }
+    if "survey" in sheets:
+        sheets["survey"] = _with_calendar(sheets["survey"], calendar)
+    return sheets
 
 
-def planned_workbooks(project: Path) -> dict[Path, bytes]:
+def planned_workbooks(project: Path, calendar: str = "gregorian") -> dict[Path, bytes]:
     """Every workbook this project's CSV sources produce: target path -> bytes."""
     plan: dict[Path, bytes] = {}
     src_root = project / "xlsforms"
@@ -141,16 +172,20 @@ def planned_workbooks(project: Path) -> dict[Path, bytes]:
         for folder in sorted(p for p in kind_dir.iterdir() if p.is_dir()):
             if folder.name.startswith("PLACE_TYPE-"):
                 continue
-            plan[project / "forms" / kind / f"{folder.name}.xlsx"] = workbook_bytes(_form_sheets(folder, {}))
+            plan[project / "forms" / kind / f"{folder.name}.xlsx"] = workbook_bytes(_form_sheets(folder, {}, calendar))
     place_types = src_root / "contact" / "place-types.csv"
     if place_types.exists():
         with place_types.open(encoding="utf-8", newline="") as fh:
             for row in csv.DictReader(fh):
                 for action in ("create", "edit"):
                     template = src_root / "contact" / f"PLACE_TYPE-{action}"
-                    subs = {"PLACE_TYPE": row["type"], "PLACE_NAME": row["name"]}
+                    subs = {"PLACE_TYPE": row["type"]}
+                    for column, value in row.items():
+                        phrase, _, lang = column.partition("::")
+                        if lang:
+                            subs[f"PLACE_{phrase.upper()}::{lang}"] = value
                     target = project / "forms" / "contact" / f"{row['type']}-{action}.xlsx"
-                    plan[target] = workbook_bytes(_form_sheets(template, subs))
+                    plan[target] = workbook_bytes(_form_sheets(template, subs, calendar))
     return plan
 
 
@@ -158,9 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--project", type=Path, default=Path(__file__).resolve().parent.parent)
     parser.add_argument("--check", action="store_true", help="fail if a committed workbook is stale")
+    parser.add_argument("--calendar", choices=CALENDARS, default="gregorian", help="calendar of the date questions")
     args = parser.parse_args(argv)
     stale = []
-    for target, data in planned_workbooks(args.project).items():
+    for target, data in planned_workbooks(args.project, args.calendar).items():
         if target.exists() and target.read_bytes() == data:
             continue
         if args.check:

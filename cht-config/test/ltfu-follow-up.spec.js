@@ -313,6 +313,59 @@ describe('LTFU follow-up (cht-conf-test-harness)', () => {
     expect(summary.context).to.include({ ltfu_case_ref: '', ltfu_open_cases: 0 });
   });
 
+  it('a CHW created through the users API (no role field) gets the task and closes it', async () => {
+    // what POST /api/v2/users stores for the CHW's contact (recorded on cht-core 5.2): no `role`
+    harness.pushMockedDoc({
+      _id: 'chw_mary', type: 'person', name: 'Mary Atieno', phone: '0712345678', reported_date: harness.getNow(),
+      parent: { _id: 'area_kondele', parent: { _id: 'facility_kisumu' } },
+    });
+    const previousUser = harness.user;
+    harness.user = 'chw_mary';
+    try {
+      harness.pushMockedDoc(requestRecord());
+      const [task] = await followUpTasks();
+      expect(task.owner).to.equal(PATIENT);
+      const result = await harness.loadAction(task, OUTCOMES.returning_to_care.answers);
+      expect(result.errors).to.deep.equal([]);
+      expect(result.report.fields).to.include({ patient_uuid: PATIENT, case_ref: CASE });
+      expect(await followUpTasks()).to.deep.equal([]);
+      const own = await harness.getContactSummary('chw_mary');
+      expect(own.context).to.include({ ltfu_case_ref: '', ltfu_open_cases: 0 });
+      expect(own.cards.filter(c => c.label === 'ltfu.card.title')).to.deep.equal([]);
+    } finally {
+      harness.user = previousUser;
+    }
+  });
+
+  it('a report whose dates arrive as numbers (UTC midnight, as CHT stores them) keeps its dates west of Greenwich', async () => {
+    const zone = process.env.TZ;
+    process.env.TZ = 'America/Port-au-Prince';
+    try {
+      await harness.setNow(`${REQUEST_DAY}T08:00:00`);
+      const windowEnd = dayAfter(REQUEST_DAY, 10);
+      const utcMidnight = (isoDate) => Date.parse(`${isoDate}T00:00:00Z`);
+      harness.pushMockedDoc(requestRecord({
+        missed_appointment_date: utcMidnight('2025-02-24'), due_date: utcMidnight(windowEnd),
+      }));
+      const [task] = await followUpTasks();
+      expect(task.emission.endDate).to.equal(windowEnd);
+      expect(task.emission.actions[0].content).to.include({ missed_appointment_date: '2025-02-24', due_date: windowEnd });
+
+      const summary = await harness.getContactSummary();
+      const card = summary.cards.find(c => c.label === 'ltfu.card.title');
+      expect(card.fields.find(f => f.label === 'ltfu.card.missed').value).to.equal('2025-02-24');
+      expect(card.fields.find(f => f.label === 'ltfu.card.due').value).to.equal(windowEnd);
+      expect(summary.context).to.include({ ltfu_missed_date: '2025-02-24' });
+
+      // opened from the patient's profile (no task): the form shows the date from the contact summary
+      const result = await harness.fillForm('ltfu_follow_up', OUTCOMES.returning_to_care.answers);
+      expect(result.errors).to.deep.equal([]);
+      expect(result.report.fields.follow_up).to.include({ missed_display: '2025-02-24', case_ref_display: CASE });
+    } finally {
+      process.env.TZ = zone;
+    }
+  });
+
   it('exports the patient as CHT outbound sees it', async () => {
     if (!exportDir) {
       return;

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -60,6 +61,7 @@ def serve(
     import uvicorn
 
     from ltfu.api.app import create_app
+    from ltfu.api.server import server_config
     from ltfu.logs import configure_logging
 
     settings = _settings()
@@ -67,9 +69,11 @@ def serve(
     host = host or settings.host
     port = port or settings.port
     where = settings.database_url or f"SQLite in {settings.data_dir}/"
+    if not settings.public_url and host not in ("127.0.0.1", "localhost", "::1"):
+        err.print("[yellow]LTFU_PUBLIC_URL is not set: links (Location, fullUrl) follow each request's Host "
+                  "header. Set it to the address clients use.[/yellow]")
     console.print(f"ltfu listening on http://{host}:{port}  (FHIR at /fhir, PoC API at /mediator; data: {where})")
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False,
-                proxy_headers=True, server_header=False)
+    uvicorn.Server(server_config(create_app(settings), settings, host, port)).run()
 
 
 @db_app.command("upgrade")
@@ -87,32 +91,61 @@ def db_upgrade() -> None:
 @clients_app.command("add")
 def clients_add(
     name: str,
-    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True,
-                                          help="The client's password (prompted when omitted).")],
     admin: Annotated[bool, typer.Option("--admin", help="Admin client: sees and manages everything.")] = False,
     facility: Annotated[str | None, typer.Option(help="Facility client: acts for this Organization id only.")] = None,
     cht: Annotated[bool, typer.Option("--cht", help="CHT's outbound push: may use /cht/* only.")] = False,
     gateway: Annotated[bool, typer.Option("--gateway", help="OpenHIM's route credentials: acts for the OpenHIM "
                                           "client named in X-OpenHIM-ClientID (see map-openhim).")] = False,
     matcher: Annotated[bool, typer.Option("--matcher", help="Patient matching review.")] = False,
+    password_file: Annotated[Path | None, typer.Option(
+        help="Read the password from this file (its first line).", dir_okay=False)] = None,
+    password_stdin: Annotated[bool, typer.Option(
+        "--password-stdin", help="Read the password from standard input (its first line).")] = False,
+    password: Annotated[str | None, typer.Option(
+        hidden=True, help="Deprecated: visible to other users (ps) and kept in shell history.")] = None,
 ) -> None:
-    """Create a client, or reset its password and role. Give exactly one role."""
+    """Create a client, or reset its password and role. Give exactly one role. The password is prompted
+    for unless --password-file or --password-stdin gives it."""
     roles = [r for r, on in (("admin", admin), ("facility", bool(facility)), ("cht", cht), ("gateway", gateway),
                              ("matcher", matcher)) if on]
     if len(roles) != 1:
         err.print("Give exactly one of --admin, --facility ORG_ID, --cht, --gateway or --matcher.")
         raise typer.Exit(2)
-    if len(password) < 8:
-        err.print("The password must have at least 8 characters.")
+    secret = _password(password, password_file, password_stdin)
+    if len(secret) < CLIENT_PASSWORD_MIN:
+        err.print(f"The password must have at least {CLIENT_PASSWORD_MIN} characters.")
         raise typer.Exit(2)
     role = roles[0]
 
     async def run(db: Database) -> None:
         async with unit_of_work(db) as uow:
-            await uow.clients.upsert(name, password, role=role, organization_id=facility)
+            await uow.clients.upsert(name, secret, role=role, organization_id=facility)
 
     asyncio.run(_with_db(_settings(), run))
     console.print(f"client {name!r} saved ({role}{' ' + str(facility) if facility else ''})")
+
+
+CLIENT_PASSWORD_MIN = 8
+
+
+def _password(given: str | None, file: Path | None, stdin: bool) -> str:
+    """The password from exactly one source: a file, standard input, a prompt (or the legacy option)."""
+    if sum((given is not None, file is not None, stdin)) > 1:
+        err.print("Give the password one way only: --password-file, --password-stdin, or at the prompt.")
+        raise typer.Exit(2)
+    if given is not None:
+        err.print("[yellow]--password is deprecated: other users can read it (ps, shell history); "
+                  "use --password-file, --password-stdin or the prompt.[/yellow]")
+        return given
+    if file is not None:
+        try:
+            return (file.read_text(encoding="utf-8").splitlines() or [""])[0]
+        except (OSError, UnicodeDecodeError) as exc:
+            err.print(f"[red]Cannot read the password file:[/red] {exc.__class__.__name__}")
+            raise typer.Exit(2) from None
+    if stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    return typer.prompt("Password", hide_input=True, confirmation_prompt=True)
 
 
 @clients_app.command("list")
@@ -229,6 +262,30 @@ def demo(
 
 
 @app.command()
+def purge(
+    days: Annotated[int | None, typer.Option(min=1, help="Days after a case closes (LTFU_RETENTION_DAYS).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count what would go; change nothing.")] = False,
+) -> None:
+    """Remove the PHI of cases closed more than N days ago (see docs/operations.md, Retention)."""
+    from ltfu.logs import configure_logging
+    from ltfu.services.retention import PurgeReport
+    from ltfu.services.retention import purge as purge_cases
+
+    settings = _settings()
+    days = days or settings.retention_days
+    if days is None:
+        err.print("Give --days N, or set LTFU_RETENTION_DAYS.")
+        raise typer.Exit(2)
+    configure_logging()
+
+    async def run(db: Database) -> PurgeReport:
+        return await purge_cases(db, days, dry_run=dry_run)
+
+    report = asyncio.run(_with_db(settings, run))
+    console.print(f"{'would purge' if dry_run else 'purged'}: {report.summary()}")
+
+
+@app.command()
 def worker() -> None:
     """Run delivery workers and the expiry sweeper alone (several may share one PostgreSQL)."""
     from ltfu.delivery.runtime import Runtime
@@ -316,24 +373,30 @@ def emulate_facility(ctx: typer.Context) -> None:
 
 @cht_config_app.command("build")
 def cht_config_build(
-    mediator_url: Annotated[str, typer.Option(help="Where CHT reaches the mediator, e.g. https://ltfu.example.org")],
-    credential_key: Annotated[str, typer.Option(help="CHT credential key holding the mediator password")],
+    mediator_url: Annotated[str | None, typer.Option(
+        help="Where CHT reaches the mediator, e.g. https://ltfu.example.org")] = None,
+    credential_key: Annotated[str | None, typer.Option(help="CHT credential key holding the mediator password")] = None,
     username: Annotated[str, typer.Option(help="The ltfu client CHT pushes as")] = "cht",
+    calendar: Annotated[str | None, typer.Option(
+        help="Calendar of the forms' date questions: gregorian or bikram-sambat (Nepal)")] = None,
     config_dir: Annotated[str, typer.Option(help="The cht-conf project")] = "cht-config",
     out: Annotated[str | None, typer.Option(help="Write a copy here instead of changing config_dir")] = None,
 ) -> None:
-    """Point the CHT app's outbound push at this mediator (writes app_settings)."""
+    """Point the CHT app's outbound push at this mediator (writes app_settings), and/or set the date calendar."""
     from pathlib import Path
 
     from ltfu.cht.config_build import ConfigBuildError, build_app_settings
 
     try:
         path = build_app_settings(Path(config_dir), mediator_url, credential_key, username=username,
-                                  out_dir=Path(out) if out else None)
+                                  out_dir=Path(out) if out else None, calendar=calendar)
     except ConfigBuildError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
-    console.print(f"wrote {path}; then: cht --url=<your CHT> compile-app-settings upload-app-settings")
+    if calendar:
+        console.print(f"date questions of {path.parent.parent / 'forms'} use the {calendar} calendar")
+    console.print(f"wrote {path}; then: cht --url=<your CHT> compile-app-settings upload-app-settings "
+                  "upload-app-forms upload-contact-forms")
 
 
 @import_app.command("csv")

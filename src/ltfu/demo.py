@@ -8,6 +8,8 @@ outbound push brings persons and CHW reports to it, and its own workers call CHT
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import os
 import secrets
 import shutil
@@ -16,11 +18,12 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import requests
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -99,15 +102,42 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+class DemoHttpError(RuntimeError):
+    """A demo service answered something unexpected, or could not be reached."""
+
+
+def _call(method: str, url: str, auth: tuple[str, str] | None = None, body: Any = None,
+          timeout: float = 30) -> tuple[int, Any]:
+    """One JSON call with the standard library (the demo needs no HTTP client beyond the core deps)."""
+    headers = {"Accept": "application/json"}
+    if auth:
+        headers["Authorization"] = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+    data = None if body is None else json.dumps(body).encode()
+    if data is not None:
+        headers["Content-Type"] = "application/json"
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            status, raw = resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    except (OSError, ValueError) as exc:
+        raise DemoHttpError(f"{method} {url}: {type(exc).__name__}") from None
+    try:
+        return status, json.loads(raw or b"null")
+    except ValueError:
+        return status, raw[:200].decode(errors="replace")
+
+
 def _wait(url: str, what: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{what} exited (code {proc.returncode}); see {log}")
         try:
-            if requests.get(url, timeout=2).status_code < 500:
+            if _call("GET", url, timeout=2)[0] < 500:
                 return
-        except requests.RequestException:
+        except DemoHttpError:
             pass
         time.sleep(0.2)
     raise RuntimeError(f"{what} did not answer at {url} within {timeout:.0f} s; see {log}")
@@ -133,9 +163,9 @@ def register_facility(svc: Services) -> None:
     for path, body in ((f"/fhir/Endpoint/{FACILITY_ORG}-callback", {**endpoint, "id": f"{FACILITY_ORG}-callback"}),
                        (f"/fhir/Organization/{FACILITY_ORG}",
                         {**roster.organization_resource(config, f"{FACILITY_ORG}-callback"), "id": FACILITY_ORG})):
-        r = requests.put(svc.mediator + path, json=body, auth=svc.admin, timeout=30)
-        if r.status_code not in (200, 201):
-            raise RuntimeError(f"registering the facility failed: {path} answered {r.status_code}")
+        status, _ = _call("PUT", svc.mediator + path, svc.admin, body)
+        if status not in (200, 201):
+            raise RuntimeError(f"registering the facility failed: {path} answered {status}")
 
 
 def start(opts: DemoOptions, base: Settings, console: Console) -> Services:
@@ -176,14 +206,15 @@ def start(opts: DemoOptions, base: Settings, console: Console) -> Services:
         svc.specs.append((name, args, health, env))
         try:
             svc.launch(len(svc.specs) - 1)
-        except RuntimeError:
+        except BaseException:  # a failed start, Ctrl-C or a stop signal: nothing stays behind
             svc.stop()
             raise
         where = svc.mediator if name == "mediator" else health.rsplit("/", 2)[0]
         console.print(f"  [green]✓[/green] {name:<18} {where}")
     try:
         register_facility(svc)
-    except (RuntimeError, requests.RequestException):
+        hand_over_signing_secret(svc, FacilityClient(svc.facility), FACILITY_ORG)
+    except BaseException:
         svc.stop()
         raise
     return svc
@@ -191,15 +222,11 @@ def start(opts: DemoOptions, base: Settings, console: Console) -> Services:
 
 def seed_cht(svc: Services) -> list[str]:
     """A county hospital, CHW areas each with a CHW (offline user), and households: the household ids."""
-    s = requests.Session()
-    s.auth = svc.cht_admin
-    s.headers["Accept"] = "application/json"
-
     def post(path: str, body: Any) -> Any:
-        r = s.post(svc.cht + path, json=body, timeout=30)
-        if r.status_code != 200:
-            raise RuntimeError(f"CHT emulator refused {path}: {r.status_code} {r.text[:200]}")
-        return r.json()
+        status, answer = _call("POST", svc.cht + path, svc.cht_admin, body)
+        if status != 200:
+            raise RuntimeError(f"CHT emulator refused {path}: {status} {str(answer)[:200]}")
+        return answer
 
     hospital = post("/api/v1/places", {"name": "Kisumu County Referral Hospital", "type": "district_hospital"})["id"]
     households = []
@@ -215,22 +242,23 @@ def seed_cht(svc: Services) -> list[str]:
 
 
 def _stats(svc: Services) -> dict[str, Any]:
-    return requests.get(svc.mediator + "/admin/stats", auth=svc.admin, timeout=10).json()
+    return _call("GET", svc.mediator + "/admin/stats", svc.admin, timeout=10)[1]
 
 
 def hand_over_signing_secret(svc: Services, fac: FacilityClient, org_id: str) -> None:
     """The mediator issues the facility's signing secret (shown once) and the facility keeps it: from
     then on it refuses any notification that is not signed with it."""
-    issued = requests.post(f"{svc.mediator}/admin/organizations/{org_id}/signing-secret", auth=svc.admin, timeout=30)
-    issued.raise_for_status()
-    for sub in issued.json()["subscriptions"]:
+    status, issued = _call("POST", f"{svc.mediator}/admin/organizations/{org_id}/signing-secret", svc.admin, {})
+    if status != 200:
+        raise RuntimeError(f"issuing the facility's signing secret failed: {status}")
+    for sub in issued["subscriptions"]:
         fac.set_signing_secret(sub["secret"])
 
 
 def run_cases(opts: DemoOptions, svc: Services, console: Console) -> tuple[dict[str, Any], dict[str, Any], float]:
     fac = FacilityClient(svc.facility)
     households = seed_cht(svc)
-    hand_over_signing_secret(svc, fac, fac.register()["organization_id"])
+    fac.register()
     started = time.monotonic()
     with console.status(f"Facility sends its defaulter list of {opts.cases} patients (people created in CHT first)"):
         sent = fac.send_list(opts.cases, cht={"places": households})
@@ -256,7 +284,7 @@ def run_cases(opts: DemoOptions, svc: Services, console: Console) -> tuple[dict[
 
 def summary(opts: DemoOptions, svc: Services, st: dict[str, Any], rep: dict[str, Any], elapsed: float,
             console: Console) -> bool:
-    cht = requests.get(svc.cht + "/_emulator/stats", auth=svc.cht_admin, timeout=10).json()
+    cht = _call("GET", svc.cht + "/_emulator/stats", svc.cht_admin, timeout=10)[1]
     requests_in_cht = cht["docs"].get("data_record:INTEROP_FOLLOW_UP", 0)
     outcomes = Table(title="Cases by outcome", show_edge=False)
     outcomes.add_column("outcome")
@@ -310,7 +338,24 @@ def urls(svc: Services, console: Console) -> None:
     console.print(f"Logs and databases: {svc.data}/")
 
 
+def _interrupt(signum: int, _frame: Any) -> None:
+    for sig in (signal.SIGTERM, signal.SIGHUP):  # a second signal must not cut the shutdown short
+        signal.signal(sig, signal.SIG_IGN)
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def run(opts: DemoOptions, settings: Settings | None = None) -> int:
+    """Start, run and stop the demo. SIGTERM and SIGHUP (``kill``, ``timeout``, a service manager,
+    a closed terminal) stop the three servers exactly as Ctrl-C does."""
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        return _run(opts, settings)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run(opts: DemoOptions, settings: Settings | None) -> int:
     console = Console()
     settings = settings or Settings()
     console.print(f"[bold]ltfu demo[/bold]: {opts.cases} follow-up cases through mediator, CHT and facility")
@@ -332,7 +377,7 @@ def run(opts: DemoOptions, settings: Settings | None = None) -> int:
                     time.sleep(1)
             except KeyboardInterrupt:
                 pass
-    except (RuntimeError, requests.RequestException) as exc:
+    except RuntimeError as exc:
         console.print(f"[red]Demo failed: {exc}[/red] (logs in {svc.data}/)")
         ok = False
     finally:

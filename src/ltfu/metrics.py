@@ -11,6 +11,8 @@ Series (all prefixed ``ltfu_``):
 - ``delivery_attempts_total{destination,result}`` (ok | retry | dead), ``delivery_failures_total{destination,reason}``
   and ``delivery_latency_seconds{destination}``: :func:`observe_delivery`, called by the worker.
 - ``cht_push_receipts_total{kind,result}``: :func:`count_cht_push`, called by the ``/cht/...`` routes.
+- ``auth_failures_total{reason}`` (bad_credentials | throttled): :func:`count_auth_failure`, called by the
+  authentication middleware.
 - ``worker_up{worker}``, ``worker_last_beat_age_seconds{worker}``, ``worker_delivered``: this process's
   delivery worker and expiry sweeper (absent when the process runs no workers).
 
@@ -62,6 +64,8 @@ DELIVERY_LATENCY = Histogram("ltfu_delivery_latency_seconds", "Latency of one de
                              buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
 CHT_PUSH_RECEIPTS = Counter("ltfu_cht_push_receipts", "Documents received from CHT outbound push",
                             ["kind", "result"], registry=REGISTRY)
+AUTH_FAILURES = Counter("ltfu_auth_failures", "Refused logins: wrong name or password, or throttled by the backoff",
+                        ["reason"], registry=REGISTRY)
 
 CASES = Gauge("ltfu_cases", "Follow-up cases by Task status", ["state"], registry=REGISTRY)
 OUTBOX_DEPTH = Gauge("ltfu_outbox_depth", "Outbox rows not yet delivered", ["destination", "status"],
@@ -79,8 +83,9 @@ WORKER_DELIVERED = Gauge("ltfu_worker_delivered", "Messages this process's deliv
 DESTINATIONS = ("cht", "notify")
 DELIVERY_RESULTS = ("ok", "retry", "dead")
 FAILURE_REASONS = ("unreachable", "http_4xx", "http_5xx", "other")
+AUTH_FAILURE_REASONS = ("bad_credentials", "throttled")
 PUSH_KINDS = ("patient", "follow-up")
-PUSH_RESULTS = ("recorded", "duplicate", "rejected")
+PUSH_RESULTS = ("recorded", "duplicate", "ignored", "rejected")
 CASE_STATES = ("requested", "received", "accepted", "in-progress", "on-hold", "completed", "failed", "cancelled",
                "rejected")
 
@@ -94,6 +99,8 @@ for _d in DESTINATIONS:
 for _k in PUSH_KINDS:
     for _p in PUSH_RESULTS:
         CHT_PUSH_RECEIPTS.labels(_k, _p)
+for _a in AUTH_FAILURE_REASONS:
+    AUTH_FAILURES.labels(_a)
 
 
 def observe_delivery(destination: str, result: str, status_code: int | None, latency_ms: int | None) -> None:
@@ -115,8 +122,13 @@ def observe_delivery(destination: str, result: str, status_code: int | None, lat
 
 
 def count_cht_push(kind: str, result: str) -> None:
-    """A CHT outbound push was handled: kind patient | follow-up; result recorded | duplicate | rejected."""
+    """A CHT outbound push was handled: kind patient | follow-up; result recorded | duplicate | ignored | rejected."""
     CHT_PUSH_RECEIPTS.labels(kind, result).inc()
+
+
+def count_auth_failure(reason: str) -> None:
+    """A login was refused: reason bad_credentials | throttled."""
+    AUTH_FAILURES.labels(reason).inc()
 
 
 # --------------------------------------------------------------------------- HTTP middleware

@@ -19,9 +19,11 @@ from pydantic_settings import (
 
 from ltfu.domain.callbacks import Network, parse_networks
 
+ADMIN_PASSWORD_MIN = 12
+
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="LTFU_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="LTFU_", extra="ignore", hide_input_in_errors=True)
 
     data_dir: Path = Field(default=Path("ltfu-data"), description="Where the embedded SQLite database lives.")
     database_url: str | None = Field(
@@ -35,7 +37,38 @@ class Settings(BaseSettings):
     )
     public_url: str | None = Field(default=None, description="Address clients reach us at (for links).")
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
-    admin_password: SecretStr | None = None
+    bundle_max_entries: int = Field(
+        default=20_000, ge=1, description="Entries a transaction or batch Bundle may carry (a 10,000-patient list "
+                                          "is 20,000 entries: each Patient and its ServiceRequest)."
+    )
+    admin_password: SecretStr | None = Field(
+        default=None, description=f"Password of the `admin` client, at least {ADMIN_PASSWORD_MIN} characters."
+    )
+
+    # Authentication (HTTP Basic, argon2)
+    auth_threads: int = Field(default=2, ge=1, description="Password checks (argon2) run at once, off the event loop.")
+    auth_max_failures: int = Field(
+        default=5, ge=1, description="Wrong passwords for one client name before each further try waits (backoff)."
+    )
+    auth_max_failures_per_address: int = Field(
+        default=20, ge=1, description="Wrong passwords from one remote address before it must wait (backoff)."
+    )
+    auth_backoff_s: float = Field(default=1.0, gt=0, description="First wait after those failures; doubles each time.")
+    auth_lockout_max_s: float = Field(default=300.0, gt=0, description="Longest wait the backoff imposes.")
+
+    # HTTP server (`ltfu serve`): slow or greedy clients cannot hold it
+    header_timeout_s: float = Field(default=10.0, gt=0, description="A request's headers must arrive within this.")
+    body_timeout_s: float = Field(default=60.0, gt=0, description="A request's body must arrive within this.")
+    keep_alive_s: int = Field(default=5, ge=1, description="Idle keep-alive connections are closed after this.")
+    limit_concurrency: int = Field(
+        default=200, ge=1, description="Connections and requests at once; beyond it new requests get 503."
+    )
+
+    # Retention (off unless retention_days is set)
+    retention_days: int | None = Field(
+        default=None, ge=1, description="Days after a case closes before its PHI is purged (daily, by the worker)."
+    )
+    retention_interval_s: float = Field(default=24 * 3600.0, gt=0, description="How often the retention sweep runs.")
 
     # CHT
     cht_url: str | None = None
@@ -86,6 +119,18 @@ class Settings(BaseSettings):
         pattern="^(auto|always|never)$",
         description="Answer in application/json+openhim: when X-OpenHIM-TransactionID is present (auto).",
     )
+
+    @field_validator("admin_password", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, v: object) -> object:
+        return None if v == "" else v
+
+    @field_validator("admin_password")
+    @classmethod
+    def _long_admin_password(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and len(v.get_secret_value()) < ADMIN_PASSWORD_MIN:
+            raise ValueError(f"LTFU_ADMIN_PASSWORD must have at least {ADMIN_PASSWORD_MIN} characters")
+        return v
 
     @field_validator("cht_url", "public_url", "openhim_url", "openhim_mediator_url")
     @classmethod

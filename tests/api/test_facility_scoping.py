@@ -132,3 +132,56 @@ def test_no_existence_oracle_for_deleted_or_unknown_resources(server: Api, setti
     # PUT cannot create either (201 would say an id is free)
     fresh = str(uuid.uuid4())
     assert fa.put(f"{url}/Patient/{fresh}", json={"resourceType": "Patient", "id": fresh}).status_code == 404
+
+
+def test_a_person_cht_pushed_is_claimed_by_the_first_facility_that_names_it(server: Api, settings: Settings) -> None:
+    a, b = _org(server, "A"), _org(server, "B")
+
+    async def add_clients() -> None:
+        db = Database(settings)
+        async with unit_of_work(db) as uow:
+            await uow.clients.upsert("facility-a", "facility-a-pw", role="facility", organization_id=a)
+            await uow.clients.upsert("facility-b", "facility-b-pw", role="facility", organization_id=b)
+            await uow.clients.upsert("push", "cht-push-pw-1", role="cht", organization_id=None)
+        await db.dispose()
+
+    asyncio.run(add_clients())
+    fa, fb, push = requests.Session(), requests.Session(), requests.Session()
+    fa.auth, fb.auth, push.auth = (
+        ("facility-a", "facility-a-pw"),
+        ("facility-b", "facility-b-pw"),
+        ("push", "cht-push-pw-1"),
+    )
+    cht_id = str(uuid.uuid4())
+    pushed = push.post(
+        f"{server.url}/cht/patient",
+        json={
+            "_id": cht_id,
+            "type": "person",
+            "name": "Achieng Otieno",
+            "sex": "female",
+            "date_of_birth": "1990-02-03",
+        },
+    )
+    assert pushed.status_code == 201
+    pid = pushed.json()["patient"].split("/")[1]
+    assert fa.get(f"{server.url}/fhir/Patient/{pid}").status_code == 404  # nobody's yet: not readable
+    poc = {
+        "identifier": [{"system": "cht", "value": cht_id}],
+        "name": [{"family": "Otieno", "given": ["Achieng"]}],
+        "gender": "female",
+        "birthDate": "1990-02-03",
+    }
+    mine = fa.post(f"{server.url}/mediator/patient", json=poc)
+    assert mine.status_code == 200 and mine.json()["id"] == pid  # the same person, not a twin
+    assert fa.get(f"{server.url}/fhir/Patient/{pid}").status_code == 200
+    theirs = fb.post(f"{server.url}/mediator/patient", json=poc)
+    assert theirs.status_code == 201 and theirs.json()["id"] != pid  # A's now: B gets its own record
+    assert fb.get(f"{server.url}/fhir/Patient/{pid}").status_code == 404
+    sr = {
+        "intent": "order",
+        "status": "active",
+        "subject": {"reference": f"Patient/{pid}"},
+        "requester": {"reference": f"Organization/{b}"},
+    }
+    assert fb.post(f"{server.url}/mediator/service-request", json=sr).status_code == 404

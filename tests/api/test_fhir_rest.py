@@ -188,3 +188,18 @@ def test_metadata_is_a_capability_statement(server: Api) -> None:
     assert cs["resourceType"] == "CapabilityStatement" and cs["fhirVersion"] == "4.0.1"
     types = {r["type"] for r in cs["rest"][0]["resource"]}
     assert {"Patient", "ServiceRequest", "Task", "Subscription", "Encounter"} <= types
+
+
+def test_base_url_served_with_and_without_slash_never_redirected(server: Api) -> None:
+    org = {"resourceType": "Organization", "name": "Base"}
+    bundle = {"resourceType": "Bundle", "type": "batch",
+              "entry": [{"resource": org, "request": {"method": "POST", "url": "Organization"}}]}
+    for path in ("/fhir", "/fhir/"):
+        r = server.post(path, json=bundle, allow_redirects=False)
+        assert r.status_code == 200, (path, r.status_code, r.headers.get("location"))
+        assert r.json()["type"] == "batch-response"
+        got = server.get(path, allow_redirects=False)
+        assert got.status_code < 300 or got.status_code >= 400, (path, got.status_code)
+        assert got.headers["content-type"].startswith("application/fhir+json")
+    trailing = server.get("/fhir/Organization/", allow_redirects=False)  # served as /fhir/Organization
+    assert trailing.status_code == 200 and trailing.json()["type"] == "searchset", trailing.status_code

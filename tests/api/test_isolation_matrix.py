@@ -737,6 +737,14 @@ def test_facility_and_gateway_still_reach_their_own(world: World) -> None:
         assert s.get(f"{world.url}/fhir/Subscription/{world.ids['SA']}/$events").status_code == 200
         assert s.get(f"{world.url}/fhir/Endpoint/ep-a").status_code == 200
         assert s.get(f"{world.url}/ui/cases").status_code == 200
+        # its own callback: a new Endpoint of its own, attached to its Organization, a Subscription of its own
+        ep = s.post(f"{world.url}/fhir/Endpoint", json={k: v for k, v in _endpoint("a").items() if k != "id"})
+        assert ep.status_code == 201, ep.text
+        org = s.get(f"{world.url}/fhir/Organization/org-a").json()
+        org["endpoint"] = [*org["endpoint"], {"reference": f"Endpoint/{ep.json()['id']}"}]
+        assert s.put(f"{world.url}/fhir/Organization/org-a", json=org).status_code == 200
+        own_sub = {**SUB_B, "criteria": "Task?requester=Organization/org-a"}
+        assert s.post(f"{world.url}/fhir/Subscription", json=own_sub).status_code == 201
 
 
 def test_gateway_needs_a_mapped_openhim_client_and_is_never_admin(world: World) -> None:

@@ -185,3 +185,26 @@ def test_cli_roles_and_openhim_map(cli_env: Settings) -> None:
     assert run(cli, ["clients", "map-openhim", "push", "--remove"]).exit_code == 1
     listed = run(cli, ["clients", "list"])
     assert "gateway" in listed.output and "emr-a" in listed.output
+
+
+def test_a_facility_cannot_take_another_facilitys_identifier_or_endpoint(server: Api, settings: Settings) -> None:
+    _facility(server, "a")
+    _facility(server, "b")
+    _clients(settings)
+    fa = requests.Session()
+    fa.auth = ("fa", "facility-a-pw-1")
+    url = server.url + "/fhir"
+    org = fa.get(f"{url}/Organization/org-a").json()
+    stolen = {**org, "identifier": [{"system": "urn:mfl", "value": "MFL-B"}]}
+    assert fa.put(f"{url}/Organization/org-a", json=stolen).status_code == 403
+    taken = {**org, "endpoint": [*org["endpoint"], {"reference": "Endpoint/ep-b"}]}
+    assert fa.put(f"{url}/Organization/org-a", json=taken).status_code == 403
+    renamed = {**org, "name": "Facility A, renamed"}
+    assert fa.put(f"{url}/Organization/org-a", json=renamed).status_code == 200
+    shadow = {"resourceType": "Subscription", "status": "requested", "reason": "x",
+              "criteria": "Task?requester=Organization/org-b",
+              "channel": {"type": "rest-hook", "endpoint": "http://127.0.0.1:9/s", "payload": "application/fhir+json"}}
+    assert fa.post(f"{url}/Subscription", json=shadow).status_code == 403
+    assert fa.post(f"{url}/Organization", json={"resourceType": "Organization", "name": "x"}).status_code == 403
+    assert server.get("/fhir/Organization/org-a").json()["name"] == "Facility A, renamed"
+    assert server.get("/fhir/Organization", params={"endpoint": "Endpoint/ep-b"}).json()["total"] == 1

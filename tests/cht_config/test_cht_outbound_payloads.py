@@ -18,6 +18,8 @@ import pytest
 from .conftest import REPO, Run, run_tool
 
 CONTRACT = REPO / "docs" / "cht-contract.md"
+AREA = {"_id": "area_kondele", "type": "health_center", "name": "Kondele CHW area", "parent": {
+    "_id": "facility_kisumu", "type": "district_hospital", "name": "Kisumu County Hospital"}}
 
 
 def _contract_section(title: str) -> str:
@@ -71,6 +73,18 @@ def mapped(built_project: Path, harness_run: tuple[Run, Path]) -> dict[str, dict
             "reported_date": 2,
         },
         "person-chw": {"_id": "chw_jane", "type": "person", "role": "chw", "name": "Jane Achieng"},
+        # what the users API stores for a CHW (no role, recorded on 5.2), hydrated: a person in a CHW area
+        "person-chw-users-api": {"_id": "chw-2", "type": "person", "name": "Mary Atieno", "phone": "0712345678",
+                                 "patient_id": "11111", "reported_date": 3, "parent": AREA},
+        # a patient as cht-datasource's POST /api/v1/person stores it (5.x), in a household
+        "person-patient-datasource": {"_id": "patient-2", "type": "contact", "contact_type": "person",
+                                      "name": "Datasource Person", "reported_date": 4, "parent": {
+                                          "_id": "household-2", "type": "contact", "contact_type": "clinic",
+                                          "name": "Household 2", "parent": AREA}},
+        # a report of the reference PoC's own app form, its name upper-cased
+        "poc-report-upper": {"_id": "rep-9", "type": "data_record", "content_type": "xml",
+                             "form": "INTEROP_FOLLOW_UP", "reported_date": 5,
+                             "fields": {"inputs": {"contact": {"_id": "patient_amina"}}}},
     }
     for name, doc in extra.items():
         (export_dir / f"{name}.json").write_text(json.dumps(doc))
@@ -95,8 +109,10 @@ def test_only_follow_up_reports_and_patients_are_pushed(mapped: dict[str, dict])
         relevant = {key for key, entry in per_key.items() if entry["relevant"]}
         if stem.startswith("follow-up-"):
             assert relevant == {"ltfu_follow_up"}, stem
-        elif stem == "person-patient":
-            assert relevant == {"ltfu_patient"}
+        elif stem.startswith("person-patient"):
+            assert relevant == {"ltfu_patient"}, stem
+        elif stem.startswith("poc-report"):
+            assert relevant == {"poc_encounter"}, stem
         else:
             assert relevant == set(), stem
         for key in relevant:

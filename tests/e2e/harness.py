@@ -76,6 +76,19 @@ def wait_http(url: str, timeout: float = 40.0) -> None:
     wait_until(up, timeout, f"{url} to answer")
 
 
+def register_facility(mediator_url: str, callback_url: str, code: str = "13023") -> str:
+    """An Endpoint (the facility's callback) and its Organization; the Organization's id."""
+    ep = requests.post(mediator_url + "/fhir/Endpoint", auth=ADMIN, timeout=30, json={
+        "resourceType": "Endpoint", "status": "active", "connectionType": CONN,
+        "payloadType": [{"text": "Task"}], "address": callback_url,
+        "header": ["Authorization: Bearer facility-token"]}).json()
+    org = requests.post(mediator_url + "/fhir/Organization", auth=ADMIN, timeout=30, json={
+        "resourceType": "Organization", "identifier": [{"system": "https://mfl.example/ke", "value": code}],
+        "name": f"Facility {code}", "endpoint": [{"reference": f"Endpoint/{ep['id']}"}]})
+    assert org.status_code == 201, org.text
+    return str(org.json()["id"])
+
+
 @dataclass
 class Receiver:
     """The facility's callback: records notifications; can be told to fail for a while."""
@@ -161,8 +174,8 @@ class Loop:
 
     def __enter__(self) -> Loop:
         self._receiver_server.__enter__()
-        subprocess.run([LTFU, "clients", "add", PUSH_USER, "--password", PUSH_PASSWORD, "--cht"], env=self.env,
-                       check=True, capture_output=True)
+        subprocess.run([LTFU, "clients", "add", PUSH_USER, "--password-stdin", "--cht"],
+                       input=f"{PUSH_PASSWORD}\n".encode(), env=self.env, check=True, capture_output=True)
         self.cht.start()
         self.mediator.start()
         wait_http(self.cht_url + "/api/info")
@@ -194,15 +207,7 @@ class Loop:
                                 headers={"Accept": "application/json"}, **kw)
 
     def register_facility(self, code: str = "13023") -> str:
-        ep = self.fhir("POST", "/fhir/Endpoint", json={
-            "resourceType": "Endpoint", "status": "active", "connectionType": CONN,
-            "payloadType": [{"text": "Task"}], "address": self._receiver_server.url + "/notify",
-            "header": ["Authorization: Bearer facility-token"]}).json()
-        org = self.fhir("POST", "/fhir/Organization", json={
-            "resourceType": "Organization", "identifier": [{"system": "https://mfl.example/ke", "value": code}],
-            "name": f"Facility {code}", "endpoint": [{"reference": f"Endpoint/{ep['id']}"}]})
-        assert org.status_code == 201, org.text
-        return org.json()["id"]
+        return register_facility(self.mediator_url, self._receiver_server.url + "/notify", code)
 
     def seed_cht(self, n: int) -> list[str]:
         """A CHW area with a CHW user and ``n`` patients in CHT; their CHT ids."""

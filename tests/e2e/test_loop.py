@@ -161,3 +161,21 @@ def test_patient_unknown_to_cht_is_rejected_as_unassignable(tmp_path: Path) -> N
         assert loop.cht_records(case["id"]) == 0
         dead = loop.fhir("GET", "/admin/outbox", params={"status": "dead"}).json()["items"]
         assert [(d["destination"], d["attempts"]) for d in dead] == [("cht", 3)]  # a few tries, then dead
+
+
+def test_patient_whose_cht_id_is_a_place_is_rejected_as_unassignable(tmp_path: Path) -> None:
+    """A 5.x place doc (``type: "contact"`` + ``contact_type``) is not a person, whatever its ``type`` says."""
+    with Loop(tmp_path, f"sqlite:///{tmp_path / 'p.db'}") as loop:
+        org = loop.register_facility()
+        put = loop.cht_api("PUT", "/medic/household-as-contact", json={
+            "type": "contact", "contact_type": "clinic", "name": "Otieno household", "reported_date": 1})
+        assert put.status_code == 201, put.text
+        system = "https://ltfu.example.org/fhir/NamingSystem/cht-contact-id"
+        patient = loop.fhir("POST", "/fhir/Patient", json={
+            "resourceType": "Patient", "identifier": [{"system": system, "value": "household-as-contact"}]})
+        case = loop.request(org, patient.json()["id"], "REQ-PLACE").json()
+        wait_until(lambda: loop.tasks_by_status() == {"rejected": 1}, 30, "the case rejected")
+        task = loop.fhir("GET", "/fhir/Task").json()["entry"][0]["resource"]
+        assert task["businessStatus"]["coding"][0]["code"] == "unassignable"
+        assert "not a person in CHT" in task["statusReason"]["text"]
+        assert loop.cht_records(case["id"]) == 0

@@ -10,7 +10,7 @@ from pathlib import Path
 import requests
 from rich.console import Console
 
-from ltfu.demo import DemoOptions, hand_over_signing_secret, seed_cht, start
+from ltfu.demo import DemoOptions, seed_cht, start
 from ltfu.emulators.facility import FacilityClient
 from ltfu.settings import Settings
 from tests.e2e.harness import wait_until
@@ -27,9 +27,11 @@ def test_loop_survives_restarts_and_outages(tmp_path: Path, e2e_db: str) -> None
         cht_stats = lambda: requests.get(svc.cht + "/_emulator/stats", auth=svc.cht_admin, timeout=10).json()  # noqa: E731
         fac = FacilityClient(svc.facility)
         households = seed_cht(svc)
-        hand_over_signing_secret(svc, fac, fac.register()["organization_id"])
-        fac.down(6)
+        fac.register()  # the operator registered the facility at start: its handshake is long done
+        fac.down()
         fac.send_list(n, cht={"places": households})
+        wait_until(lambda: fac.report()["notifications"].get("refused_down", 0) > 0, 30, "a refused notification")
+        fac.up()
         wait_until(lambda: stats()["reached"]["cht"] >= n // 3, 60, "a third of the cases in CHT")
         svc.kill(CHT)  # crash mid-run; its SQLite store keeps records, CHWs and the outbound queue
         time.sleep(1)

@@ -25,6 +25,8 @@ from ltfu.openhim.client import OpenHIMClient
 from ltfu.openhim.envelope import OpenHIMEnvelopeMiddleware, record_orchestration, set_property
 from ltfu.openhim.setup import ClientSpec, apply_setup, plan_setup
 from ltfu.settings import Settings
+from ltfu.store.db import Database
+from ltfu.store.uow import unit_of_work
 
 FACILITY = ("facility-a", "facility-pw")
 CHT = ("cht", "cht-pw")
@@ -118,7 +120,13 @@ async def test_through_openhim_to_the_ltfu_server(start_fake, tmp_path: Path) ->
     app = app_module.create_app(settings)
     fake = start_fake("8")
     with LoopbackServer(app, lifespan="on") as ltfu_server:
-        await _provision(fake, ltfu_server.url, ("admin", admin_password))
+        # route credentials: a gateway client, which acts for the OpenHIM client core names (never admin)
+        db = Database(settings)
+        async with unit_of_work(db) as uow:
+            await uow.clients.upsert("openhim", "route-pw-1234", role="gateway", organization_id=None)
+            await uow.openhim_clients.put(FACILITY[0], "facility", "org-a")
+        await db.dispose()
+        await _provision(fake, ltfu_server.url, ("openhim", "route-pw-1234"))
         auth = basic(*FACILITY)
         async with aiohttp.ClientSession() as s:
             async with s.get(fake.router_url + "/mediator/", headers=auth) as r:
@@ -146,6 +154,11 @@ async def test_through_openhim_to_the_ltfu_server(start_fake, tmp_path: Path) ->
             async with s.get(fake.router_url + "/fhir/Endpoint/no-such-id", headers=auth) as r:
                 assert r.status == 404
                 assert (await r.json())["resourceType"] == "OperationOutcome"
+            async with s.get(fake.router_url + "/fhir/Organization", headers=auth) as r:
+                assert r.status == 200 and "entry" not in await r.json()  # facility-a's view, not admin's
+            # CHT's OpenHIM client is not mapped in ltfu: its routed push is refused
+            async with s.post(fake.router_url + "/cht/follow-up", json={}, headers=basic(*CHT)) as r:
+                assert r.status == 403
     statuses = [
         (t["request"]["method"], t["request"]["path"], t["response"]["status"], t["status"])
         for t in fake.core.transactions
@@ -156,6 +169,8 @@ async def test_through_openhim_to_the_ltfu_server(start_fake, tmp_path: Path) ->
         ("POST", "/mediator/endpoint", 400, "Completed"),
         ("GET", f"/fhir/Endpoint/{endpoint_id}", 200, "Successful"),
         ("GET", "/fhir/Endpoint/no-such-id", 404, "Completed"),
+        ("GET", "/fhir/Organization", 200, "Successful"),
+        ("POST", "/cht/follow-up", 403, "Completed"),
     ]
     for tx in fake.core.transactions:
         assert tx["mediatorURN"] == mediator.URN, tx  # answered in application/json+openhim

@@ -144,10 +144,12 @@ def browser() -> Iterator[Any]:
         b.close()
 
 
-def new_page(browser: Any, auth: tuple[str, str] = ADMIN, *, js: bool = False, phone: bool = False) -> Any:
-    """A page in a fresh context; JavaScript off by default: the dashboard must work without it."""
+def new_page(browser: Any, auth: tuple[str, str] = ADMIN, *, js: bool = False, phone: bool = False,
+             locale: str = "en-US") -> Any:
+    """A page in a fresh context; JavaScript off by default: the dashboard must work without it.
+    ``locale`` is the browser's language (its Accept-Language)."""
     options: dict[str, Any] = {"http_credentials": {"username": auth[0], "password": auth[1]},
-                               "java_script_enabled": js, "accept_downloads": True}
+                               "java_script_enabled": js, "accept_downloads": True, "locale": locale}
     if phone:
         options.update(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True,
                        has_touch=True)
@@ -156,9 +158,9 @@ def new_page(browser: Any, auth: tuple[str, str] = ADMIN, *, js: bool = False, p
     return browser.new_context(**options).new_page()
 
 
-def screenshot(page: Any, name: str) -> Path:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
+def screenshot(page: Any, name: str, directory: Path = ARTIFACTS) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     assert path.stat().st_size > 5000, f"screenshot {name} looks empty"
     return path

@@ -59,7 +59,7 @@ def test_case_list_filters(ui_server: UiServer, browser: Any) -> None:
     page.fill("#f-q", "A-1003")
     page.press("#f-q", "Enter")
     assert column(page, "Patient") == ["A-1003"]
-    assert column(page, "Outcome") == ["Refused to return"]
+    assert column(page, "Outcome") == ["Refuses to return"]
 
     page.goto(ui_server.url + "/ui/cases?age=8-14")
     assert count(page) == 0  # every seeded request is from today

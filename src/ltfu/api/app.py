@@ -11,17 +11,21 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Mount
+from starlette.routing import Mount, Route, Router
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ltfu.api import admin_routes, cht_routes, fhir_routes, mediator_routes, ops_routes, subscription_routes
 from ltfu.api.access import AccessMiddleware
 from ltfu.api.access_log import AccessLogMiddleware
 from ltfu.api.auth import BasicAuthMiddleware
+from ltfu.api.body_deadline import BodyDeadlineMiddleware
 from ltfu.api.crash_guard import CrashGuardMiddleware
 from ltfu.api.http import fhir_error_response
+from ltfu.cht.client import ChtClient
+from ltfu.cht.users import ChtUsers
 from ltfu.delivery.runtime import Runtime
 from ltfu.fhir.outcome import FhirError, Issue
-from ltfu.metrics import MetricsMiddleware, metrics_route
+from ltfu.metrics import MetricsMiddleware, count_auth_failure, metrics_route
 from ltfu.openhim.client import RegistrationRejected
 from ltfu.openhim.envelope import OpenHIMEnvelopeMiddleware
 from ltfu.openhim.runtime import run_openhim
@@ -53,6 +57,18 @@ async def _openhim(settings: Settings, stop: asyncio.Event) -> None:
         log.error("OpenHIM rejected the mediator registration (fix the configuration): %s", exc)
 
 
+def _slash_tolerant(app: ASGIApp) -> ASGIApp:
+    """``[base]/Patient/`` is served as ``[base]/Patient`` (as HAPI does), since a redirect is not an option."""
+
+    async def serve(scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"]
+        if len(path) - len(scope.get("root_path", "")) > 1 and path.endswith("/"):
+            scope = {**scope, "path": path.rstrip("/")}
+        await app(scope, receive, send)
+
+    return serve
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings()
     install_hooks()
@@ -64,6 +80,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         await ensure_admin(db, settings)
         runtime = Runtime(db, settings) if settings.workers else None
         app.state.runtime = runtime
+        cht_users = ChtUsers(ChtClient.from_settings(settings)) if settings.cht_url else None
+        app.state.cht_users = cht_users
         if runtime:
             runtime.start()
         openhim_stop = asyncio.Event()
@@ -76,6 +94,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 await asyncio.gather(openhim, return_exceptions=True)
             if runtime:
                 await runtime.close()
+            if cht_users:
+                await cht_users.close()
             await db.dispose()
 
     async def on_fhir_error(request: Request, exc: Exception) -> Response:
@@ -93,7 +113,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app = Starlette(
         routes=[
             *ops_routes.routes,
-            Mount("/fhir", routes=[*subscription_routes.routes, *fhir_routes.routes]),
+            # [base] with and without the trailing slash, and never a redirect under it: many FHIR
+            # clients do not follow one on POST, and behind a proxy its Location names the inner host.
+            *[Route("/fhir", r.endpoint, methods=r.methods) for r in fhir_routes.routes if r.path == "/"],
+            Mount("/fhir", app=_slash_tolerant(Router([*subscription_routes.routes, *fhir_routes.routes],
+                                                      redirect_slashes=False))),
             *cht_routes.routes,
             *admin_routes.routes,
             *ui_routes.routes,
@@ -106,8 +130,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.settings = settings
     app.state.db = db
     app.state.runtime = None
+    app.state.cht_users = None
+    app.add_middleware(BodyDeadlineMiddleware, seconds=settings.body_timeout_s)  # innermost: sees route errors
     app.add_middleware(AccessMiddleware, db=db)  # inside authentication: who acts, may it use this path
-    app.add_middleware(BasicAuthMiddleware, db=db)
+    app.add_middleware(BasicAuthMiddleware, db=db, settings=settings, on_failure=count_auth_failure)
     app.add_middleware(CrashGuardMiddleware)
     app.add_middleware(MetricsMiddleware)  # counts 401s and 500s too
     app.add_middleware(OpenHIMEnvelopeMiddleware, settings=settings)  # wraps 401s too

@@ -1,8 +1,15 @@
 """HTTP Basic authentication of API clients (pure ASGI middleware: cheap on every request).
 
-argon2 verification costs tens of milliseconds by design, so a successful check is remembered
-for ``CACHE_SECONDS`` keyed by an HMAC of the credentials under a per-process random key; a
-removed client or changed password therefore takes effect within that time in other processes.
+Each request reads its client's row (one primary-key SELECT), so a removed client, a changed role
+or a changed password takes effect at once in every process. argon2 costs tens of milliseconds by
+design, so it runs in a small thread pool (never on the event loop), and a check that succeeded is
+remembered, keyed by an HMAC of the credentials under a per-process random key, together with the
+hash it matched: a new password gives a new hash and the remembered success no longer counts.
+
+An unknown name is verified against a dummy hash (same cost as a wrong password: no user
+enumeration by timing). Failures back off per client name and per remote address (429 with
+``Retry-After``); a request whose credentials were already verified is not throttled, so clients
+that share an address with a guesser keep working.
 """
 
 from __future__ import annotations
@@ -11,36 +18,61 @@ import base64
 import binascii
 import hashlib
 import hmac
+import math
 import os
-import time
+from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
+import anyio.to_thread
 import orjson
+from anyio import CapacityLimiter
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ltfu.api.login_backoff import FailureBackoff
 from ltfu.fhir.outcome import FhirError, Issue
-from ltfu.store.clients import Client
+from ltfu.settings import Settings
+from ltfu.store.clients import Client, dummy_hash, verify_password
 from ltfu.store.db import Database
-from ltfu.store.uow import unit_of_work
+from ltfu.store.uow import read_unit_of_work
 
 OPEN_PATHS = ("/health", "/ready", "/fhir/metadata")  # probes and clients bootstrap without credentials
-CACHE_SECONDS = 60.0
+CACHE_ENTRIES = 10_000
 _KEY = os.urandom(32)
 
 
 class BasicAuthMiddleware:
-    def __init__(self, app: ASGIApp, db: Database) -> None:
+    def __init__(
+        self, app: ASGIApp, db: Database, settings: Settings, on_failure: Callable[[str], None] = lambda reason: None
+    ) -> None:
         self.app = app
         self.db = db
-        self._cache: dict[bytes, tuple[float, Client]] = {}
+        self.on_failure = on_failure  # reason: bad_credentials | throttled
+        backoff = {"base_s": settings.auth_backoff_s, "max_s": settings.auth_lockout_max_s}
+        self.by_name = FailureBackoff(settings.auth_max_failures, **backoff)
+        self.by_address = FailureBackoff(settings.auth_max_failures_per_address, **backoff)
+        self._threads = settings.auth_threads
+        self._limiter: CapacityLimiter | None = None
+        self._verified: OrderedDict[bytes, str] = OrderedDict()  # HMAC(credentials) -> hash they matched
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
-        client = await self._client(scope)
+        try:
+            client = await self._client(scope)
+        except FhirError as exc:
+            await _send_error(send, exc)
+            return
         if client is None:
-            await _unauthorized(send)
+            await _send_error(
+                send,
+                FhirError(
+                    [Issue("login", "Authentication required: HTTP Basic with an ltfu client")],
+                    401,
+                    headers={"WWW-Authenticate": 'Basic realm="ltfu"'},
+                ),
+            )
             return
         scope.setdefault("state", {})["client"] = client
         await self.app(scope, receive, send)
@@ -53,33 +85,44 @@ class BasicAuthMiddleware:
             name, _, password = base64.b64decode(header[6:].strip(), validate=True).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
             return None
+        async with read_unit_of_work(self.db) as uow:  # a snapshot: never waits for a writer
+            stored = await uow.clients.lookup(name)
         key = hmac.new(_KEY, header, hashlib.sha256).digest()
-        now = time.monotonic()
-        hit = self._cache.get(key)
-        if hit and hit[0] > now:
-            return hit[1]
-        async with unit_of_work(self.db) as uow:
-            client = await uow.clients.authenticate(name, password)
-        if client is not None:
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            self._cache[key] = (now + CACHE_SECONDS, client)
-        return client
+        if stored is not None and self._verified.get(key) == stored.password_hash:
+            self._verified.move_to_end(key)
+            return stored.client
+        address = f"addr:{scope['client'][0]}" if scope.get("client") else "addr:?"
+        wait = max(self.by_name.wait(f"name:{name}"), self.by_address.wait(address))
+        if wait > 0:
+            self.on_failure("throttled")
+            raise FhirError(
+                [Issue("throttled", "Too many failed logins; try again later")],
+                429,
+                headers={"Retry-After": str(math.ceil(wait))},
+            )
+        ok = await self._verify(stored.password_hash if stored else dummy_hash(), password)
+        if stored is None or not ok:
+            self.by_name.failed(f"name:{name}")
+            self.by_address.failed(address)
+            self.on_failure("bad_credentials")
+            return None
+        self.by_name.succeeded(f"name:{name}")
+        self._verified[key] = stored.password_hash
+        if len(self._verified) > CACHE_ENTRIES:
+            self._verified.popitem(last=False)
+        return stored.client
+
+    async def _verify(self, password_hash: str, password: str) -> bool:
+        if self._limiter is None:
+            self._limiter = CapacityLimiter(self._threads)
+        return await anyio.to_thread.run_sync(verify_password, password_hash, password, limiter=self._limiter)
 
 
-async def _unauthorized(send: Send) -> None:
-    body = orjson.dumps(
-        FhirError([Issue("login", "Authentication required: HTTP Basic with an ltfu client")], 401).outcome()
-    )
-    await send({
-        "type": "http.response.start",
-        "status": 401,
-        "headers": [
-            (b"content-type", b"application/fhir+json; charset=utf-8"),
-            (b"www-authenticate", b'Basic realm="ltfu"'),
-            (b"content-length", str(len(body)).encode()),
-        ],
-    })
+async def _send_error(send: Send, err: FhirError) -> None:
+    body = orjson.dumps(err.outcome())
+    headers = [(b"content-type", b"application/fhir+json; charset=utf-8"), (b"content-length", str(len(body)).encode())]
+    headers += [(k.lower().encode(), v.encode()) for k, v in (err.headers or {}).items()]
+    await send({"type": "http.response.start", "status": err.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 

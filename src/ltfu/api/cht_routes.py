@@ -12,7 +12,8 @@ from starlette.routing import Route
 from ltfu.api.access import current_actor
 from ltfu.api.http import JSONResponse, json_body, nudge_workers
 from ltfu.cht.inbound import parse_follow_up, parse_person
-from ltfu.fhir.outcome import FhirError
+from ltfu.cht.users import ChtUnavailable
+from ltfu.fhir.outcome import FhirError, Issue
 from ltfu.metrics import count_cht_push
 from ltfu.services import attempts, cht_people
 from ltfu.store.uow import unit_of_work
@@ -22,11 +23,17 @@ async def patient(request: Request) -> Response:
     try:
         raw = await json_body(request)
         person = parse_person(raw)
-        async with unit_of_work(request.app.state.db, current_actor(request)) as uow:
-            stored, created = await cht_people.upsert(uow, person, raw)
+        stored, created = await cht_people.receive(request.app.state.db, current_actor(request), person, raw,
+                                                   request.app.state.cht_users)
     except FhirError:
         count_cht_push("patient", "rejected")
         raise
+    except ChtUnavailable as exc:  # CHT retries the push every 5 minutes
+        count_cht_push("patient", "rejected")
+        raise FhirError([Issue("transient", f"Cannot tell now whether this person is a CHW: {exc}")], 503) from None
+    if stored is None:
+        count_cht_push("patient", "ignored")
+        return JSONResponse({"status": "ignored", "reason": "a CHT user's contact (a CHW), not a patient"})
     count_cht_push("patient", "recorded" if created else "duplicate")
     return JSONResponse({"status": "created" if created else "ok", "patient": stored.ref},
                         status_code=201 if created else 200)

@@ -12,6 +12,7 @@ from starlette.routing import Route
 from ltfu.api.access import current_actor
 from ltfu.api.capability import capability_statement
 from ltfu.api.http import FhirResponse, fhir_base, json_body, nudge_workers, prefer_return, read_body, report_write
+from ltfu.fhir.bundle_shape import check_bundle_shape
 from ltfu.fhir.outcome import FhirError, information
 from ltfu.fhir.rest import parse_etag
 from ltfu.fhir.search_params import date_range, parse_search
@@ -19,7 +20,7 @@ from ltfu.fhir.validation import SUPPORTED_TYPES, validate
 from ltfu.services import bundles, policy
 from ltfu.services import resources as ops
 from ltfu.store.resources import Stored
-from ltfu.store.uow import UnitOfWork, unit_of_work
+from ltfu.store.uow import UnitOfWork, read_unit_of_work, unit_of_work
 
 
 def _type(request: Request) -> str:
@@ -33,6 +34,11 @@ def _type(request: Request) -> str:
 def _uow(request: Request) -> Any:
     """The request's unit of work, acting for its client (the services ask the policy about it)."""
     return unit_of_work(request.app.state.db, current_actor(request))
+
+
+def _read_uow(request: Request) -> Any:
+    """A read-only unit of work for the request (on SQLite it never waits for a writer)."""
+    return read_unit_of_work(request.app.state.db, current_actor(request))
 
 
 def _version_headers(stored: Stored, base: str) -> dict[str, str]:
@@ -96,7 +102,7 @@ async def search(request: Request) -> Response:
     if request.method == "POST":  # POST /Type/_search with a form body
         body = await read_body(request)
         params += parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
-    async with _uow(request) as uow:
+    async with _read_uow(request) as uow:
         return FhirResponse(await search_bundle(request, uow, res_type, params))
 
 
@@ -104,7 +110,7 @@ async def search(request: Request) -> Response:
 
 async def read(request: Request) -> Response:
     res_type = _type(request)
-    async with _uow(request) as uow:
+    async with _read_uow(request) as uow:
         await policy.require_visible(uow, res_type, request.path_params["id"])
         stored = await uow.resources.read(res_type, request.path_params["id"])
     inm = request.headers.get("if-none-match")
@@ -120,7 +126,7 @@ async def vread(request: Request) -> Response:
     vid = request.path_params["vid"]
     if not vid.isdigit():
         raise FhirError.of("not-found", f"Version {vid!r} is not a version of this server", status=404)
-    async with _uow(request) as uow:
+    async with _read_uow(request) as uow:
         await policy.require_visible(uow, res_type, request.path_params["id"])
         stored = await uow.resources.vread(res_type, request.path_params["id"], int(vid))
     return FhirResponse(stored.resource, headers={"ETag": stored.etag, "Last-Modified": stored.last_updated})
@@ -144,7 +150,7 @@ async def history(request: Request) -> Response:
             since = date_range(qp["_since"])[0]
         except ValueError:
             raise FhirError.of("invalid", f"Invalid _since {qp['_since']!r}", "_since") from None
-    async with _uow(request) as uow:
+    async with _read_uow(request) as uow:
         if res_type and res_id:
             await policy.require_visible(uow, res_type, res_id)
         rows = await uow.resources.history(res_type, res_id, since, count + 1, before)
@@ -230,6 +236,7 @@ async def transaction_or_batch(request: Request) -> Response:
     kind = body.get("type")
     if kind not in ("transaction", "batch"):
         raise FhirError.of("invalid", f"Bundle.type must be transaction or batch, got {kind!r}", "Bundle.type")
+    check_bundle_shape(body)
     include = prefer_return(request) != "minimal"
 
     async def run_search(uow: UnitOfWork, res_type: str, params: list[tuple[str, str]]) -> dict[str, Any]:

@@ -50,14 +50,16 @@ async def read_body(request: Request) -> bytes:
 
 
 def _too_large(limit: int) -> FhirError:
-    return FhirError([Issue("too-long", f"Request body exceeds the limit of {limit} bytes")], 413)
+    issue = Issue("too-long", f"Request body exceeds the limit of {limit} bytes", kind="body-too-large")
+    return FhirError([issue], 413)
 
 
 def check_media_type(request: Request) -> None:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype and ctype not in ACCEPTED_BODY_TYPES:
         raise FhirError(
-            [Issue("not-supported", f"Unsupported Content-Type {ctype!r}; send application/fhir+json")], 415
+            [Issue("not-supported", f"Unsupported Content-Type {ctype!r}; send application/fhir+json",
+                   kind="unsupported-media-type")], 415
         )
 
 

@@ -9,10 +9,15 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
+
+from ltfu.cht.doc_ids import doc_path
+
+if TYPE_CHECKING:
+    from ltfu.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,14 @@ class ChtClient:
         self._interval = 1.0 / max_rate_per_s
         self._next_slot = 0.0
         self._session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ChtClient:
+        assert settings.cht_url
+        return cls(settings.cht_url, settings.cht_username,
+                   settings.cht_password.get_secret_value() if settings.cht_password else None,
+                   verify_tls=settings.cht_verify_tls, timeout_s=settings.cht_timeout_s,
+                   max_concurrency=settings.cht_max_concurrency, max_rate_per_s=settings.cht_max_rate_per_s)
 
     async def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -73,10 +86,10 @@ class ChtClient:
         return await self.request("POST", "/api/v2/records", record)
 
     async def get_doc(self, doc_id: str) -> ChtResponse:
-        return await self.request("GET", f"/medic/{doc_id}")
+        return await self.request("GET", doc_path(doc_id))
 
     async def get_person(self, person_id: str) -> ChtResponse:
-        return await self.request("GET", f"/medic/{person_id}")
+        return await self.request("GET", doc_path(person_id))
 
     async def find(self, selector: dict[str, Any], limit: int = 5) -> ChtResponse:
         return await self.request("POST", "/medic/_find", {"selector": selector, "limit": limit})

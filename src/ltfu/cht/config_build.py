@@ -7,7 +7,10 @@ key under which the mediator's password is stored with `PUT /api/v1/credentials/
 every outbound destination, in `app_settings/base_settings.json` and, when it exists, in the
 compiled `app_settings.json`. Everything else in the settings is left as it is.
 
-Backs `ltfu cht-config build --mediator-url URL --credential-key KEY [--out DIR]`.
+With a calendar (`bikram-sambat` for Nepal) the forms' date questions get that calendar's picker
+(:mod:`ltfu.cht.form_calendar`). Without a mediator URL and key the outbound push is left as it is.
+
+Backs `ltfu cht-config build [--mediator-url URL --credential-key KEY] [--calendar C] [--out DIR]`.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import re
 import shutil
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from ltfu.cht.form_calendar import CALENDARS, CalendarError, apply_calendar
 
 BASE_SETTINGS = Path("app_settings") / "base_settings.json"
 COMPILED_SETTINGS = Path("app_settings.json")
@@ -64,29 +69,31 @@ def _rewrite(path: Path, mediator_url: str, credential_key: str, username: str) 
 
 def build_app_settings(
     config_dir: Path,
-    mediator_url: str,
-    credential_key: str,
+    mediator_url: str | None,
+    credential_key: str | None,
     *,
     username: str = "cht",
     out_dir: Path | None = None,
+    calendar: str | None = None,
 ) -> Path:
     """Write the outbound destinations of the cht-conf project at ``config_dir``.
 
     With ``out_dir`` the project is first copied there (without ``node_modules``) and only the
     copy is changed. Returns the written ``app_settings/base_settings.json``; the compiled
     ``app_settings.json`` beside it is updated too when present (else run
-    ``cht compile-app-settings`` in the project).
+    ``cht compile-app-settings`` in the project). ``calendar`` (one of ``CALENDARS``) sets the
+    picker of the forms' date questions; None leaves the forms as they are.
     """
     config_dir = Path(config_dir)
     if not (config_dir / BASE_SETTINGS).is_file():
         raise ConfigBuildError(f"{config_dir} is not a cht-conf project (no {BASE_SETTINGS})")
-    url = normalise_mediator_url(mediator_url)
-    if not CREDENTIAL_KEY.match(credential_key):
-        raise ConfigBuildError(
-            f"credential key must be 1-128 of A-Z a-z 0-9 . _ - (starting alphanumeric), got {credential_key!r}"
-        )
-    if not username or ":" in username:
-        raise ConfigBuildError("username must be non-empty and contain no ':'")
+    if (mediator_url is None) != (credential_key is None):
+        raise ConfigBuildError("give both the mediator URL and the credential key, or neither")
+    if mediator_url is None and calendar is None:
+        raise ConfigBuildError("nothing to build: give the mediator URL and credential key, or a calendar")
+    if calendar is not None and calendar not in CALENDARS:
+        raise ConfigBuildError(f"calendar must be one of {', '.join(CALENDARS)}, got {calendar!r}")
+    url = None if mediator_url is None or credential_key is None else _checked(mediator_url, credential_key, username)
 
     target = config_dir
     if out_dir is not None:
@@ -94,7 +101,24 @@ def build_app_settings(
         if target.resolve() != config_dir.resolve():
             shutil.copytree(config_dir, target, ignore=_SKIP_ON_COPY, dirs_exist_ok=True)
 
-    _rewrite(target / BASE_SETTINGS, url, credential_key, username)
-    if (target / COMPILED_SETTINGS).is_file():
-        _rewrite(target / COMPILED_SETTINGS, url, credential_key, username)
+    if url is not None and credential_key is not None:
+        _rewrite(target / BASE_SETTINGS, url, credential_key, username)
+        if (target / COMPILED_SETTINGS).is_file():
+            _rewrite(target / COMPILED_SETTINGS, url, credential_key, username)
+    if calendar is not None:
+        try:
+            apply_calendar(target, calendar)
+        except CalendarError as exc:
+            raise ConfigBuildError(str(exc)) from None
     return target / BASE_SETTINGS
+
+
+def _checked(mediator_url: str, credential_key: str, username: str) -> str:
+    url = normalise_mediator_url(mediator_url)
+    if not CREDENTIAL_KEY.match(credential_key):
+        raise ConfigBuildError(
+            f"credential key must be 1-128 of A-Z a-z 0-9 . _ - (starting alphanumeric), got {credential_key!r}"
+        )
+    if not username or ":" in username:
+        raise ConfigBuildError("username must be non-empty and contain no ':'")
+    return url

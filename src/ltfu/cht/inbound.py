@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from ltfu.cht.contact_shapes import is_person
 from ltfu.domain.outcomes import method_from_cht, outcome_from_cht
 from ltfu.fhir.outcome import FhirError, Issue
 
@@ -117,8 +118,7 @@ def parse_person(doc: Any) -> ChtPerson:
         raise _bad("The body must be a JSON object (a CHT person doc)", "$")
     person_id = _text(doc, "_id", required=True)
     assert person_id is not None
-    kind = doc.get("type")
-    if kind not in (None, "person", "contact"):
+    if doc.get("type") is not None and not is_person(doc):  # type person, or type contact + contact_type
         raise _bad("Only person docs are accepted here", "type")
     parent = doc.get("parent")
     return ChtPerson(

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
+from ltfu.cht.doc_ids import is_doc_id
 from ltfu.fhir.systems import POC_CHT_SYSTEM, Systems
 
 
 def cht_contact_id(patient: dict[str, Any], systems: Systems) -> str | None:
-    """The patient's CHT person ``_id``: our CHT identifier, or the PoC's ``cht`` one."""
+    """The patient's CHT person ``_id``: our CHT identifier, or the PoC's ``cht`` one. A value that is
+    not a CHT document id (a facility wrote it) is ignored: it never becomes a CHT URL path."""
     for wanted in (systems.cht_contact, POC_CHT_SYSTEM):
         for ident in patient.get("identifier") or []:
-            if ident.get("system") == wanted and ident.get("value"):
+            if ident.get("system") == wanted and ident.get("value") and is_doc_id(str(ident["value"])):
                 return str(ident["value"])
     return None
 
@@ -24,7 +27,15 @@ def cht_shortcode(patient: dict[str, Any], systems: Systems) -> str | None:
 
 
 def _date(value: str | None) -> str | None:
-    return value[:10] if value else None
+    """The calendar date (YYYY-MM-DD) of a FHIR date/dateTime, or nothing: a JSON-form ``date`` field
+    stores anything but an ISO date as null, silently (recorded on cht-core 5.2), so a partial date
+    (``2026-11``) is left out rather than sent."""
+    if not value or len(value) < 10:
+        return None
+    try:
+        return date.fromisoformat(value[:10]).isoformat()
+    except ValueError:
+        return None
 
 
 def follow_up_record(

@@ -1,7 +1,11 @@
 """Sends follow-up and cancel records to CHT (records API, JSON form), never twice.
 
-Before a retry (the previous try may have reached CHT before we crashed or timed out) it asks CHT
-for a record of this case first, so a CHW never gets two tasks for one case.
+Every try of a row that may have been sent before (a crash, a timeout or a lost answer may hide a
+record CHT stored) first asks CHT ``_find`` for the record of this case by its ``fields.case_ref``
+(:mod:`ltfu.delivery.create_once`), so a CHW never gets two tasks for one case. The records API is
+kept (rather than ``PUT /medic/<deterministic id>``) because it is what runs the form's field
+conversion, validation and CHT's API-side transitions (``mark_for_outbound``, ``update_clinics``) and
+it assigns the ``_id`` itself; a raw CouchDB write would skip all of that (reference/cht.md §2).
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ import aiohttp
 
 from ltfu.cht import records
 from ltfu.cht.client import ChtClient, ChtResponse
+from ltfu.cht.contact_shapes import is_person
 from ltfu.delivery.attempt import Attempt, Effect, Handler
+from ltfu.delivery.create_once import Lookup, create_once
 from ltfu.delivery.retry import Verdict, classify
 from ltfu.fhir.systems import Systems
 from ltfu.services import tasks
@@ -21,8 +27,6 @@ from ltfu.store.db import Database
 from ltfu.store.outbox import OutboxRow
 from ltfu.store.resources import now_instant
 from ltfu.store.uow import UnitOfWork, unit_of_work
-
-PERSON_TYPES = ("person", "contact")
 
 
 def _failure(resp: ChtResponse, what: str) -> Attempt:
@@ -75,11 +79,9 @@ class ChtSubmitter(Handler):
             org = await uow.resources.get("Organization", case.organization_id) if case.organization_id else None
         return case, sr, patient, org.resource if org else None
 
-    async def _existing(self, form: str, case_id: str) -> str | None:
-        resp = await self.client.find({"form": form.upper(), "fields.case_ref": case_id}, limit=1)
-        if resp.status == 200 and isinstance(resp.body, dict) and resp.body.get("docs"):
-            return resp.body["docs"][0].get("_id")
-        return None
+    async def _record_of(self, form: str, case_id: str) -> Lookup:
+        return await find_existing(self.client, {"form": form.upper(), "fields.case_ref": case_id},
+                                   f"{form} record of the case")
 
     async def _post(self, record: dict[str, Any], what: str) -> tuple[str | None, Attempt]:
         resp = await self.client.create_record(record)
@@ -111,19 +113,17 @@ class ChtSubmitter(Handler):
             return self._unassignable("the patient's CHT contact id is unknown to CHT", person)
         if person.status != 200:
             return _failure(person, "person lookup")
-        if not isinstance(person.body, dict) or person.body.get("type") not in PERSON_TYPES:
+        if not is_person(person.body):  # type person, or type contact + contact_type person (5.x)
             return self._unassignable("the patient's CHT id is not a person in CHT", person)
         form = self.settings.cht_form
-        record_id = await self._existing(form, case_id) if row.attempts > 0 else None
-        attempt = Attempt(Verdict.OK, 200, person.latency_ms)
-        if record_id is None:
-            record = records.follow_up_record(
-                form, case_id=case_id, patient_uuid=person_id, patient_shortcode=records.cht_shortcode(
-                    patient, self.systems) or person.body.get("patient_id"),
-                request=sr, organization=org, window_end=case.window_end)
-            record_id, attempt = await self._post(record, "follow-up record")
-            if attempt.verdict is not Verdict.OK:
-                return attempt
+        record = records.follow_up_record(
+            form, case_id=case_id, patient_uuid=person_id, patient_shortcode=records.cht_shortcode(
+                patient, self.systems) or person.body.get("patient_id"),
+            request=sr, organization=org, window_end=case.window_end)
+        record_id, attempt = await create_once(row, lambda: self._record_of(form, case_id),
+                                               lambda: self._post(record, "follow-up record"))
+        if attempt.verdict is not Verdict.OK:
+            return attempt
 
         async def received(uow: UnitOfWork) -> None:
             current = await uow.cases.get(case_id)
@@ -157,9 +157,23 @@ class ChtSubmitter(Handler):
         case_id = row.payload["case_id"]
         _, _, patient, _ = await self._load(case_id)
         form = self.settings.cht_cancel_form
-        if row.attempts > 0 and await self._existing(form, case_id):
-            return Attempt(Verdict.OK, 200, 0, "cancel record already in CHT")
         record = records.cancel_record(form, case_id=case_id, patient_uuid=records.cht_contact_id(
             patient, self.systems), reason=row.payload.get("reason"))
-        _, attempt = await self._post(record, "cancel record")
+        _, attempt = await create_once(row, lambda: self._record_of(form, case_id),
+                                       lambda: self._post(record, "cancel record"))
         return attempt
+
+
+async def find_existing(client: ChtClient, selector: dict[str, Any], what: str) -> Lookup:
+    """The ``_id`` of the CHT doc matching ``selector`` (Mango ``_find``), for :func:`create_once`.
+
+    Anything but a clean answer is a failure (retry later), never "not there": creating on a failed
+    look-up is how duplicates happen."""
+    resp = await client.find(selector, limit=1)
+    if resp.status != 200:
+        return Lookup(latency_ms=resp.latency_ms, failure=_failure(resp, f"look-up of the {what}"))
+    if not isinstance(resp.body, dict) or not isinstance(resp.body.get("docs"), list):
+        return Lookup(latency_ms=resp.latency_ms, failure=Attempt(
+            Verdict.RETRY, resp.status, resp.latency_ms, f"CHT answered the look-up of the {what} without docs"))
+    docs = resp.body["docs"]
+    return Lookup(found=str(docs[0].get("_id")) if docs else None, latency_ms=resp.latency_ms)

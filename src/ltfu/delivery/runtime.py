@@ -9,6 +9,7 @@ from typing import Any
 from ltfu.delivery.attempt import Handler
 from ltfu.delivery.cht_submitter import ChtSubmitter
 from ltfu.delivery.notifier import Notifier
+from ltfu.delivery.retention_sweep import RetentionSweep
 from ltfu.delivery.worker import Sweeper, Worker
 from ltfu.settings import Settings
 from ltfu.store.db import Database
@@ -21,6 +22,8 @@ class Runtime:
             handlers.append(ChtSubmitter(db, settings))
         self.worker = Worker(db, settings, handlers)
         self.sweeper = Sweeper(db, settings)
+        days = settings.retention_days
+        self.retention = RetentionSweep(db, settings, days) if days else None
         self.stop = asyncio.Event()
         self.tasks: list[asyncio.Task[Any]] = []
         self.settings = settings
@@ -28,6 +31,8 @@ class Runtime:
     def start(self) -> None:
         self.tasks = [asyncio.create_task(self.worker.run(self.stop), name="ltfu-worker"),
                       asyncio.create_task(self.sweeper.run(self.stop), name="ltfu-sweeper")]
+        if self.retention is not None:
+            self.tasks.append(asyncio.create_task(self.retention.run(self.stop), name="ltfu-retention"))
 
     def nudge(self) -> None:
         """New work was committed: let the worker look now rather than at its next poll."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ltfu.fhir.error_codes import coding
+
 # FHIR issue-type code -> default HTTP status for errors raised with that code.
 _DEFAULT_STATUS = {
     "invalid": 400,
@@ -32,18 +34,27 @@ _DEFAULT_STATUS = {
 
 @dataclass(frozen=True)
 class Issue:
-    """One OperationOutcome.issue: ``code`` is a FHIR issue-type, ``expression`` FHIRPath locations."""
+    """One OperationOutcome.issue: ``code`` is a FHIR issue-type, ``expression`` FHIRPath locations.
+
+    ``kind`` is the ltfu error code (:mod:`ltfu.fhir.error_codes`) sent in ``details.coding`` for
+    clients to translate; without one the issue type's default code is sent. Errors (not
+    informational issues) carry it.
+    """
 
     code: str
     diagnostics: str
     expression: tuple[str, ...] = ()
     severity: str = "error"
+    kind: str | None = None
 
     def to_fhir(self) -> dict[str, Any]:
+        details: dict[str, Any] = {"text": self.diagnostics}
+        if self.severity in ("error", "fatal"):
+            details = {"coding": [coding(self.kind, self.code)], "text": self.diagnostics}
         out: dict[str, Any] = {
             "severity": self.severity,
             "code": self.code,
-            "details": {"text": self.diagnostics},
+            "details": details,
             "diagnostics": self.diagnostics,
         }
         if self.expression:
@@ -65,8 +76,8 @@ class FhirError(Exception):
         Exception.__init__(self, self.message)
 
     @classmethod
-    def of(cls, code: str, diagnostics: str, *expression: str, status: int = 0) -> FhirError:
-        return cls([Issue(code, diagnostics, tuple(expression))], status)
+    def of(cls, code: str, diagnostics: str, *expression: str, status: int = 0, kind: str | None = None) -> FhirError:
+        return cls([Issue(code, diagnostics, tuple(expression), kind=kind)], status)
 
     @property
     def message(self) -> str:

@@ -302,7 +302,7 @@ MAX_COUNT = 1000
 
 
 def _bad(diag: str, param: str) -> FhirError:
-    return FhirError([Issue("invalid", diag, (param,))], 400)
+    return FhirError([Issue("invalid", diag, (param,), kind="invalid-search")], 400)
 
 
 def _parse_token(raw: str) -> tuple[str | None, str | None, bool]:

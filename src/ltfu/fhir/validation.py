@@ -445,10 +445,11 @@ def parse_json(body: bytes | bytearray | memoryview | str) -> Any:
     except orjson.JSONDecodeError as exc:
         text = str(exc)
         what = "UTF-8" if "UTF-8" in text or "surrogate" in text else "JSON"
-        issue = Issue("structure", f"The request body is not valid {what}: {text}")
+        issue = Issue("structure", f"The request body is not valid {what}: {text}", kind="invalid-json")
         raise FhirError([issue], _STATUS) from None
     except TypeError:
-        raise FhirError([Issue("structure", "The request body is not valid JSON")], _STATUS) from None
+        raise FhirError([Issue("structure", "The request body is not valid JSON", kind="invalid-json")],
+                        _STATUS) from None
 
 
 def validate(resource: Any, expected_type: str | None = None) -> dict:
@@ -464,21 +465,22 @@ def validate(resource: Any, expected_type: str | None = None) -> dict:
     MAX_ISSUES, then one issue counting the rest). Never raises anything else for JSON-like input.
     """
     if type(resource) is not dict:
-        raise FhirError([Issue("structure", "A FHIR resource must be a JSON object")], _STATUS)
+        raise FhirError([Issue("structure", "A FHIR resource must be a JSON object", kind="not-json-object")], _STATUS)
     rt = resource.get("resourceType")
     if rt is None:
         raise FhirError([Issue("required", "resourceType is missing: every resource needs one",
-                               ("resourceType",))], _STATUS)
+                               ("resourceType",), kind="resource-type-missing")], _STATUS)
     if type(rt) is not str:
-        raise FhirError([Issue("structure", "resourceType must be a JSON string", ("resourceType",))],
-                        _STATUS)
+        raise FhirError([Issue("structure", "resourceType must be a JSON string", ("resourceType",),
+                               kind="resource-type-missing")], _STATUS)
     if expected_type is not None and rt != expected_type:
         raise FhirError([Issue("invalid", f"The resource is a '{_short(rt)}', but this request expects "
-                                          f"a '{expected_type}'", ("resourceType",))], _STATUS)
+                                          f"a '{expected_type}'", ("resourceType",), kind="wrong-resource-type")],
+                        _STATUS)
     if rt not in SUPPORTED_TYPES and not (rt == "Bundle" and expected_type == "Bundle"):
         raise FhirError([Issue("not-supported", f"Resource type '{_short(rt)}' is not supported "
                                                 f"(supported: {', '.join(sorted(SUPPORTED_TYPES))})",
-                               ("resourceType",))], _STATUS)
+                               ("resourceType",), kind="unsupported-resource-type")], _STATUS)
 
     walk = _Walk()
     walk.object(resource, _SPECS[rt], rt, 0)
@@ -506,7 +508,7 @@ def validate(resource: Any, expected_type: str | None = None) -> dict:
             found.append(_unexpected(rt, exc))
     if not found:
         return resource
-    issues = [Issue(code, text, (expr,)) for code, expr, text in found[:MAX_ISSUES]]
+    issues = [Issue(code, text, (expr,), kind="invalid-resource") for code, expr, text in found[:MAX_ISSUES]]
     more = len(found) + extra - MAX_ISSUES
     if more > 0:
         prefix = "At least " if stopped else ""

@@ -8,6 +8,7 @@ savepoint and answers per entry, so one bad patient does not sink a 400-patient 
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -26,7 +27,8 @@ from ltfu.store.uow import UnitOfWork
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 # Within the POSTs, what others point at goes first (a defaulter list may put each Patient after its request).
 _CREATE_FIRST = {"Endpoint": 0, "Organization": 1, "Practitioner": 2, "Patient": 3, "Appointment": 4}
-MAX_ENTRIES = 5000
+_YIELD_EVERY = 64  # entries between two turns of the event loop (other requests are served meanwhile)
+Token = tuple[str | None, str, bool]
 
 
 @dataclass
@@ -58,12 +60,12 @@ class EntryResult:
 Search = Callable[[UnitOfWork, str, list[tuple[str, str]]], Awaitable[dict[str, Any]]]
 
 
-def _entries(bundle: dict[str, Any]) -> list[dict[str, Any]]:
+def _entries(bundle: dict[str, Any], max_entries: int) -> list[dict[str, Any]]:
     entries = bundle.get("entry") or []
     if not isinstance(entries, list):
         raise FhirError.of("structure", "Bundle.entry must be an array", "Bundle.entry")
-    if len(entries) > MAX_ENTRIES:
-        raise FhirError.of("too-long", f"A Bundle may carry at most {MAX_ENTRIES} entries", "Bundle.entry",
+    if len(entries) > max_entries:
+        raise FhirError.of("too-long", f"A Bundle may carry at most {max_entries} entries", "Bundle.entry",
                            status=413)
     for i, e in enumerate(entries):
         req = e.get("request") if isinstance(e, dict) else None
@@ -123,12 +125,80 @@ def _conditional_refs(node: Any, found: set[str]) -> None:
             _conditional_refs(v, found)
 
 
+def _identifier_token(res_type: str, query: str) -> Token | None:
+    """``identifier=system|value`` (the usual ``ifNoneExist`` of a defaulter list) as a token, else None."""
+    try:
+        q = parse_search(res_type, parse_qsl(query.lstrip("?"), keep_blank_values=True), strict=True)
+    except FhirError:
+        return None  # the entry's own look-up reports it precisely
+    if len(q.criteria) != 1 or q.includes or q.revincludes:
+        return None
+    c = q.criteria[0]
+    if c.param != "identifier" or c.kind != "token" or c.modifier or len(c.values) != 1 or c.values[0][1] is None:
+        return None
+    return c.values[0]
+
+
+async def _conditional_creates(uow: UnitOfWork, entries: list[dict[str, Any]]) -> dict[int, list[str]]:
+    """The matches of every simple ``ifNoneExist`` at once, under the identity locks of all of them.
+
+    Entries whose condition is met by nothing, and by no other entry of this Bundle, need no second
+    look-up when they are created (their locks are held to commit): the others are looked up again."""
+    keys: list[str] = []
+    tokens: dict[int, tuple[str, Token]] = {}
+    for i, e in enumerate(entries):
+        req = e["request"]
+        if req["method"] != "POST" or not req.get("ifNoneExist"):
+            continue
+        if isinstance(e.get("resource"), dict):  # held to commit: no twin created meanwhile elsewhere
+            keys.extend(ops.identity_keys(e["resource"]))
+        res_type = _split_url(req["url"])[0]
+        token = _identifier_token(res_type, req["ifNoneExist"])
+        if token is not None:
+            tokens[i] = (res_type, token)
+    await uow.lock(keys)
+    found: dict[int, list[str]] = {}
+    for res_type in {t for t, _ in tokens.values()}:
+        mine = {i: tok for i, (t, tok) in tokens.items() if t == res_type}
+        ids = await uow.resources.find_ids_by_tokens(res_type, "identifier", list(mine.values()))
+        ids = {tok: await policy.conditional_matches(uow, res_type, ids[tok]) for tok in set(mine.values())}
+        await uow.resources.prime(res_type, [x for tok in mine.values() for x in ids[tok][:1]])
+        found.update((i, ids[tok]) for i, tok in mine.items())
+    return found
+
+
+def _checked(entries: list[dict[str, Any]], found: dict[int, list[str]]) -> set[int]:
+    """Entries of ``found`` with no match whose condition no other entry of the Bundle shares."""
+    conditions: dict[tuple[str, str], int] = {}
+    for e in entries:
+        req = e["request"]
+        if req["method"] == "POST" and req.get("ifNoneExist"):
+            key = (_split_url(req["url"])[0], req["ifNoneExist"])
+            conditions[key] = conditions.get(key, 0) + 1
+    return {i for i, ids in found.items() if not ids and conditions[
+        (_split_url(entries[i]["request"]["url"])[0], entries[i]["request"]["ifNoneExist"])] == 1}
+
+
+async def _prefetch(uow: UnitOfWork, entries: list[dict[str, Any]], skip: set[int]) -> None:
+    """Let each type's hook look up at once what its many creates will need."""
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for i, e in enumerate(entries):
+        if i not in skip and e["request"]["method"] == "POST" and isinstance(e.get("resource"), dict):
+            by_type.setdefault(_split_url(e["request"]["url"])[0], []).append(e["resource"])
+    for res_type, resources in by_type.items():
+        hook = ops.HOOKS.get(res_type)
+        if hook and hook.prefetch:
+            await hook.prefetch(uow, resources)
+
+
 async def transaction(uow: UnitOfWork, bundle: dict[str, Any], search: Search) -> list[EntryResult]:
-    entries = _entries(bundle)
+    entries = _entries(bundle, uow.settings.bundle_max_entries)
     mapping: dict[str, str] = {}
     preassigned: dict[int, str] = {}
     existing: dict[int, Stored] = {}
     seen_full: set[str] = set()
+    batched = await _conditional_creates(uow, entries)
+    checked = _checked(entries, batched)
     for i, e in enumerate(entries):
         req = e["request"]
         full = e.get("fullUrl")
@@ -144,12 +214,13 @@ async def transaction(uow: UnitOfWork, bundle: dict[str, Any], search: Search) -
             continue
         res_type, _, _ = _split_url(req["url"])
         if req.get("ifNoneExist"):
-            if isinstance(e.get("resource"), dict):  # held to commit: no twin created meanwhile elsewhere
-                await uow.lock(ops.identity_keys(e["resource"]))
-            try:
-                found = await ops.find_by_query(uow, res_type, req["ifNoneExist"])
-            except FhirError as err:
-                raise _prefix(err, i) from None
+            if i in batched:
+                found = [{"id": x} for x in batched[i]]
+            else:
+                try:
+                    found = await ops.find_by_query(uow, res_type, req["ifNoneExist"])
+                except FhirError as err:
+                    raise _prefix(err, i) from None
             if len(found) > 1:
                 raise FhirError.of("multiple-matches", f"ifNoneExist matched several {res_type}",
                                    f"Bundle.entry[{i}].request.ifNoneExist", status=412)
@@ -180,21 +251,25 @@ async def transaction(uow: UnitOfWork, bundle: dict[str, Any], search: Search) -
         return _ORDER[req["method"]], _CREATE_FIRST.get(_split_url(req["url"])[0], 9) if req["method"] == "POST" else 0
 
     order = sorted(range(len(entries)), key=rank)
-    for i in order:
+    await _prefetch(uow, entries, set(existing))
+    for n, i in enumerate(order):
+        if n % _YIELD_EVERY == _YIELD_EVERY - 1:
+            await asyncio.sleep(0)
         e = entries[i]
         if i in existing:
             results[i] = EntryResult("200 OK", existing[i])
             continue
         resource = _rewrite(e.get("resource"), mapping) if e.get("resource") is not None else None
         try:
-            results[i] = await _run_entry(uow, e["request"], resource, preassigned.get(i), search)
+            req = e["request"] if i not in checked else {k: v for k, v in e["request"].items() if k != "ifNoneExist"}
+            results[i] = await _run_entry(uow, req, resource, preassigned.get(i), search)
         except FhirError as err:
             raise _prefix(err, i) from None
     return [results[i] for i in range(len(entries))]
 
 
 async def batch(uow: UnitOfWork, bundle: dict[str, Any], search: Search) -> list[EntryResult]:
-    entries = _entries(bundle)
+    entries = _entries(bundle, uow.settings.bundle_max_entries)
     results: list[EntryResult] = []
     for e in entries:
         try:

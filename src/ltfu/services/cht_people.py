@@ -1,15 +1,18 @@
-"""CHT person docs → FHIR Patients, keyed by the CHT ``_id`` (never duplicated)."""
+"""CHT person docs → FHIR Patients, keyed by the CHT ``_id`` (never duplicated). A CHT user's contact
+(a CHW) is staff and never becomes a Patient."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from ltfu.cht.inbound import ChtPerson
+from ltfu.domain.access import Actor
 from ltfu.fhir.systems import POC_CHT_SYSTEM, Systems
 from ltfu.services.resources import identity_keys
+from ltfu.store.db import Database
 from ltfu.store.receipts import content_hash
 from ltfu.store.resources import Stored
-from ltfu.store.uow import UnitOfWork
+from ltfu.store.uow import UnitOfWork, unit_of_work
 
 _GENDER = {"male": "male", "female": "female", "m": "male", "f": "female", "other": "other"}
 
@@ -35,6 +38,23 @@ def patient_from_person(person: ChtPerson, systems: Systems) -> dict[str, Any]:
     if person.phone:
         patient["telecom"] = [{"system": "phone", "value": person.phone, "use": "mobile"}]
     return patient
+
+
+class UserContacts(Protocol):
+    async def is_user_contact(self, person_id: str) -> bool: ...
+
+
+async def receive(db: Database, actor: Actor, person: ChtPerson, raw: dict[str, Any],
+                  users: UserContacts | None) -> tuple[Stored | None, bool]:
+    """A pushed CHT person: (the Patient, whether it was created), or (None, False) for a CHT user's contact.
+
+    ``users`` is asked before the transaction (it may call CHT); without it (no CHT configured) only the
+    outbound rule of cht-config/ keeps staff out.
+    """
+    if users is not None and await users.is_user_contact(person.id):
+        return None, False
+    async with unit_of_work(db, actor) as uow:
+        return await upsert(uow, person, raw)
 
 
 async def upsert(uow: UnitOfWork, person: ChtPerson, raw: dict[str, Any]) -> tuple[Stored, bool]:

@@ -70,10 +70,13 @@ def _subscription_for(systems: Systems, org_id: str, endpoint: dict[str, Any], h
 
 
 async def subscriptions_of(uow: UnitOfWork, org_id: str) -> list[str]:
-    rows = await uow.conn.execute(
-        select(subscription_counters.c.subscription_id).where(subscription_counters.c.organization_id == org_id)
-        .order_by(subscription_counters.c.subscription_id))
-    return list(rows.scalars())
+    key = ("subscriptions_of", org_id)  # asked for every event and request of the facility: once per transaction
+    if key not in uow.memo:  # the write buffer never holds subscription_counters rows
+        rows = await uow.unbuffered.execute(
+            select(subscription_counters.c.subscription_id).where(subscription_counters.c.organization_id == org_id)
+            .order_by(subscription_counters.c.subscription_id))
+        uow.memo[key] = list(rows.scalars())
+    return list(uow.memo[key])
 
 
 async def facility_endpoint(uow: UnitOfWork, org: dict[str, Any]) -> dict[str, Any] | None:
@@ -111,12 +114,20 @@ async def ensure_facility_subscription(uow: UnitOfWork, org: dict[str, Any]) -> 
 
 
 async def _next_event_number(uow: UnitOfWork, sub_id: str) -> int:
-    await uow.conn.execute(
-        update(subscription_counters).where(subscription_counters.c.subscription_id == sub_id)
-        .values(events_since_start=subscription_counters.c.events_since_start + 1))
-    row = await uow.conn.execute(
-        select(subscription_counters.c.events_since_start).where(subscription_counters.c.subscription_id == sub_id))
-    return int(row.scalar_one())
+    """The first count in a transaction increments the row (locking it until commit); later ones count
+    on from there and the final value is written with the buffered inserts."""
+    key = ("event_number", sub_id)
+    if key in uow.memo:
+        number = uow.memo[key] + 1
+        uow.buffer.set_counter(sub_id, number)
+    else:
+        row = await uow.unbuffered.execute(
+            update(subscription_counters).where(subscription_counters.c.subscription_id == sub_id)
+            .values(events_since_start=subscription_counters.c.events_since_start + 1)
+            .returning(subscription_counters.c.events_since_start))
+        number = int(row.scalar_one())
+    uow.memo[key] = number
+    return number
 
 
 async def emit_task_event(uow: UnitOfWork, task: Stored, context: list[dict[str, Any]] | None = None,
@@ -135,10 +146,10 @@ async def emit_task_event(uow: UnitOfWork, task: Stored, context: list[dict[str,
         now = now_instant()
         payload = {"subscription": sub_id, "event": number, "timestamp": now, "focus": focus,
                    "resources": [task.resource, *(context or [])]}
-        row_id = await uow.outbox.enqueue(
+        row_id = uow.outbox.enqueue_new(
             "notify", "event", f"sub:{sub_id}", payload, dedupe_key=f"event:{sub_id}:{number}",
             case_id=case_id, subscription_id=sub_id, organization_id=org_id)
-        await uow.conn.execute(insert(subscription_events).values(
+        uow.buffer.add(subscription_events, dict(
             subscription_id=sub_id, event_number=number, focus=focus, case_id=case_id, created_at=now,
             outbox_id=row_id))
 
@@ -397,6 +408,7 @@ async def _subscription_after(uow: UnitOfWork, stored: Stored, previous: Stored 
             await uow.conn.execute(insert(subscription_counters).values(
                 subscription_id=sub_id, organization_id=org_id, events_since_start=0))
             await uow.callbacks.add_signing_key(sub_id)  # signed from the first call; shown by a rotation
+            uow.memo.pop(("subscriptions_of", org_id), None)
     if stored.resource.get("status") == "requested" and (
             previous is None or previous.resource.get("status") != "requested"
             or previous.resource.get("channel") != stored.resource.get("channel")):

@@ -1,6 +1,7 @@
 """The reference PoC's use cases (``/mediator/...``): register an Endpoint, an Organization (admin), a
 Patient, a visit report, an LTFU request. Each runs in the caller's unit of work and asks the policy
-through the write services, so a facility acts only for itself."""
+through the write services, so a facility acts only for itself. The routes hand them resources they have
+just validated: they are not validated a second time."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from ltfu.store.uow import UnitOfWork
 
 
 async def register_endpoint(uow: UnitOfWork, resource: dict[str, Any]) -> WriteResult:
-    return await ops.create(uow, resource, res_type="Endpoint")
+    return await ops.create(uow, resource, res_type="Endpoint", validated=True)
 
 
 async def register_organization(uow: UnitOfWork, resource: dict[str, Any]) -> WriteResult:
@@ -25,13 +26,13 @@ async def register_organization(uow: UnitOfWork, resource: dict[str, Any]) -> Wr
     ref = resource["endpoint"][0]["reference"]
     if await uow.resources.get("Endpoint", ref.split("/", 1)[1]) is None:
         raise FhirError.of("invalid", f"{ref} does not exist: register the Endpoint first", "Organization.endpoint[0]")
-    return await ops.create(uow, resource, res_type="Organization")
+    return await ops.create(uow, resource, res_type="Organization", validated=True)
 
 
 async def register_patient(uow: UnitOfWork, resource: dict[str, Any]) -> WriteResult:
     value = poc_profiles.cht_identifier(resource)
     assert value is not None  # checked by the profile
-    return await patients.create_unless_known(uow, resource, poc_profiles.CHT_SYSTEM, value)
+    return await patients.create_unless_known(uow, resource, poc_profiles.CHT_SYSTEM, value, validated=True)
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ async def record_encounter(uow: UnitOfWork, digest: str, resource: dict[str, Any
         await policy.require_visible(uow, "Encounter", enc_id)
         return EncounterResult(await uow.resources.read("Encounter", enc_id), created=False)
     resource = await attempts.link_poc_encounter(uow, resource, found.resource["id"])
-    result = await ops.create(uow, resource, res_type="Encounter")
+    result = await ops.create(uow, resource, res_type="Encounter", validated=True)
     await attempts.poc_encounter_recorded(uow, result.stored)
     await uow.receipts.put(f"poc-encounter:{digest}", digest, {"encounter": result.stored.ref}, exists=False)
     return EncounterResult(result.stored, created=True)
@@ -78,7 +79,7 @@ async def request_follow_up(uow: UnitOfWork, resource: dict[str, Any]) -> Follow
         raise FhirError.of("invalid", "Organization has no endpoint attached", "ServiceRequest.requester")
     await patients.require(uow, resource["subject"]["reference"].split("/", 1)[1], "ServiceRequest.subject")
     resource["requester"] = {"reference": org.ref}
-    result = await ops.create(uow, resource, res_type="ServiceRequest")
+    result = await ops.create(uow, resource, res_type="ServiceRequest", validated=True)
     subscription = await notifications.ensure_facility_subscription(uow, org.resource)
     assert subscription is not None  # the facility has an endpoint (checked above)
     return FollowUpRequest(result, subscription)

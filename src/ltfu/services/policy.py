@@ -94,13 +94,24 @@ async def visible_ids(uow: UnitOfWork, res_type: str, ids: list[str]) -> list[st
     return [i for i in ids if await can_see(uow, res_type, i)]
 
 
-async def bindable_patients(uow: UnitOfWork, ids: list[str]) -> list[str]:
-    """Patients a facility may name in a new case or visit: those it sees, else (only when it sees none of
-    ``ids``) those nobody has claimed yet (a person CHT pushed, no facility's case). Naming one claims it."""
+async def bind_patients(uow: UnitOfWork, ids: list[str]) -> list[str]:
+    """The Patients among ``ids`` a facility may name in a case, a visit or a conditional create: those it
+    sees; only when it sees none of them, those nobody has claimed yet (a person CHT pushed, in no case).
+    Naming exactly one unclaimed Patient claims it for the facility (then it is the facility's to see)."""
     seen = await visible_ids(uow, "Patient", ids)
     if seen or uow.actor.facility is None:
         return seen
-    return await unclaimed_patients(uow.conn, ids)
+    free = await unclaimed_patients(uow.conn, ids)
+    if len(free) == 1:
+        await record_created(uow, "Patient", free[0])
+    return free
+
+
+async def conditional_matches(uow: UnitOfWork, res_type: str, ids: list[str]) -> list[str]:
+    """What a conditional create (``If-None-Exist``) may match among ``ids``: nothing the actor may not see."""
+    if res_type == "Patient":
+        return await bind_patients(uow, ids)
+    return await visible_ids(uow, res_type, ids)
 
 
 async def _may_reference(uow: UnitOfWork, res_type: str, res_id: str) -> bool:
@@ -150,7 +161,8 @@ async def check_references(uow: UnitOfWork, resource: dict[str, Any], previous: 
         if ref in before or target is None:
             continue
         if not await _may_reference(uow, *target):
-            raise FhirError.of("invalid", f"Reference {target[0]}/{target[1]} is not known here", status=422)
+            raise FhirError.of("invalid", f"Reference {target[0]}/{target[1]} is not known here", status=422,
+                               kind="unknown-reference")
 
 
 def check_placer(actor: Actor, resource: dict[str, Any]) -> None:

@@ -100,8 +100,15 @@ async def _existing(uow: UnitOfWork, resource: dict[str, Any]) -> Stored | None:
     case = await uow.cases.by_request_key(request_key(resource))
     if case is not None and not policy.case_in_scope(uow.actor, case):
         raise FhirError.of("conflict", "A request with this identifier is already known", "ServiceRequest.identifier",
-                           status=409)
+                           status=409, kind="duplicate-request")
     return await uow.resources.get("ServiceRequest", case.case_id) if case else None
+
+
+async def _prefetch(uow: UnitOfWork, requests: list[dict[str, Any]]) -> None:
+    """A defaulter list: whether each request is a known case, in one look-up for all."""
+    systems = Systems(uow.settings.base_url)
+    keys = [request_key(_ensure_identifier(uow, sr)) for sr in requests if is_ltfu_request(sr, systems)]
+    await uow.cases.prefetch_request_keys(keys)
 
 
 async def _before(uow: UnitOfWork, sr: dict[str, Any], previous: Stored | None) -> dict[str, Any]:
@@ -179,14 +186,15 @@ async def _after(uow: UnitOfWork, stored: Stored, previous: Stored | None) -> No
         status="requested", business_status="awaiting-cht", attempts=0,
         group_id=(sr.get("requisition") or {}).get("value"), created_at=now, updated_at=now, window_end=window_end,
     )
-    await uow.outbox.enqueue("cht", "follow-up", f"case:{case_id}", {"case_id": case_id},
-                             dedupe_key=f"cht-follow-up:{case_id}", case_id=case_id,
-                             organization_id=sr["requester"]["reference"].split("/", 1)[1])
+    uow.outbox.enqueue_new("cht", "follow-up", f"case:{case_id}", {"case_id": case_id},
+                           dedupe_key=f"cht-follow-up:{case_id}", case_id=case_id,
+                           organization_id=sr["requester"]["reference"].split("/", 1)[1])
     await notifications.emit_task_event(uow, task_stored, case_id=case_id)
 
 
 async def cancel(uow: UnitOfWork, case_id: str, reason: str) -> None:
-    """Task → cancelled; CHT gets a cancel record, unless the follow-up never left (then it is dropped)."""
+    """Task → cancelled; CHT gets a cancel record, unless no worker ever took the follow-up to send
+    (then it is dropped: CHT cannot have it)."""
     case = await uow.cases.get(case_id)
     if case is None or case.status in TERMINAL_CASE:
         return
@@ -243,7 +251,8 @@ async def _task_after(uow: UnitOfWork, stored: Stored, previous: Stored | None) 
 
 
 TASK_HOOK = WriteHook(before=_task_before, after=_task_after)
-SERVICE_REQUEST_HOOK = WriteHook(before=_before, after=_after, existing=_existing, allow_delete=False)
+SERVICE_REQUEST_HOOK = WriteHook(before=_before, after=_after, existing=_existing, allow_delete=False,
+                                 prefetch=_prefetch)
 
 
 async def find_organization(uow: UnitOfWork, key: str) -> Stored | None:

@@ -23,6 +23,7 @@ from ltfu.store.uow import UnitOfWork
 BeforeWrite = Callable[[UnitOfWork, dict[str, Any], Stored | None], Awaitable[dict[str, Any]]]
 AfterWrite = Callable[[UnitOfWork, Stored, Stored | None], Awaitable[None]]
 FindExisting = Callable[[UnitOfWork, dict[str, Any]], Awaitable[Stored | None]]
+Prefetch = Callable[[UnitOfWork, list[dict[str, Any]]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class WriteHook:
     after: AfterWrite | None = None
     allow_delete: bool = True
     existing: FindExisting | None = None  # idempotency: the stored twin of a resource being created
+    prefetch: Prefetch | None = None  # many creates coming (a Bundle): look up at once what they will need
 
 
 HOOKS: dict[str, WriteHook] = {}
@@ -50,10 +52,16 @@ async def find_by_query(uow: UnitOfWork, res_type: str, query: str, *, limit: in
     params = parse_qsl(query.lstrip("?"), keep_blank_values=True)
     if not params:
         raise FhirError.of("invalid", "A conditional query needs at least one search parameter")
-    q = policy.scope_search(uow.actor, parse_search(res_type, params, strict=True))
+    q = parse_search(res_type, params, strict=True)
     q.count = limit
     q.total = False
-    return (await uow.search(q)).matches
+    matches = (await uow.search(policy.scope_search(uow.actor, q))).matches
+    if matches or q.facility is None or res_type != "Patient":
+        return matches
+    q.facility, q.count = None, 100  # none of its own: a person nobody claimed yet may be named (and is claimed)
+    found = (await uow.search(q)).matches
+    bound = await policy.bind_patients(uow, [m["id"] for m in found])
+    return [m for m in found if m["id"] in bound]
 
 
 def identity_keys(resource: dict[str, Any]) -> list[str]:
@@ -64,9 +72,11 @@ def identity_keys(resource: dict[str, Any]) -> list[str]:
 
 async def create(
     uow: UnitOfWork, resource: Any, *, res_type: str | None = None, if_none_exist: str | None = None,
-    res_id: str | None = None,
+    res_id: str | None = None, validated: bool = False,
 ) -> WriteResult:
-    resource = validate(resource, res_type)
+    """``validated``: the caller has just run ``validate`` on this very dict (one validation per request)."""
+    if not validated:
+        resource = validate(resource, res_type)
     res_type = resource["resourceType"]
     await policy.authorize_create(uow, resource)
     if if_none_exist:

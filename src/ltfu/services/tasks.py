@@ -56,7 +56,7 @@ async def transition(
     try:
         task_states.path_to(current, status)
     except task_states.IllegalTransition as exc:
-        raise FhirError.of("business-rule", str(exc), "Task.status", status=409) from None
+        raise FhirError.of("business-rule", str(exc), "Task.status", status=409, kind="illegal-transition") from None
     systems = Systems(uow.settings.base_url)
     now = now_instant()
     body = dict(task.resource)

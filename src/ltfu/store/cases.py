@@ -4,25 +4,49 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, insert, select, update
+from sqlalchemy import and_, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ltfu.domain.task_states import TERMINAL
 from ltfu.store.schema import cases
+from ltfu.store.write_buffer import WriteBuffer
+
+_BY_KEY = select(cases).where(cases.c.request_key == bindparam("k"))
+_BY_KEYS = select(cases).where(cases.c.request_key.in_(bindparam("ks", expanding=True)))
+_BY_ID = select(cases).where(cases.c.case_id == bindparam("i"))
 
 
 class CaseRepository:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: AsyncConnection, buffer: WriteBuffer | None = None) -> None:
         self.conn = conn
+        self.buffer = buffer
+        self._absent: set[str] = set()  # request keys known to have no case (prefetched or checked)
 
     async def add(self, **values: Any) -> None:
-        await self.conn.execute(insert(cases).values(**values))
+        """A new case; with a buffer it waits there (its request key was checked absent under lock)."""
+        self._absent.discard(values["request_key"])
+        if self.buffer is None:
+            await self.conn.execute(insert(cases).values(**values))
+        else:
+            self.buffer.add(cases, values)
 
     async def get(self, case_id: str) -> Any:
-        return (await self.conn.execute(select(cases).where(cases.c.case_id == case_id))).first()
+        return (await self.conn.execute(_BY_ID, {"i": case_id})).first()
 
     async def by_request_key(self, request_key: str) -> Any:
-        return (await self.conn.execute(select(cases).where(cases.c.request_key == request_key))).first()
+        if request_key in self._absent:
+            return None
+        return (await self.conn.execute(_BY_KEY, {"k": request_key})).first()
+
+    async def prefetch_request_keys(self, keys: list[str]) -> None:
+        """Look many request keys up at once (a defaulter list): the absent ones need no query later."""
+        wanted = list(dict.fromkeys(k for k in keys if k not in self._absent))
+        found: set[str] = set()
+        for i in range(0, len(wanted), 500):
+            chunk = wanted[i:i + 500]
+            rows = await self.conn.execute(_BY_KEYS, {"ks": chunk})
+            found.update(r.request_key for r in rows)
+        self._absent.update(k for k in wanted if k not in found)
 
     async def by_task(self, task_id: str) -> Any:
         return (await self.conn.execute(select(cases).where(cases.c.task_id == task_id))).first()

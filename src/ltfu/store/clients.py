@@ -3,7 +3,10 @@ and, for a facility, its Organization."""
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
+from functools import cache
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -24,15 +27,35 @@ class Client:
     role: str = "facility"
 
 
+@dataclass(frozen=True)
+class StoredClient:
+    """A client as stored: who it is, and the hash its password must match."""
+
+    client: Client
+    password_hash: str
+
+
 def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
 
+@cache
+def dummy_hash() -> str:
+    """A hash of a random password with our parameters: verified for unknown names, so that an
+    unknown user costs as much as a wrong password (no user enumeration by timing)."""
+    return _hasher.hash(secrets.token_urlsafe(24))
+
+
 def verify_password(password_hash: str, password: str) -> bool:
+    """argon2 check (CPU-bound, tens of ms: callers on an event loop run it in a thread)."""
     try:
         return _hasher.verify(password_hash, password)
     except (VerificationError, InvalidHashError):
         return False
+
+
+def _client(row: Any) -> Client:
+    return Client(row.name, row.is_admin, row.organization_id, row.role)
 
 
 class ClientRepository:
@@ -58,19 +81,27 @@ class ClientRepository:
             select(clients.c.name, clients.c.is_admin, clients.c.organization_id, clients.c.role)
             .order_by(clients.c.name)
         )
-        return [Client(r.name, r.is_admin, r.organization_id, r.role) for r in rows]
+        return [_client(r) for r in rows]
 
-    async def authenticate(self, name: str, password: str) -> Client | None:
+    async def lookup(self, name: str) -> StoredClient | None:
+        """The client named ``name`` with its password hash (one primary-key read, no hashing)."""
         row = (
             await self.conn.execute(
-                select(clients.c.password_hash, clients.c.is_admin, clients.c.organization_id, clients.c.role).where(
+                select(
+                    clients.c.name, clients.c.password_hash, clients.c.is_admin, clients.c.organization_id,
+                    clients.c.role,
+                ).where(
                     clients.c.name == name
                 )
             )
         ).first()
-        if row is None or not verify_password(row.password_hash, password):
-            return None
-        return Client(name, row.is_admin, row.organization_id, row.role)
+        return StoredClient(_client(row), row.password_hash) if row is not None else None
+
+    async def authenticate(self, name: str, password: str) -> Client | None:
+        """Check a password here and now (CLI and start-up; the HTTP path runs argon2 off the loop)."""
+        stored = await self.lookup(name)
+        ok = verify_password(stored.password_hash if stored else dummy_hash(), password)
+        return stored.client if stored is not None and ok else None
 
     async def password_matches(self, name: str, password: str) -> bool:
         """True when the client exists with exactly this password (avoids re-hashing at each start)."""

@@ -1,7 +1,14 @@
-"""Database engine, transactions and migrations for SQLite (embedded default) and PostgreSQL."""
+"""Database engines, transactions and migrations for SQLite (embedded default) and PostgreSQL.
+
+SQLite: one write connection (a single writer anyway: queuing on the pool is cheaper than lock
+contention) and a small pool of read-only connections. In WAL mode readers never wait for the writer,
+so reads (FHIR reads and searches, the dashboard, authentication) go on while a large Bundle or the
+workers write. PostgreSQL: one pool; every statement gets a custom plan (see ``_create_engine``).
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,6 +31,7 @@ class Database:
         self.settings = settings
         self.is_sqlite = settings.is_sqlite
         self.engine: AsyncEngine = _create_engine(settings)
+        self.read_engine: AsyncEngine = _create_read_engine(settings) or self.engine
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
@@ -31,14 +39,23 @@ class Database:
             yield conn
 
     @asynccontextmanager
+    async def read_transaction(self) -> AsyncIterator[AsyncConnection]:
+        """A read-only transaction: one consistent snapshot, never waiting for a writer (SQLite WAL)."""
+        async with self.read_engine.begin() as conn:
+            yield conn
+
+    @asynccontextmanager
     async def connect(self) -> AsyncIterator[AsyncConnection]:
         """A connection for reads; each statement sees committed data."""
-        async with self.engine.connect() as conn:
+        async with self.read_engine.connect() as conn:
             yield conn
+
+    def engines(self) -> list[AsyncEngine]:
+        return [self.engine] if self.read_engine is self.engine else [self.engine, self.read_engine]
 
     async def ping(self) -> bool:
         try:
-            async with self.engine.connect() as conn:
+            async with self.read_engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
             return True
         except Exception:  # noqa: BLE001 - readiness probe reports any failure as "not ready"
@@ -54,6 +71,8 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self.read_engine is not self.engine:
+            await self.read_engine.dispose()
 
 
 def _run_upgrade(sync_conn: Any) -> None:
@@ -63,31 +82,72 @@ def _run_upgrade(sync_conn: Any) -> None:
     command.upgrade(cfg, "head")
 
 
+def _private_file(db_file: Path) -> None:
+    """The SQLite database (PHI) is readable by its owner only: folders we create 0700, the file and its
+    WAL/shared-memory companions 0600 (SQLite gives those the database file's mode)."""
+    missing = [p for p in (db_file.parent, *db_file.parent.parents) if not p.exists()]
+    db_file.parent.mkdir(parents=True, exist_ok=True)
+    for folder in missing:
+        folder.chmod(0o700)
+    os.close(os.open(db_file, os.O_RDWR | os.O_CREAT, 0o600))
+    for companion in (db_file, db_file.with_name(db_file.name + "-wal"), db_file.with_name(db_file.name + "-shm")):
+        if companion.exists() and companion.stat().st_mode & 0o077:
+            companion.chmod(0o600)
+
+
 def _create_engine(settings: Settings) -> AsyncEngine:
     url = settings.sqlalchemy_url
     if not settings.is_sqlite:
-        return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
-    path = url.split(":///", 1)[1] if ":///" in url else ""
+        # asyncpg prepares every statement; after five runs PostgreSQL may switch a prepared statement
+        # to a generic plan chosen while the tables were empty (seq scans), and keep it as they grow
+        # inside one long transaction (a first defaulter list on a fresh database). Custom plans cost
+        # a little planning per statement and follow the data.
+        return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True,
+                                   connect_args={"server_settings": {"plan_cache_mode": "force_custom_plan"}})
+    path = _sqlite_path(url)
     if path and path != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        _private_file(Path(path))
     # One connection: SQLite has a single writer anyway, and queuing on the pool is cheaper
     # than lock contention and busy-waiting inside the driver.
     engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=120)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (pysqlite's own handling is broken)
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA busy_timeout=30000")
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.close()
+        _sqlite_pragmas(dbapi_conn, "PRAGMA journal_mode=WAL", "PRAGMA foreign_keys=ON")
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
         # IMMEDIATE takes the write lock up front: no deadlock when a reader later writes,
         # and other processes (a separate `ltfu worker`) wait on busy_timeout instead of failing.
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def _sqlite_path(url: str) -> str:
+    return url.split(":///", 1)[1] if ":///" in url else ""
+
+
+def _sqlite_pragmas(dbapi_conn: Any, *extra: str) -> None:
+    dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (pysqlite's own handling is broken)
+    cur = dbapi_conn.cursor()
+    for pragma in (*extra, "PRAGMA synchronous=NORMAL", "PRAGMA busy_timeout=30000"):
+        cur.execute(pragma)
+    cur.close()
+
+
+def _create_read_engine(settings: Settings) -> AsyncEngine | None:
+    """SQLite's read-only pool (None elsewhere, and for an in-memory database nobody else can open)."""
+    if not settings.is_sqlite or _sqlite_path(settings.sqlalchemy_url) in ("", ":memory:"):
+        return None
+    engine = create_async_engine(settings.sqlalchemy_url, pool_size=4, max_overflow=4, pool_timeout=120)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        _sqlite_pragmas(dbapi_conn, "PRAGMA query_only=ON")
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN")  # deferred: a snapshot from the first read, no write lock
 
     return engine

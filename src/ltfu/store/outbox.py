@@ -3,6 +3,11 @@
 Order: a row is claimable only when no earlier *pending* row shares its ``order_key`` (dead rows
 do not block). Claims take a lease; a worker that dies mid-delivery loses its lease when it ends,
 and another worker picks the row up again (at-least-once; receivers are idempotent).
+
+A row that may have left the building is known as such: the claim that leases it for sending also
+stamps ``sent_at`` (first time only), in the transaction that commits before the first byte is sent.
+``sent_at`` is never cleared (not by a retry, not by a replay), so a later try knows that an earlier
+one may have reached the receiver even when that try died without recording anything.
 """
 
 from __future__ import annotations
@@ -13,10 +18,20 @@ from typing import Any
 
 import orjson
 from sqlalchemy import and_, func, insert, not_, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ltfu.store.resources import now_instant
 from ltfu.store.schema import delivery_attempts, outbox
+from ltfu.store.write_buffer import PendingId, WriteBuffer
+
+# A second enqueue of a deduplicated message is a no-op: one statement, no look-up first.
+_ADD_ONCE = {
+    "sqlite": sqlite.insert(outbox).on_conflict_do_nothing(index_elements=[outbox.c.dedupe_key])
+    .returning(outbox.c.id),
+    "postgresql": postgresql.insert(outbox).on_conflict_do_nothing(index_elements=[outbox.c.dedupe_key])
+    .returning(outbox.c.id),
+}
 
 
 def instant_in(seconds: float) -> str:
@@ -36,17 +51,29 @@ class OutboxRow:
     subscription_id: str | None
     organization_id: str | None
     last_error: str | None = None
+    maybe_sent: bool = False  # an earlier claim took it to send: the receiver may already have it
 
 
 def _row(r: Any) -> OutboxRow:
     return OutboxRow(r.id, r.destination, r.kind, r.order_key, orjson.loads(r.payload), r.attempts, r.created_at,
-                     r.case_id, r.subscription_id, r.organization_id, r.last_error)
+                     r.case_id, r.subscription_id, r.organization_id, r.last_error, r.sent_at is not None)
+
+
+def _message(destination: str, kind: str, order_key: str, payload: dict[str, Any], dedupe_key: str | None,
+             case_id: str | None, subscription_id: str | None, organization_id: str | None,
+             delay_s: float) -> dict[str, Any]:
+    now = now_instant()
+    return dict(destination=destination, kind=kind, order_key=order_key, dedupe_key=dedupe_key,
+                payload=orjson.dumps(payload).decode(), status="pending", attempts=0, created_at=now,
+                next_attempt_at=instant_in(delay_s) if delay_s else now, case_id=case_id,
+                subscription_id=subscription_id, organization_id=organization_id)
 
 
 class OutboxRepository:
-    def __init__(self, conn: AsyncConnection, *, skip_locked: bool) -> None:
+    def __init__(self, conn: AsyncConnection, *, skip_locked: bool, buffer: WriteBuffer | None = None) -> None:
         self.conn = conn
         self.skip_locked = skip_locked
+        self.buffer = buffer
 
     async def enqueue(
         self, destination: str, kind: str, order_key: str, payload: dict[str, Any], *, dedupe_key: str | None = None,
@@ -54,23 +81,33 @@ class OutboxRepository:
         delay_s: float = 0.0,
     ) -> int | None:
         """Add a message; with ``dedupe_key`` a second enqueue of the same message is a no-op (None)."""
-        if dedupe_key is not None:
-            exists = await self.conn.execute(select(outbox.c.id).where(outbox.c.dedupe_key == dedupe_key))
-            if exists.first() is not None:
-                return None
-        now = now_instant()
-        result = await self.conn.execute(
-            insert(outbox).values(
-                destination=destination, kind=kind, order_key=order_key, dedupe_key=dedupe_key,
-                payload=orjson.dumps(payload).decode(), status="pending", attempts=0, created_at=now,
-                next_attempt_at=instant_in(delay_s) if delay_s else now, case_id=case_id,
-                subscription_id=subscription_id, organization_id=organization_id,
-            ).returning(outbox.c.id)
-        )
-        return int(result.scalar_one())
+        row = _message(destination, kind, order_key, payload, dedupe_key, case_id, subscription_id,
+                       organization_id, delay_s)
+        if dedupe_key is None:
+            result = await self.conn.execute(insert(outbox).returning(outbox.c.id), row)
+        else:
+            result = await self.conn.execute(_ADD_ONCE[self.conn.dialect.name], row)
+        found = result.scalar_one_or_none()
+        return None if found is None else int(found)
+
+    def enqueue_new(
+        self, destination: str, kind: str, order_key: str, payload: dict[str, Any], *, dedupe_key: str,
+        case_id: str | None = None, subscription_id: str | None = None, organization_id: str | None = None,
+    ) -> PendingId:
+        """Add a message whose ``dedupe_key`` was minted in this transaction (a new case's id, an event
+        number just counted), so no earlier row holds it: the insert waits in the write buffer."""
+        row = _message(destination, kind, order_key, payload, dedupe_key, case_id, subscription_id,
+                       organization_id, 0.0)
+        assigned = PendingId()
+        if self.buffer is None:
+            raise RuntimeError("enqueue_new needs a unit of work's write buffer")
+        self.buffer.add(outbox, row, assigned)
+        return assigned
 
     async def claim(self, worker: str, limit: int, lease_s: float, destinations: tuple[str, ...]) -> list[OutboxRow]:
-        """Due rows at the head of their order key, leased to ``worker``."""
+        """Due rows at the head of their order key, leased to ``worker`` and marked as (maybe) sent.
+
+        The returned rows say whether an *earlier* claim took them (``maybe_sent``)."""
         now = now_instant()
         earlier = outbox.alias("earlier")
         head = not_(
@@ -94,7 +131,8 @@ class OutboxRepository:
             return []
         await self.conn.execute(
             update(outbox).where(outbox.c.id.in_([r.id for r in rows]))
-            .values(lease_owner=worker, lease_until=instant_in(lease_s))
+            .values(lease_owner=worker, lease_until=instant_in(lease_s),
+                    sent_at=func.coalesce(outbox.c.sent_at, now))
         )
         return [_row(r) for r in rows]
 
@@ -137,16 +175,20 @@ class OutboxRepository:
             lease_owner=None, lease_until=None))
 
     async def cancel_pending(self, order_key: str, kind: str) -> int:
-        """Drop pending (never delivered) rows of a kind for a key, e.g. a follow-up a cancel overtakes."""
+        """Drop pending rows of a kind for a key that no worker ever took to send (so the receiver
+        cannot have them), e.g. a follow-up a cancel overtakes. A row that may have been sent stays:
+        the caller then sends what undoes it (a cancel record)."""
         result = await self.conn.execute(
             update(outbox).where(and_(outbox.c.order_key == order_key, outbox.c.kind == kind,
-                                      outbox.c.status == "pending", outbox.c.attempts == 0))
+                                      outbox.c.status == "pending", outbox.c.sent_at.is_(None)))
             .values(status="done", done_at=now_instant(), last_error="superseded before delivery"))
         return int(result.rowcount or 0)
 
     async def replay(self, *, row_id: int | None = None, destination: str | None = None,
                      organization_id: str | None = None) -> int:
-        """Put dead rows back in the queue (one, or all matching), with a fresh retry budget."""
+        """Put dead rows back in the queue (one, or all matching), with a fresh retry budget.
+
+        ``sent_at`` stays: a replayed row may have reached the receiver before it died."""
         cond = [outbox.c.status == "dead"]
         if row_id is not None:
             cond.append(outbox.c.id == row_id)

@@ -11,12 +11,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy import and_, bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ltfu.fhir.outcome import FhirError
 from ltfu.fhir.search_params import index_rows
 from ltfu.store.schema import resource_history, resources, search_index
+from ltfu.store.write_buffer import PendingId, WriteBuffer
 
 
 def now_instant() -> str:
@@ -66,13 +67,54 @@ class _Row:
     content: str
 
 
+# Built once: the hot statements skip SQL construction and cache-key generation on every call.
+_THIS = and_(resources.c.res_type == bindparam("t"), resources.c.res_id == bindparam("i"))
+_CURRENT = select(resources.c.version_id, resources.c.deleted, resources.c.last_updated,
+                  resources.c.content).where(_THIS)
+_SET_CURRENT = update(resources).where(_THIS).values(
+    version_id=bindparam("v"), seq=bindparam("s"), last_updated=bindparam("w"), deleted=bindparam("d"),
+    content=bindparam("c"))
+_DROP_INDEX = delete(search_index).where(and_(search_index.c.res_type == bindparam("t"),
+                                              search_index.c.res_id == bindparam("i")))
+_CURRENT_MANY = select(resources.c.res_id, resources.c.version_id, resources.c.deleted, resources.c.last_updated,
+                       resources.c.content).where(and_(resources.c.res_type == bindparam("t"),
+                                                       resources.c.res_id.in_(bindparam("ids", expanding=True))))
+_ADD_HISTORY = insert(resource_history).returning(resource_history.c.seq)
+_si = search_index
+# A token look-up brings the current rows along (the caller reads them next).
+_r = resources
+_JOINED = and_(_r.c.res_type == _si.c.res_type, _r.c.res_id == _si.c.res_id)
+_ROWS_BY_TOKEN = (select(_r.c.res_id, _r.c.version_id, _r.c.deleted, _r.c.last_updated, _r.c.content)
+                  .select_from(_si.join(_r, _JOINED))
+                  .where(and_(_si.c.res_type == bindparam("t"), _si.c.param == bindparam("p"),
+                              _si.c.value == bindparam("v"))).limit(10))
+_ROWS_BY_TOKEN_SYSTEM = _ROWS_BY_TOKEN.where(_si.c.system == bindparam("s"))
+_BY_TOKENS = select(_si.c.res_id, _si.c.system, _si.c.value).where(and_(
+    _si.c.res_type == bindparam("t"), _si.c.param == bindparam("p"), _si.c.value.in_(bindparam("vs", expanding=True))))
+
+
 class ResourceRepository:
     """Reads are remembered for the life of the unit of work (one transaction): a request that looks
-    at the same Organization or Subscription several times asks the database once."""
+    at the same Organization or Subscription several times asks the database once. With a
+    ``WriteBuffer``, new resources (their version, history and index rows) wait in it."""
 
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: AsyncConnection, buffer: WriteBuffer | None = None,
+                 unbuffered: AsyncConnection | None = None) -> None:
         self.conn = conn
+        self.buffer = buffer
+        # Current rows are looked up without flushing the buffer: every resource it holds is in _rows.
+        self._unbuffered = unbuffered or conn
         self._rows: dict[tuple[str, str], _Row | None] = {}
+        self._tokens: dict[tuple[str, str, str | None, str], list[str]] = {}
+
+    def forget(self) -> None:
+        """Drop what was remembered (after a rolled-back savepoint)."""
+        self._rows.clear()
+        self._tokens.clear()
+
+    def _changed(self, res_type: str) -> None:
+        if self._tokens:
+            self._tokens = {k: v for k, v in self._tokens.items() if k[0] != res_type}
 
     # ------------------------------------------------------------------ writes
     async def create(self, resource: dict[str, Any], res_id: str | None = None) -> Stored:
@@ -92,6 +134,7 @@ class ResourceRepository:
                 f"Version conflict: {res_type}/{res_id} is at version "
                 f"{current.version_id if current else 'none'}, If-Match asked for {if_match}",
                 status=412,
+                kind="version-conflict",
             )
         if current is None:
             return await self._write(res_type, res_id, resource, 1, "PUT", existing=False)
@@ -105,15 +148,11 @@ class ResourceRepository:
         version = current.version_id + 1
         tomb = {"resourceType": res_type, "id": res_id}
         seq = await self._history(res_type, res_id, version, when, True, "DELETE", tomb)
-        await self.conn.execute(
-            update(resources)
-            .where(and_(resources.c.res_type == res_type, resources.c.res_id == res_id))
-            .values(version_id=version, seq=seq, last_updated=when, deleted=True, content=_dump(tomb))
-        )
+        await self.conn.execute(_SET_CURRENT, {"t": res_type, "i": res_id, "v": version, "s": seq, "w": when,
+                                               "d": True, "c": _dump(tomb)})
         self._rows[(res_type, res_id)] = _Row(version, True, when, _dump(tomb))
-        await self.conn.execute(
-            delete(search_index).where(and_(search_index.c.res_type == res_type, search_index.c.res_id == res_id))
-        )
+        await self.conn.execute(_DROP_INDEX, {"t": res_type, "i": res_id})
+        self._changed(res_type)
         return True
 
     async def _write(
@@ -122,55 +161,48 @@ class ResourceRepository:
         when = now_instant()
         stamped = _stamp(resource, res_id, version, when)
         content = _dump(stamped)
-        seq = await self._history(res_type, res_id, version, when, False, method, content)
-        values = dict(version_id=version, seq=seq, last_updated=when, deleted=False, content=content)
+        index = [{"res_type": res_type, "res_id": res_id, "param": r.param, "system": r.system, "value": r.value,
+                  "value_hi": r.value_hi} for r in index_rows(stamped)]
         if existing:
-            await self.conn.execute(
-                update(resources)
-                .where(and_(resources.c.res_type == res_type, resources.c.res_id == res_id))
-                .values(**values)
-            )
-            await self.conn.execute(
-                delete(search_index).where(
-                    and_(search_index.c.res_type == res_type, search_index.c.res_id == res_id)
-                )
-            )
+            seq = await self._history(res_type, res_id, version, when, False, method, content)
+            await self.conn.execute(_SET_CURRENT, {"t": res_type, "i": res_id, "v": version, "s": seq, "w": when,
+                                                   "d": False, "c": content})
+            await self.conn.execute(_DROP_INDEX, {"t": res_type, "i": res_id})
+            if index:
+                await self.conn.execute(insert(search_index), index)
+        elif self.buffer is not None:
+            pending = PendingId()
+            self.buffer.add(resource_history, {"res_type": res_type, "res_id": res_id, "version_id": version,
+                                               "last_updated": when, "deleted": False, "method": method,
+                                               "content": content}, pending)
+            self.buffer.add(resources, {"res_type": res_type, "res_id": res_id, "version_id": version,
+                                        "seq": pending, "last_updated": when, "deleted": False, "content": content})
+            self.buffer.add_many(search_index, index)
         else:
-            await self.conn.execute(insert(resources).values(res_type=res_type, res_id=res_id, **values))
+            seq = await self._history(res_type, res_id, version, when, False, method, content)
+            await self.conn.execute(insert(resources).values(res_type=res_type, res_id=res_id, version_id=version,
+                                                             seq=seq, last_updated=when, deleted=False,
+                                                             content=content))
+            if index:
+                await self.conn.execute(insert(search_index), index)
         self._rows[(res_type, res_id)] = _Row(version, False, when, content)
-        rows = index_rows(stamped)
-        if rows:
-            await self.conn.execute(
-                insert(search_index),
-                [
-                    {"res_type": res_type, "res_id": res_id, "param": r.param, "system": r.system,
-                     "value": r.value, "value_hi": r.value_hi}
-                    for r in rows
-                ],
-            )
+        self._changed(res_type)
         return Stored(stamped, version, when, created=version == 1 or not existing)
 
     async def _history(
         self, res_type: str, res_id: str, version: int, when: str, deleted: bool, method: str,
         content: str | dict[str, Any],
     ) -> int:
-        result = await self.conn.execute(
-            insert(resource_history)
-            .values(res_type=res_type, res_id=res_id, version_id=version, last_updated=when, deleted=deleted,
-                    method=method, content=content if isinstance(content, str) else _dump(content))
-            .returning(resource_history.c.seq)
-        )
+        result = await self.conn.execute(_ADD_HISTORY, {
+            "res_type": res_type, "res_id": res_id, "version_id": version, "last_updated": when,
+            "deleted": deleted, "method": method, "content": content if isinstance(content, str) else _dump(content)})
         return int(result.scalar_one())
 
     # ------------------------------------------------------------------ reads
     async def _current_row(self, res_type: str, res_id: str) -> _Row | None:
         key = (res_type, res_id)
         if key not in self._rows:
-            result = await self.conn.execute(
-                select(resources.c.version_id, resources.c.deleted, resources.c.last_updated, resources.c.content)
-                .where(and_(resources.c.res_type == res_type, resources.c.res_id == res_id))
-            )
-            row = result.first()
+            row = (await self._unbuffered.execute(_CURRENT, {"t": res_type, "i": res_id})).first()
             self._rows[key] = _Row(row.version_id, row.deleted, row.last_updated, row.content) if row else None
         return self._rows[key]
 
@@ -236,10 +268,45 @@ class ResourceRepository:
             out.extend(orjson.loads(r.content) for r in rows)
         return out
 
+    async def prime(self, res_type: str, ids: list[str]) -> None:
+        """Load many current rows at once (a re-sent defaulter list): later reads ask no one."""
+        wanted = [i for i in dict.fromkeys(ids) if (res_type, i) not in self._rows]
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start:start + 500]
+            rows = await self._unbuffered.execute(_CURRENT_MANY, {"t": res_type, "ids": chunk})
+            for r in rows:
+                self._rows[(res_type, r.res_id)] = _Row(r.version_id, r.deleted, r.last_updated, r.content)
+
+    async def find_ids_by_tokens(
+        self, res_type: str, param: str, tokens: list[tuple[str | None, str, bool]]
+    ) -> dict[tuple[str | None, str, bool], list[str]]:
+        """Ids per token ``(system, code, system_given)`` as a ``param=system|code`` search matches them,
+        for many tokens in a few statements (the conditional creates of a defaulter list)."""
+        out: dict[tuple[str | None, str, bool], list[str]] = {t: [] for t in tokens}
+        codes = list(dict.fromkeys(code for _, code, _ in tokens))
+        by_code: dict[str, list[tuple[str | None, str]]] = {}
+        for start in range(0, len(codes), 500):
+            rows = await self.conn.execute(_BY_TOKENS, {"t": res_type, "p": param, "vs": codes[start:start + 500]})
+            for res_id, system, value in rows:
+                by_code.setdefault(value, []).append((system, res_id))
+        for token in out:
+            system, code, system_given = token
+            ids = [i for s, i in by_code.get(code, []) if not system_given or s == system]
+            out[token] = list(dict.fromkeys(ids))
+        return out
+
     async def find_ids_by_token(self, res_type: str, param: str, system: str | None, value: str) -> list[str]:
         """Ids of current resources with the token (``system`` None = any system)."""
-        si = search_index
-        q = select(si.c.res_id).where(and_(si.c.res_type == res_type, si.c.param == param, si.c.value == value))
-        if system is not None:
-            q = q.where(si.c.system == system)
-        return list(dict.fromkeys((await self.conn.execute(q.limit(10))).scalars()))
+        key = (res_type, param, system, value)
+        if key not in self._tokens:
+            params = {"t": res_type, "p": param, "v": value}
+            if system is None:
+                result = await self.conn.execute(_ROWS_BY_TOKEN, params)
+            else:
+                result = await self.conn.execute(_ROWS_BY_TOKEN_SYSTEM, {**params, "s": system})
+            ids = []
+            for r in result:
+                self._rows[(res_type, r.res_id)] = _Row(r.version_id, r.deleted, r.last_updated, r.content)
+                ids.append(r.res_id)
+            self._tokens[key] = list(dict.fromkeys(ids))
+        return list(self._tokens[key])

@@ -127,11 +127,13 @@ cases = Table(
     Column("first_attempt_at", String(32), nullable=True),
     Column("closed_at", String(32), nullable=True),
     Column("window_end", String(32), nullable=True),
+    Column("purged_at", String(32), nullable=True),  # retention removed its PHI (services/retention.py)
 )
 Index("ix_cases_org_status", cases.c.organization_id, cases.c.status)
 Index("ix_cases_patient", cases.c.patient_id)
 Index("ix_cases_status_window", cases.c.status, cases.c.window_end)
 Index("ix_cases_created", cases.c.created_at)
+Index("ix_cases_closed", cases.c.closed_at)
 
 # Transactional outbox: written in the same transaction as the state change that causes it.
 outbox = Table(
@@ -155,6 +157,8 @@ outbox = Table(
     Column("case_id", String(64), nullable=True),
     Column("subscription_id", String(64), nullable=True),
     Column("organization_id", String(64), nullable=True),
+    # When a worker first took the row to send it (committed before the first byte left); never cleared.
+    Column("sent_at", String(32), nullable=True),
 )
 Index("ix_outbox_due", outbox.c.status, outbox.c.next_attempt_at)
 Index("ix_outbox_order", outbox.c.order_key, outbox.c.status, outbox.c.id)

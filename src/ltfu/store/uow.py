@@ -1,12 +1,19 @@
-"""Unit of work: one database transaction and the repositories bound to it."""
+"""Unit of work: one database transaction and the repositories bound to it.
+
+Its repositories talk to the database through ``FlushingConnection``: inserts wait in a
+``WriteBuffer`` and go out in batches right before the next statement (or the commit), so reads
+always see the transaction's own writes.
+"""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any, cast
 
 from sqlalchemy import text
+from sqlalchemy.engine import Result
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ltfu.domain.access import SYSTEM, Actor
@@ -21,7 +28,24 @@ from ltfu.store.outbox import OutboxRepository
 from ltfu.store.owners import OwnerRepository
 from ltfu.store.receipts import ReceiptRepository
 from ltfu.store.resources import ResourceRepository
+from ltfu.store.retention import RetentionRepository
 from ltfu.store.search import SearchResult, run_search
+from ltfu.store.write_buffer import WriteBuffer
+
+
+class FlushingConnection:
+    """The transaction's connection, sending the buffered inserts before any other statement."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.raw = conn
+        self.buffer = WriteBuffer(conn)
+
+    async def execute(self, statement: Any, parameters: Any = None, **kw: Any) -> Result[Any]:
+        await self.buffer.flush()
+        return await self.raw.execute(statement, parameters, **kw)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.raw, name)
 
 
 class UnitOfWork:
@@ -29,17 +53,27 @@ class UnitOfWork:
     policy about it. Workers and the CLI act as the system."""
 
     def __init__(self, conn: AsyncConnection, db: Database, actor: Actor = SYSTEM) -> None:
-        self.conn = conn
+        self._flushing = FlushingConnection(conn)
+        self.conn = cast(AsyncConnection, self._flushing)
+        self.buffer = self._flushing.buffer
         self.db = db
         self.actor = actor
-        self.owners = OwnerRepository(conn)
-        self.openhim_clients = OpenHIMClientRepository(conn)
-        self.resources = ResourceRepository(conn)
-        self.clients = ClientRepository(conn)
-        self.cases = CaseRepository(conn)
-        self.outbox = OutboxRepository(conn, skip_locked=not db.is_sqlite)
-        self.receipts = ReceiptRepository(conn)
-        self.callbacks = CallbackStore(conn, SecretBox.of(db.settings))
+        # Per-transaction answers to lookups the services repeat (e.g. a facility's subscriptions).
+        self.memo: dict[Any, Any] = {}
+        # For statements that cannot see what the buffer holds (they need not flush it first).
+        self.unbuffered = conn
+        self.owners = OwnerRepository(self.conn)
+        self.openhim_clients = OpenHIMClientRepository(self.conn)
+        self.resources = ResourceRepository(self.conn, self.buffer, unbuffered=conn)
+        self.clients = ClientRepository(self.conn)
+        self.cases = CaseRepository(self.conn, self.buffer)
+        self.outbox = OutboxRepository(self.conn, skip_locked=not db.is_sqlite, buffer=self.buffer)
+        self.receipts = ReceiptRepository(self.conn)
+        self.retention = RetentionRepository(self.conn)
+        self.callbacks = CallbackStore(self.conn, SecretBox.of(db.settings))
+
+    async def flush(self) -> None:
+        await self.buffer.flush()
 
     @property
     def settings(self) -> Settings:
@@ -54,20 +88,46 @@ class UnitOfWork:
         PostgreSQL: transaction-scoped advisory locks, taken in sorted order (no deadlock between
         two lockers). SQLite needs none: its transactions already run one at a time.
         """
-        if self.db.is_sqlite:
+        if self.db.is_sqlite or not keys:
             return
-        for key in sorted(set(keys)):
-            number = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
-            await self.conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": number})
+        numbers = sorted({int.from_bytes(hashlib.sha256(k.encode()).digest()[:8], "big", signed=True)
+                          for k in keys})
+        if len(numbers) == 1:
+            await self.conn.execute(_LOCK_ONE, {"k": numbers[0]})
+        else:  # one round trip, still in sorted order
+            await self.conn.execute(_LOCK_MANY, {"ks": numbers})
 
     @asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
         """A nested transaction: a failure inside rolls back only what it wrote (batch entries)."""
-        async with self.conn.begin_nested():
-            yield
+        await self.flush()
+        try:
+            async with self._flushing.raw.begin_nested():
+                yield
+                await self.flush()
+        except BaseException:
+            # What the savepoint wrote is gone: so must be what we remember or still hold of it.
+            self.buffer.discard()
+            self.memo.clear()
+            self.resources.forget()
+            raise
+
+
+_LOCK_ONE = text("SELECT pg_advisory_xact_lock(:k)")
+_LOCK_MANY = text("SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT unnest(CAST(:ks AS bigint[])) AS k "
+                  "ORDER BY 1) AS keys")
 
 
 @asynccontextmanager
 async def unit_of_work(db: Database, actor: Actor = SYSTEM) -> AsyncIterator[UnitOfWork]:
     async with db.transaction() as conn:
+        uow = UnitOfWork(conn, db, actor)
+        yield uow
+        await uow.flush()
+
+
+@asynccontextmanager
+async def read_unit_of_work(db: Database, actor: Actor = SYSTEM) -> AsyncIterator[UnitOfWork]:
+    """A unit of work for requests that only read: a snapshot that never waits for writers (SQLite)."""
+    async with db.read_transaction() as conn:
         yield UnitOfWork(conn, db, actor)

@@ -8,7 +8,7 @@ never the only way to get them. Sizes are in a viewBox, so a chart shrinks to a 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from markupsafe import Markup, escape
@@ -27,6 +27,17 @@ class Bar:
 
 def _fmt(value: float) -> str:
     return f"{value:g}" if value != int(value) else str(int(value))
+
+
+@dataclass(frozen=True)
+class Words:
+    """The words and number format of the page's language (the charts draw no other text)."""
+
+    no_data: str = "No data"
+    number: Callable[[float], str] = _fmt
+
+
+ENGLISH = Words()
 
 
 def _open(chart_id: str, title: str, desc: str, height: int) -> list[str]:
@@ -51,13 +62,20 @@ def nice_max(value: float) -> float:
 
 
 def hbar(chart_id: str, title: str, bars: Sequence[Bar], *, max_value: float | None = None,
-         label_width: int = 230) -> Markup:
-    """Horizontal bars, one per row: label on the left, value text at the end of the bar."""
+         label_width: int | None = None, words: Words = ENGLISH) -> Markup:
+    """Horizontal bars, one per row: label on the left, value text at the end of the bar.
+
+    The label column is as wide as the longest label needs (labels differ in length by language),
+    between 150 and 330 of the 640 units.
+    """
+    if label_width is None:
+        longest = max((len(b.label) for b in bars), default=0)
+        label_width = int(min(330, max(150, longest * FONT * 0.62 + 16)))
     row_h, top = 30, 8
     height = top * 2 + row_h * max(1, len(bars))
     scale_max = max_value if max_value is not None else max([b.value for b in bars] + [0]) or 1
     plot_w = WIDTH - label_width - 110
-    desc = "; ".join(f"{b.label}: {b.text}" for b in bars) or "No data"
+    desc = "; ".join(f"{b.label}: {b.text}" for b in bars) or words.no_data
     out = _open(chart_id, title, desc, height)
     for i, b in enumerate(bars):
         y = top + i * row_h
@@ -69,14 +87,15 @@ def hbar(chart_id: str, title: str, bars: Sequence[Bar], *, max_value: float | N
         out.append(f'<text class="val" x="{label_width + w + 6:.1f}" y="{y + 19}" font-size="{FONT}">'
                    f'{escape(b.text)}</text>')
     if not bars:
-        out.append(f'<text x="{WIDTH / 2}" y="{top + 19}" text-anchor="middle" font-size="{FONT}">No data</text>')
+        out.append(f'<text x="{WIDTH / 2}" y="{top + 19}" text-anchor="middle" font-size="{FONT}">'
+                   f'{escape(words.no_data)}</text>')
     out.append("</svg>")
     return Markup("".join(out))
 
 
 def columns(chart_id: str, title: str, categories: Sequence[str],
             series: Sequence[tuple[str, Sequence[float | None]]], *, unit: str = "",
-            max_value: float | None = None, min_max: float = 0.0) -> Markup:
+            max_value: float | None = None, min_max: float = 0.0, words: Words = ENGLISH) -> Markup:
     """Vertical grouped columns: one group per category (e.g. a week), one column per series.
 
     A missing value (None) draws no column and is said as "no data" in the description.
@@ -85,12 +104,12 @@ def columns(chart_id: str, title: str, categories: Sequence[str],
     plot_w, plot_h = WIDTH - left - right, height - top - bottom
     values = [v for _, vs in series for v in vs if v is not None]
     top_value = max_value if max_value is not None else nice_max(max([*values, min_max]))
-    words = []
+    said = []
     for ci, cat in enumerate(categories):
-        parts = [f"{name} {_fmt(round(vs[ci], 1)) + unit if vs[ci] is not None else 'no data'}"
+        parts = [f"{name} {words.number(round(vs[ci], 1)) + unit if vs[ci] is not None else words.no_data}"
                  for name, vs in series]
-        words.append(f"{cat}: " + ", ".join(parts))
-    out = _open(chart_id, title, "; ".join(words) or "No data", height)
+        said.append(f"{cat}: " + ", ".join(parts))
+    out = _open(chart_id, title, "; ".join(said) or words.no_data, height)
     x = left
     for si, (name, _) in enumerate(series):  # legend, in words as well as colour
         out.append(f'<rect class="bar {SERIES_CLASSES[si % 3]}" x="{x}" y="8" width="12" height="12"/>')
@@ -101,7 +120,7 @@ def columns(chart_id: str, title: str, categories: Sequence[str],
         y = top + plot_h - plot_h * i / 4
         out.append(f'<line class="grid" x1="{left}" x2="{WIDTH - right}" y1="{y:.1f}" y2="{y:.1f}"/>')
         out.append(f'<text class="axis" x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="11">'
-                   f'{escape(_fmt(round(v, 1)))}{escape(unit)}</text>')
+                   f'{escape(words.number(round(v, 1)))}{escape(unit)}</text>')
     n = max(1, len(categories))
     group_w = plot_w / n
     col_w = max(2.0, min(28.0, (group_w - 6) / max(1, len(series))))
@@ -115,7 +134,7 @@ def columns(chart_id: str, title: str, categories: Sequence[str],
             h = max(0.0, min(1.0, v / top_value if top_value else 0)) * plot_h
             out.append(f'<rect class="bar {SERIES_CLASSES[si % 3]}" x="{gx + si * col_w:.1f}" '
                        f'y="{top + plot_h - h:.1f}" width="{col_w - 1:.1f}" height="{h:.1f}">'
-                       f'<title>{escape(cat)} {escape(name)}: {escape(_fmt(round(v, 1)))}{escape(unit)}</title>'
+                       f'<title>{escape(cat)} {escape(name)}: {escape(words.number(round(v, 1)))}{escape(unit)}</title>'
                        f'</rect>')
         if ci % label_every == 0:
             cx = left + ci * group_w + group_w / 2
@@ -123,6 +142,6 @@ def columns(chart_id: str, title: str, categories: Sequence[str],
                        f'font-size="11">{escape(cat)}</text>')
     if not categories:
         out.append(f'<text x="{WIDTH / 2}" y="{top + plot_h / 2}" text-anchor="middle" font-size="{FONT}">'
-                   f'No data</text>')
+                   f'{escape(words.no_data)}</text>')
     out.append("</svg>")
     return Markup("".join(out))

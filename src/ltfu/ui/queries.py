@@ -19,7 +19,7 @@ from sqlalchemy import ColumnElement, and_, case, false, func, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ltfu.domain.access import Actor
-from ltfu.domain.outcomes import METHODS, OUTCOMES
+from ltfu.domain.outcomes import METHODS, OUTCOMES, outcome_label
 from ltfu.domain.task_states import TERMINAL
 from ltfu.store.schema import (
     cases,
@@ -30,17 +30,37 @@ from ltfu.store.schema import (
     search_index,
     subscription_counters,
 )
+from ltfu.ui.i18n import N_, NC_, Msg
 
 PAGE_SIZE = 50
 STATES = ("requested", "received", "accepted", "in-progress", "on-hold", "completed", "failed", "cancelled",
           "rejected")
+# Texts here are gettext msgids (English), translated where they are shown (ltfu.ui.i18n). The states
+# have the context "task state" (ltfu.ui.i18n.STATE_CONTEXT): a state is not always the same word as
+# a column or a count ("Requested").
 STATE_LABELS = {
-    "requested": "Requested", "received": "Received by CHT", "accepted": "Accepted", "in-progress": "In progress",
-    "on-hold": "On hold", "completed": "Completed", "failed": "Failed", "cancelled": "Cancelled",
-    "rejected": "Rejected", "entered-in-error": "Entered in error", "open": "Open (not closed)",
+    "requested": NC_("task state", "Requested"),
+    "received": NC_("task state", "Received by CHT"),
+    "accepted": NC_("task state", "Accepted"),
+    "in-progress": NC_("task state", "In progress"),
+    "on-hold": NC_("task state", "On hold"),
+    "completed": NC_("task state", "Completed"),
+    "failed": NC_("task state", "Failed"),
+    "cancelled": NC_("task state", "Cancelled"),
+    "rejected": NC_("task state", "Rejected"),
+    "entered-in-error": NC_("task state", "Entered in error"),
+    "open": NC_("task state", "Open (not closed)"),
+}
+# Timeline: a Task reaching a state.
+TASK_EVENTS = {
+    "requested": N_("Task requested"), "received": N_("Task received by CHT"), "accepted": N_("Task accepted"),
+    "in-progress": N_("Task in progress"), "on-hold": N_("Task on hold"), "completed": N_("Task completed"),
+    "failed": N_("Task failed"), "cancelled": N_("Task cancelled"), "rejected": N_("Task rejected"),
+    "entered-in-error": N_("Task entered in error"),
 }
 AGES = {"0-7": (0, 7), "8-14": (8, 14), "15-30": (15, 30), "31+": (31, None)}
-AGE_LABELS = {"0-7": "0–7 days", "8-14": "8–14 days", "15-30": "15–30 days", "31+": "31 days or more"}
+AGE_LABELS = {"0-7": N_("0–7 days"), "8-14": N_("8–14 days"), "15-30": N_("15–30 days"),
+              "31+": N_("31 days or more")}
 # Outcomes where the CHW found the patient, and those that mean the patient is coming back.
 REACHED = frozenset({"returning-to-care", "already-returned", "refused", "self-transferred", "hospitalized"})
 RETURNING = frozenset({"returning-to-care", "already-returned"})
@@ -135,7 +155,7 @@ class CaseFilters:
     date_to: date | None = None
     q: str | None = None
     page: int = 1
-    errors: list[str] = field(default_factory=list)
+    errors: list[Msg] = field(default_factory=list)
 
     @classmethod
     def parse(cls, params: Any) -> CaseFilters:
@@ -143,17 +163,17 @@ class CaseFilters:
         f.facility = (params.get("facility") or "").strip() or None
         state = (params.get("state") or "").strip()
         if state and state not in STATES and state != "open":
-            f.errors.append(f"Unknown state {state!r}: ignored")
+            f.errors.append(Msg(N_("Unknown state %(value)s: ignored"), {"value": repr(state)}))
         else:
             f.state = state or None
         outcome = (params.get("outcome") or "").strip()
         if outcome and outcome not in OUTCOMES and outcome != "none":
-            f.errors.append(f"Unknown outcome {outcome!r}: ignored")
+            f.errors.append(Msg(N_("Unknown outcome %(value)s: ignored"), {"value": repr(outcome)}))
         else:
             f.outcome = outcome or None
         age = (params.get("age") or "").strip()
         if age and age not in AGES:
-            f.errors.append(f"Unknown age band {age!r}: ignored")
+            f.errors.append(Msg(N_("Unknown age band %(value)s: ignored"), {"value": repr(age)}))
         else:
             f.age = age or None
         f.chw = (params.get("chw") or "").strip() or None
@@ -161,7 +181,7 @@ class CaseFilters:
             raw = (params.get(name) or "").strip()
             day = parse_day(raw)
             if raw and day is None:
-                f.errors.append(f"'{name}' must be a date (YYYY-MM-DD): ignored")
+                f.errors.append(Msg(N_("'%(name)s' must be a date (YYYY-MM-DD): ignored"), {"name": name}))
             setattr(f, "date_from" if name == "from" else "date_to", day)
         f.q = (params.get("q") or "").strip()[:200] or None
         page = (params.get("page") or "1").strip()
@@ -247,10 +267,6 @@ class CaseRow:
     closed_at: str | None
     window_end: str | None
     request_identifier: str
-
-    @property
-    def outcome_label(self) -> str:
-        return OUTCOMES[self.outcome].display if self.outcome in OUTCOMES else ""
 
     @property
     def age_days(self) -> int:
@@ -348,15 +364,25 @@ class Attempt:
     error: str | None
 
 
+@dataclass(frozen=True)
+class AttemptPart:
+    """One fact of a CHW attempt for the timeline: ``method``/``outcome`` (codes), ``next_appointment`` (a date),
+    ``by`` (the CHW)."""
+
+    kind: str
+    value: str
+
+
 @dataclass
 class Event:
     at: str
     kind: str  # request | task | attempt | delivery | cancel | expiry
-    title: str
-    detail: str = ""
-    links: list[tuple[str, str]] = field(default_factory=list)
+    title: Msg
+    detail: Msg | str = ""
+    links: list[tuple[Msg | str, str]] = field(default_factory=list)
     attempts: list[Attempt] = field(default_factory=list)
     state: str | None = None  # for deliveries: pending | retrying | done | dead
+    parts: list[AttemptPart] = field(default_factory=list)  # for attempts
 
 
 @dataclass
@@ -386,6 +412,12 @@ async def _based_on(conn: AsyncConnection, res_type: str, case_id: str) -> list[
     return [orjson.loads(c) for c in (await conn.execute(q)).scalars()]
 
 
+# What one delivery attempt ended in (delivery_attempts.result).
+ATTEMPT_RESULTS = {"ok": N_("delivered"), "retry": N_("will retry"), "dead": N_("gave up")}
+DELIVERY_STATES = {"queued": N_("queued"), "retrying": N_("retrying"), "done": N_("delivered"), "dead": N_("dead"),
+                   "pending": N_("queued")}
+
+
 def delivery_state(status: str, attempts: int) -> str:
     if status == "pending":
         return "retrying" if attempts else "queued"
@@ -401,11 +433,11 @@ async def case_detail(conn: AsyncConnection, scope: Scope, case_id: str, names: 
     for version, at, sr in await _history(conn, "ServiceRequest", case_id):
         link = [(f"ServiceRequest v{version}", f"/fhir/ServiceRequest/{case_id}/_history/{version}")]
         if version == 1:
-            events.append(Event(at, "request", "Request received from the facility",
-                                f"Request {case.request_identifier}", link))
+            events.append(Event(at, "request", Msg(N_("Request received from the facility")),
+                                Msg(N_("Request %(id)s"), {"id": case.request_identifier}), link))
         elif sr.get("status") in ("revoked", "entered-in-error"):
-            events.append(Event(at, "cancel", "Request withdrawn by the facility",
-                                f"ServiceRequest status {sr.get('status')}", link))
+            events.append(Event(at, "cancel", Msg(N_("Request withdrawn by the facility")),
+                                Msg(N_("ServiceRequest status %(status)s"), {"status": sr.get("status")}), link))
     previous: tuple[str, str | None] | None = None
     for version, at, task in await _history(conn, "Task", case.task_id):
         business = _coding_code(task.get("businessStatus"))
@@ -415,7 +447,9 @@ async def case_detail(conn: AsyncConnection, scope: Scope, case_id: str, names: 
             kind = {"cancelled": "cancel"}.get(current[0], "expiry" if business == "expired" else "task")
             reason = (task.get("statusReason") or {}).get("text")
             detail = text + (f" — {reason}" if reason and reason != text else "")
-            events.append(Event(at, kind, f"Task {STATE_LABELS.get(current[0], current[0]).lower()}", detail,
+            title = Msg(TASK_EVENTS[current[0]]) if current[0] in TASK_EVENTS else Msg(N_("Task: %(status)s"),
+                                                                                            {"status": current[0]})
+            events.append(Event(at, kind, title, detail,
                                 [(f"Task v{version}", f"/fhir/Task/{case.task_id}/_history/{version}")]))
         previous = current
     observations = {(o.get("encounter") or {}).get("reference"): o
@@ -425,19 +459,19 @@ async def case_detail(conn: AsyncConnection, scope: Scope, case_id: str, names: 
         chw = ((enc.get("participant") or [{}])[0].get("individual") or {})
         obs = observations.get(f"Encounter/{enc['id']}")
         outcome = _coding_code((obs or {}).get("valueCodeableConcept"))
-        parts = [METHODS[method].display if method in METHODS else (method or "Contact attempt")]
+        parts = [AttemptPart("method", method if method in METHODS else (method or ""))]
         if outcome:
-            parts.append("outcome: " + (OUTCOMES[outcome].display if outcome in OUTCOMES else outcome))
+            parts.append(AttemptPart("outcome", outcome))
         for comp in (obs or {}).get("component") or []:
             if _coding_code(comp.get("code")) == "next-appointment-date" and comp.get("valueDateTime"):
-                parts.append("next appointment " + comp["valueDateTime"][:10])
+                parts.append(AttemptPart("next_appointment", comp["valueDateTime"][:10]))
         if chw.get("display") or (chw.get("identifier") or {}).get("value"):
-            parts.append("by " + (chw.get("display") or chw["identifier"]["value"]))
-        links = [("Encounter", f"/fhir/Encounter/{enc['id']}")]
+            parts.append(AttemptPart("by", chw.get("display") or chw["identifier"]["value"]))
+        links: list[tuple[Msg | str, str]] = [("Encounter", f"/fhir/Encounter/{enc['id']}")]
         if obs:
             links.append(("Observation", f"/fhir/Observation/{obs['id']}"))
         at = (enc.get("period") or {}).get("start") or (enc.get("meta") or {}).get("lastUpdated", "")
-        events.append(Event(at, "attempt", "CHW follow-up attempt", ", ".join(parts), links))
+        events.append(Event(at, "attempt", Msg(N_("CHW follow-up attempt")), "", links, parts=parts))
     rows = (await conn.execute(select(outbox).where(outbox.c.case_id == case_id).order_by(outbox.c.id))).all()
     attempts: dict[int, list[Attempt]] = defaultdict(list)
     if rows:
@@ -447,19 +481,24 @@ async def case_detail(conn: AsyncConnection, scope: Scope, case_id: str, names: 
             attempts[a.outbox_id].append(Attempt(a.attempted_at, a.status_code, a.latency_ms, a.result, a.error))
     for r in rows:
         if r.destination == "cht":
-            title = {"follow-up": "Follow-up sent to CHT", "cancel": "Cancellation sent to CHT"}.get(
-                r.kind, f"CHT {r.kind}")
+            title = {"follow-up": Msg(N_("Follow-up sent to CHT")), "cancel": Msg(N_("Cancellation sent to CHT"))}.get(
+                r.kind, Msg(N_("CHT %(kind)s"), {"kind": r.kind}))
         else:
             number = orjson.loads(r.payload).get("event")
-            title = f"Notification event {number} to the facility" if number else "Notification to the facility"
+            title = (Msg(N_("Notification event %(number)s to the facility"), {"number": number}) if number
+                     else Msg(N_("Notification to the facility")))
         state = delivery_state(r.status, r.attempts)
-        detail = f"outbox #{r.id}: {state}"
+        state_msg = Msg(DELIVERY_STATES.get(state, state))
         if r.status == "done" and r.last_error:
-            detail += f" ({r.last_error})"
+            detail = Msg(N_("outbox #%(id)s: %(state)s (%(note)s)"), {"id": r.id, "state": state_msg,
+                                                                       "note": r.last_error})
         elif r.last_error:
-            detail += f" — last error: {r.last_error[:300]}"
-        links = [(f"Subscription {r.subscription_id[:8]}…", f"/fhir/Subscription/{r.subscription_id}")] \
-            if r.subscription_id else []
+            detail = Msg(N_("outbox #%(id)s: %(state)s — last error: %(error)s"),
+                         {"id": r.id, "state": state_msg, "error": r.last_error[:300]})
+        else:
+            detail = Msg(N_("outbox #%(id)s: %(state)s"), {"id": r.id, "state": state_msg})
+        links = [(Msg(N_("Subscription %(id)s…"), {"id": r.subscription_id[:8]}),
+                  f"/fhir/Subscription/{r.subscription_id}")] if r.subscription_id else []
         events.append(Event(r.created_at, "delivery", title, detail, links, attempts.get(r.id, []), state))
     events.sort(key=lambda e: (e.at or "", {"request": 0, "task": 1}.get(e.kind, 2)))
     return CaseDetail(case, patient, events)
@@ -613,13 +652,20 @@ class Timeliness:
         return self.within_target / self.eligible if self.eligible else None
 
 
+# Outcome-mix rows of cases that closed (or not yet) without a coded outcome.
+CLOSURE_LABELS = {"expired": N_("Expired without outcome"), "failed": N_("Failed"),
+                  "cancelled": N_("Cancelled by facility"), "rejected": N_("Not assignable in CHT"),
+                  "entered-in-error": N_("Entered in error"), "completed-no-outcome": N_("Completed, no coded outcome"),
+                  "open": N_("Still open")}
+
+
 @dataclass
 class Programme:
     date_from: date
     date_to: date
     total: int
     funnel: list[tuple[str, int]]
-    outcomes: list[tuple[str, str, int]]  # (code, label, count)
+    outcomes: list[tuple[str, str, int]]  # (code, English label, count)
     by_facility: list[Timeliness]
     by_week: list[Timeliness]
     overall: Timeliness
@@ -643,7 +689,7 @@ async def programme(conn: AsyncConnection, scope: Scope, names: dict[str, str], 
                c.first_attempt_at).where(and_(*cond))
     funnel = Counter[str]()
     mix = Counter[str]()
-    overall = Timeliness("All facilities" if not facility else names.get(facility, facility))
+    overall = Timeliness(N_("All facilities") if not facility else names.get(facility, facility))
     per_facility: dict[str, Timeliness] = {}
     per_week: dict[date, Timeliness] = {}
     total = 0
@@ -688,13 +734,10 @@ async def programme(conn: AsyncConnection, scope: Scope, names: dict[str, str], 
                     g.within_target += 1
             if eligible:
                 g.eligible += 1
-    stages = [("Requested", "requested"), ("Reached CHT", "cht"), ("Attempted by a CHW", "attempted"),
-              ("Patient reached", "reached"), ("Returning to care", "returning")]
-    extra = {"expired": "Expired without outcome", "failed": "Failed", "cancelled": "Cancelled by facility",
-             "rejected": "Not assignable in CHT", "entered-in-error": "Entered in error",
-             "completed-no-outcome": "Completed, no coded outcome", "open": "Still open"}
-    outcomes = [(code, concept.display, mix[code]) for code, concept in OUTCOMES.items()]
-    outcomes += [(code, label, mix[code]) for code, label in extra.items() if mix[code]]
+    stages = [(N_("Requested"), "requested"), (N_("Reached CHT"), "cht"), (N_("Attempted by a CHW"), "attempted"),
+              (N_("Patient reached"), "reached"), (N_("Returning to care"), "returning")]
+    outcomes = [(code, outcome_label(code, "en"), mix[code]) for code in OUTCOMES]
+    outcomes += [(code, label, mix[code]) for code, label in CLOSURE_LABELS.items() if mix[code]]
     return Programme(
         date_from, date_to, total, [(label, funnel[key]) for label, key in stages], outcomes,
         sorted(per_facility.values(), key=lambda t: t.label.lower()),

@@ -34,7 +34,7 @@ async def test_people_places_users(tmp_path):
         assert (status, body) == (404, {"code": 404, "error": "Person not found"})
         # user docs
         _, settings_doc, _ = await run.call("GET", "/medic/org.couchdb.user:chw1")
-        assert settings_doc["type"] == "user-settings" and settings_doc["facility_id"] == ids["area"]
+        assert settings_doc["type"] == "user-settings" and settings_doc["facility_id"] == [ids["area"]]  # 5.x: a list
         assert settings_doc["contact_id"] == ids["chw_contact"]
         # errors
         status, body, _ = await run.call("POST", "/api/v1/people", json_body={"type": "person"})

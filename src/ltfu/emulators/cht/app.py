@@ -7,7 +7,6 @@ import contextlib
 import logging
 import random
 import time
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -42,7 +41,7 @@ from .mango import find
 from .outbound import Outbound, _version_tuple
 from .records import add_error, local_zone, record_from_json
 from .sentinel import Sentinel
-from .store import EMULATOR, MEDIC, SENTINEL, Conflict, DocStore, format_seq, parse_seq
+from .store import EMULATOR, MEDIC, SENTINEL, USERS, Conflict, DocStore, format_seq, parse_seq, time_ordered_id
 
 log = logging.getLogger("ltfu.emulators.cht")
 
@@ -82,15 +81,34 @@ class Emulator:
             self.outbound.set_credential(key, secret)
         if config.mediator_password is not None:
             self.outbound.set_credential(config.mediator_credential_key, config.mediator_password)
+        self._seed_build_docs()
         for user in config.users:
             if self.store.peek("_users", f"org.couchdb.user:{user['username']}") is None:
                 self.contacts.create_user(dict(user))
+
+    def _seed_build_docs(self) -> None:
+        """The docs every real ``medic`` database starts with (a ``_changes`` reader sees them first):
+        ``resources``, the design docs, ``service-worker-meta`` and the ``settings`` doc."""
+        for doc_id in ("resources", "_design/medic", "_design/medic-admin", "_design/medic-client",
+                       "service-worker-meta"):
+            if self.store.entry(MEDIC, doc_id) is None:
+                self.store.put(MEDIC, {"_id": doc_id})
+        self.save_settings_doc()
+
+    def save_settings_doc(self) -> None:
+        current = self.store.get(MEDIC, "settings")
+        body = {"_id": "settings", "settings": self._settings.raw}
+        if current is None or current.get("settings") != body["settings"]:
+            if current is not None:
+                body["_rev"] = current["_rev"]
+            self.store.put(MEDIC, body)
 
     def settings(self) -> Settings:
         return self._settings
 
     def reload_settings(self) -> None:
         self._settings = Settings(load_app_settings(self.config))
+        self.save_settings_doc()
 
     async def start(self) -> None:
         self.sentinel.start()
@@ -233,6 +251,7 @@ async def put_settings(request: Request) -> Response:
     replace = request.query_params.get("replace") in ("1", "true")
     raw = body if replace else {**emu.settings().raw, **body}
     emu._settings = Settings(raw)
+    emu.save_settings_doc()
     return json_response({"success": True, "updated": True})
 
 
@@ -311,8 +330,9 @@ async def create_users_v2(request: Request) -> Response:
     user = _authenticated(request)
     require(emu.settings(), user, "can_edit", "can_create_users")
     body = await _json_body(request)
-    items = body if isinstance(body, list) else [body]
-    return json_response([_create_user_or_error(emu, u) for u in items])
+    if isinstance(body, list):  # 5.2 echoes the shape of the body: an array for an array
+        return json_response([_create_user_or_error(emu, u) for u in body])
+    return json_response(emu.contacts.create_user(body))
 
 
 @api("users")
@@ -321,6 +341,77 @@ async def list_users(request: Request) -> Response:
     user = _authenticated(request)
     require(emu.settings(), user, "can_view_users")
     return json_response(emu.contacts.list_users())
+
+
+@api("users")
+async def list_users_v2(request: Request) -> Response:
+    emu = _emu(request)
+    user = _authenticated(request)
+    require(emu.settings(), user, "can_view_users")
+    q = request.query_params
+    return json_response(emu.contacts.list_users_v2(q.get("facility_id"), q.get("contact_id")))
+
+
+@api("users")
+async def get_user_v2(request: Request) -> Response:
+    emu = _emu(request)
+    user = _authenticated(request)
+    name = request.path_params["username"]
+    if user.name != name:
+        require(emu.settings(), user, "can_view_users")
+    doc = emu.store.peek(USERS, f"org.couchdb.user:{name}")
+    if doc is None:
+        raise ApiError(404, "Failed to find user.")
+    return json_response(emu.contacts.user_v2(doc))
+
+
+@api("users")
+async def users_info(request: Request) -> Response:
+    """``GET /api/v1/users-info``: how many docs the (offline) user would replicate."""
+    emu = _emu(request)
+    user = _authenticated(request)
+    total = sum(1 for d in emu.store.iter_docs(MEDIC) if _can_read(emu, user, d))
+    return json_response({"total_docs": total, "warn_docs": total, "warn": False, "limit": 10000})
+
+
+@api("person", post_json=True)
+async def create_person_v1(request: Request) -> Response:
+    emu = _emu(request)
+    _require_version(request, (5, 2))
+    user = _authenticated(request)
+    require_online(emu.settings(), user)
+    require(emu.settings(), user, "can_create_people")
+    return json_response(emu.contacts.create_datasource_contact(await _json_body(request), person=True))
+
+
+@api("place", post_json=True)
+async def create_place_v1(request: Request) -> Response:
+    emu = _emu(request)
+    _require_version(request, (5, 2))
+    user = _authenticated(request)
+    require_online(emu.settings(), user)
+    require(emu.settings(), user, "can_create_places")
+    return json_response(emu.contacts.create_datasource_contact(await _json_body(request), person=False))
+
+
+@api("person")
+async def list_persons(request: Request) -> Response:
+    return _list_contacts(request, person=True)
+
+
+@api("place")
+async def list_places(request: Request) -> Response:
+    return _list_contacts(request, person=False)
+
+
+def _list_contacts(request: Request, *, person: bool) -> Response:
+    emu = _emu(request)
+    _require_version(request, (4, 12))
+    user = _authenticated(request)
+    require_online(emu.settings(), user)
+    require(emu.settings(), user, "can_view_contacts")
+    q = request.query_params
+    return json_response(emu.contacts.list_contacts(q.get("type"), q.get("limit"), q.get("cursor"), person=person))
 
 
 @api("records")
@@ -349,7 +440,7 @@ async def create_record(request: Request) -> Response:
         }
     else:
         raise ApiError(500, "Server error")  # Error('Content type not supported.') has no public message
-    record["_id"] = str(uuid.uuid4())
+    record["_id"] = time_ordered_id()
     await _api_transitions(emu, record)
     entry = emu.store.put(MEDIC, record)
     return json_response({"success": True, "id": entry.id})
@@ -378,7 +469,9 @@ async def _api_transitions(emu: Emulator, record: dict) -> None:
 async def put_credentials(request: Request) -> Response:
     emu = _emu(request)
     require_admin(_authenticated(request))
-    secret = (await request.body()).decode("utf-8", "replace")
+    ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    # express's text parser reads text/plain only: a JSON-labelled body is no body (recorded 400)
+    secret = (await request.body()).decode("utf-8", "replace") if ctype == "text/plain" else ""
     if not secret:
         raise ApiError(400, "Missing required request body")
     emu.outbound.set_credential(unquote(request.path_params["key"]), secret)
@@ -415,6 +508,11 @@ def _medic_user(request: Request, *permissions: str) -> UserCtx:
     if permissions:
         require(emu.settings(), user, *permissions)
     return user
+
+
+async def medic_slash(request: Request) -> Response:
+    """``GET /medic``: the api itself redirects to ``/medic/`` (before any auth), empty body."""
+    return Response(b"", 302, headers={"location": "/medic/", "vary": "Accept"})
 
 
 @api("medic")
@@ -457,6 +555,7 @@ def _save(emu: Emulator, doc: dict) -> dict:
         entry = emu.store.put(MEDIC, doc)
     except Conflict as exc:
         raise CouchError(409, "conflict", "Document update conflict.") from exc
+    emu.sentinel.record_write(entry.id)
     return {"ok": True, "id": entry.id, "rev": entry.rev}
 
 
@@ -521,6 +620,7 @@ async def medic_bulk_docs(request: Request) -> Response:
             continue
         try:
             entry = emu.store.put(MEDIC, doc, new_edits=new_edits)
+            emu.sentinel.record_write(entry.id)
             if new_edits:
                 results.append({"ok": True, "id": entry.id, "rev": entry.rev})
         except Conflict:
@@ -566,7 +666,8 @@ async def medic_all_docs(request: Request) -> Response:
 async def medic_changes(request: Request) -> Response:
     emu = _emu(request)
     user = _medic_user(request)
-    require_online(emu.settings(), user)
+    if not is_online(emu.settings(), user):
+        return _offline_changes(request, emu, user)
     params = dict(request.query_params)
     if request.method == "POST":
         body = await _json_body(request) or {}
@@ -602,6 +703,67 @@ async def medic_changes(request: Request) -> Response:
     last = entries[-1].seq if entries else since
     pending = len(emu.store.changes(MEDIC, last))
     return couch_response(request, {"results": results, "last_seq": format_seq(last), "pending": pending})
+
+
+ALWAYS_REPLICATED = ("_design/medic-client", "service-worker-meta", "settings")
+
+
+def _offline_changes(request: Request, emu: Emulator, user: UserCtx) -> Response:
+    """An offline user's ``_changes``: the api filters the feed to what the user may replicate (the
+    client ddoc, ``service-worker-meta``, ``settings``, the user's own docs, their area) and answers
+    every such change since ``since`` (the recorded ``limit=2`` returned four)."""
+    since = parse_seq(request.query_params.get("since", "0"))
+    include_docs = request.query_params.get("include_docs") == "true"
+    results = []
+    last = since
+    for e in emu.store.changes(MEDIC, since):
+        if e.deleted or not (e.id in ALWAYS_REPLICATED or _can_read(emu, user, e.body)):
+            continue
+        row: dict[str, Any] = {"id": e.id, "changes": [{"rev": e.rev}], "seq": format_seq(e.seq)}
+        if include_docs:
+            row["doc"] = e.body
+        results.append(row)
+        last = e.seq
+    return json_response({"results": results, "last_seq": format_seq(last)})
+
+
+# --------------------------------------------------------------------------- /medic-sentinel, /_users
+
+
+def _admin_db_get(db: str) -> Handler:
+    @api(db)
+    async def handler(request: Request) -> Response:
+        emu = _emu(request)
+        require_admin(_authenticated(request))
+        doc_id = request.path_params["id"]
+        if doc_id == "_all_docs":
+            return couch_response(request, _all_docs_range(emu, db, request))
+        entry = emu.store.entry(db, doc_id)
+        if entry is None:
+            raise CouchError(404, "not_found", "missing")
+        if entry.deleted:
+            raise CouchError(404, "not_found", "deleted")
+        return couch_response(request, entry.body)
+
+    return handler
+
+
+def _all_docs_range(emu: Emulator, db: str, request: Request) -> dict:
+    q = request.query_params
+    start = orjson.loads(q["startkey"]) if q.get("startkey") else None
+    end = orjson.loads(q["endkey"]) if q.get("endkey") else None
+    rows = []
+    for doc_id in emu.store.sorted_ids(db):
+        if (start is not None and doc_id < start) or (end is not None and doc_id > end):
+            continue
+        entry = emu.store.entry(db, doc_id)
+        if entry is None or entry.deleted:
+            continue
+        row: dict[str, Any] = {"id": doc_id, "key": doc_id, "value": {"rev": entry.rev}}
+        if q.get("include_docs") == "true":
+            row["doc"] = entry.body
+        rows.append(row)
+    return {"total_rows": emu.store.doc_count(db), "offset": 0, "rows": rows}
 
 
 # ------------------------------------------------------------------------------------- /_emulator
@@ -780,17 +942,23 @@ def create_app(config: ChtEmulatorConfig) -> Starlette:
         Route("/api/v1/settings", put_settings, methods=["PUT"]),
         Route("/api/v1/people", create_people, methods=["POST"]),
         Route("/api/v1/places", create_places, methods=["POST"]),
+        Route("/api/v1/person", create_person_v1, methods=["POST"]),
+        Route("/api/v1/place", create_place_v1, methods=["POST"]),
+        Route("/api/v1/person", list_persons, methods=["GET"]),
+        Route("/api/v1/place", list_places, methods=["GET"]),
         Route("/api/v1/person/{id}", get_person, methods=["GET"]),
         Route("/api/v1/place/{id}", get_place, methods=["GET"]),
         Route("/api/v1/users", create_users_v1, methods=["POST"]),
         Route("/api/v2/users", create_users_v2, methods=["POST"]),
-        Route("/api/v2/users", list_users, methods=["GET"]),
+        Route("/api/v2/users", list_users_v2, methods=["GET"]),
+        Route("/api/v2/users/{username}", get_user_v2, methods=["GET"]),
         Route("/api/v1/users", list_users, methods=["GET"]),
+        Route("/api/v1/users-info", users_info, methods=["GET"]),
         Route("/api/v1/records", create_record, methods=["POST"]),
         Route("/api/v2/records", create_record, methods=["POST"]),
         Route("/api/v1/credentials/{key}", put_credentials, methods=["PUT"]),
         Route("/medic/login", login_page, methods=["GET"]),
-        Route("/medic", medic_info, methods=["GET"]),
+        Route("/medic", medic_slash, methods=["GET"]),
         Route("/medic/", medic_info, methods=["GET"]),
         Route("/medic", medic_post, methods=["POST"]),
         Route("/medic/_find", medic_find, methods=["POST"]),
@@ -800,6 +968,8 @@ def create_app(config: ChtEmulatorConfig) -> Starlette:
         Route("/medic/{id:path}", medic_get, methods=["GET"]),
         Route("/medic/{id:path}", medic_put, methods=["PUT"]),
         Route("/medic/{id:path}", medic_delete, methods=["DELETE"]),
+        Route("/medic-sentinel/{id:path}", _admin_db_get(SENTINEL), methods=["GET"]),
+        Route("/_users/{id:path}", _admin_db_get(USERS), methods=["GET"]),
         Route("/_emulator/stats", emu_stats, methods=["GET"]),
         Route("/_emulator/chw/pause", emu_chw_pause, methods=["POST"]),
         Route("/_emulator/chw/resume", emu_chw_resume, methods=["POST"]),

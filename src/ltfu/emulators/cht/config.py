@@ -7,11 +7,16 @@ from pathlib import Path
 
 #: the repository's cht-conf project, when the package runs from a source checkout
 REPO_CHT_CONFIG = Path(__file__).resolve().parents[4] / "cht-config"
+#: the copy of its ``app_settings`` that an installed wheel carries (pyproject.toml, force-include)
+PACKAGED_CHT_CONFIG = Path(__file__).resolve().parents[2] / "cht_config"
 
 
 def default_cht_config_dir() -> Path | None:
-    """The source checkout's ``cht-config/`` (the real app settings), or ``None`` when not available."""
-    return REPO_CHT_CONFIG if (REPO_CHT_CONFIG / "app_settings" / "base_settings.json").is_file() else None
+    """The source checkout's ``cht-config/`` (the real app settings), else the installed copy, else ``None``."""
+    for candidate in (REPO_CHT_CONFIG, PACKAGED_CHT_CONFIG):
+        if (candidate / "app_settings" / "base_settings.json").is_file():
+            return candidate
+    return None
 
 DEFAULT_OUTCOME_MIX: dict[str, float] = {
     "returning_to_care": 0.45,

@@ -1,6 +1,9 @@
-"""People, places and users APIs of cht-core 4.x.
+"""People, places and users APIs of cht-core 4.x/5.x, shaped as cht-core 5.2 answered them
+(``shared/reference/cht-recordings/``).
 
-``/api/v1/people``, ``/api/v1/places``, ``/api/v1/users`` and ``/api/v2/users``.
+``/api/v1/people``, ``/api/v1/places`` (legacy: ``type: <contact type>``), cht-datasource's
+``/api/v1/person`` and ``/api/v1/place`` (5.x: ``type: "contact"`` + ``contact_type``),
+``/api/v1/users`` and ``/api/v2/users``.
 """
 
 from __future__ import annotations
@@ -83,6 +86,59 @@ class Contacts:
         if isinstance(data, dict) and "_rev" not in data:
             return self.get_person(self.create_person(data)["id"])
         raise _bad("Person must be a new object or string identifier (UUID).")
+
+    # ------------------------------------------------------------------------- cht-datasource (5.x)
+
+    def create_datasource_contact(self, data: Any, *, person: bool) -> dict:
+        """``POST /api/v1/person`` / ``/api/v1/place``: stored as ``type: "contact"`` with
+        ``contact_type`` (even for the built-in types); the answer is the stored doc."""
+        if not isinstance(data, dict):
+            raise _bad("The request body must be an object.")
+        for key in ("type", "name"):
+            if not isinstance(data.get(key), str) or not data[key]:
+                raise _bad(f"The [{key}] field must have a [string] value.")
+        ctype = self.settings.contact_types.get(data["type"])
+        is_person = bool(ctype and (ctype.get("person") or ctype["id"] == "person"))
+        if ctype is None or is_person != person:
+            raise _bad(f"Invalid contact type [{data['type']}].")
+        parent_ref = data.get("parent")
+        if (person or ctype.get("parents")) and (not isinstance(parent_ref, str) or not parent_ref):
+            raise _bad("The [parent] field must have a [string] value.")
+        parent = None
+        if parent_ref:
+            parent = self.store.get(MEDIC, parent_ref)
+            if parent is None or not self.settings.is_place(parent):
+                raise _bad(f"Parent contact [{parent_ref}] not found.")
+            if ctype.get("parents") and self.settings.type_id(parent) not in ctype["parents"]:
+                raise _bad(f"Invalid parent type for [{data['type']}].")
+        if data.get("reported_date") is not None and moment_value(data["reported_date"], self.zone) is None:
+            raise _bad("Invalid reported_date.")
+        doc = {k: v for k, v in data.items() if k not in ("_id", "_rev")}
+        doc["type"] = "contact"
+        if parent is not None:
+            doc["parent"] = minify(parent)
+        doc["contact_type"] = data["type"]
+        doc["reported_date"] = _reported_date(data.get("reported_date"), self.zone)
+        entry = self.store.put(MEDIC, doc)
+        return dict(entry.body)
+
+    def list_contacts(self, type_id: Any, limit: Any, cursor: Any, *, person: bool) -> dict:
+        """``GET /api/v1/person?type=…`` / ``/api/v1/place?type=…``: one page ``{data, cursor}``."""
+        ctype = self.settings.contact_types.get(type_id) if isinstance(type_id, str) else None
+        if ctype is None or bool(ctype.get("person") or ctype["id"] == "person") != person:
+            raise _bad(f"Invalid contact type [{type_id}].")
+        try:
+            size = int(limit) if limit is not None else 100
+            skip = int(cursor) if cursor not in (None, "") else 0
+        except ValueError:
+            raise _bad(f"The limit must be a positive number: [{limit}].") from None
+        if size < 1 or skip < 0:
+            raise _bad(f"The limit must be a positive number: [{limit}].")
+        docs = [d for i in self.store.sorted_ids(MEDIC) if (d := self.store.peek(MEDIC, i))
+                and not i.startswith("_design/") and self.settings.type_id(d) == type_id]
+        page = docs[skip:skip + size]
+        more = skip + size < len(docs)
+        return {"data": page, "cursor": str(skip + size) if more else None}
 
     # ------------------------------------------------------------------------------------ places
 
@@ -199,9 +255,7 @@ class Contacts:
             missing.append("type or roles")
         if missing:
             raise self._user_error(
-                f"Missing required fields: {', '.join(missing)}",
-                "field is required",
-                {"field": ", ".join(missing)},
+                f"Missing required fields: {', '.join(missing)}", "fields.required", {"fields": ", ".join(missing)}
             )
         if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
             raise self._user_error("Roles must be an array of strings.", "roles.invalid")
@@ -234,7 +288,7 @@ class Contacts:
         if offline and (not place_ref or not contact_ref):
             need = [f for f, v in (("place", place_ref), ("contact", contact_ref)) if not v]
             raise self._user_error(
-                f"Missing required fields: {', '.join(need)}", "field is required", {"field": ", ".join(need)}
+                f"Missing required fields: {', '.join(need)}", "fields.required", {"fields": ", ".join(need)}
             )
         place = self.get_or_create_place(place_ref) if place_ref else None
         contact = None
@@ -251,57 +305,87 @@ class Contacts:
                 if place["_id"] not in lineage_ids:
                     raise self._user_error("Contact is not within place.", "configuration.user.place.contact")
         stored_roles = list(roles) + ([] if offline else [ONLINE_ROLE])
-        facility = place["_id"] if place else None
+        facility = [place["_id"]] if place else None  # 5.x: facility_id is a list
         user_doc = {
             "_id": user_id,
             "name": username,
             "type": "user",
+            "password_change_required": True,  # 5.x: a user created by someone else resets it at first login
             "roles": stored_roles,
             "facility_id": facility,
             "contact_id": contact["_id"] if contact else None,
             **hash_password(password),
         }
-        user_entry = self.store.put(USERS, user_doc)
+        user_entry = self.store.put(USERS, {k: v for k, v in user_doc.items() if v is not None})
         settings_doc = {
             "_id": user_id,
             "name": username,
             "type": "user-settings",
+            "roles": stored_roles,
             "facility_id": facility,
             "contact_id": contact["_id"] if contact else None,
-            "known": bool(data.get("known", False)),
-            "roles": stored_roles,
         }
-        for k in ("fullname", "email", "phone", "language"):
+        for k in ("fullname", "email", "phone", "language", "known"):
             if data.get(k) is not None:
                 settings_doc[k] = data[k]
-        settings_entry = self.store.put(MEDIC, settings_doc)
-        result: dict[str, Any] = {
-            "user": {"id": user_entry.id, "rev": user_entry.rev},
-            "user-settings": {"id": settings_entry.id, "rev": settings_entry.rev},
-        }
+        settings_entry = self.store.put(MEDIC, {k: v for k, v in settings_doc.items() if v is not None})
+        result: dict[str, Any] = {}
         if contact is not None:
             current = self.store.entry(MEDIC, contact["_id"])
             result["contact"] = {"id": contact["_id"], "rev": current.rev if current else contact.get("_rev")}
+        result["user"] = {"id": user_entry.id, "rev": user_entry.rev}
+        result["user-settings"] = {"id": settings_entry.id, "rev": settings_entry.rev}
         return result
 
+    def _user_parts(self, doc: dict) -> tuple[list[dict] | None, dict | None]:
+        facilities = doc.get("facility_id")
+        facilities = facilities if isinstance(facilities, list) else [facilities] if facilities else []
+        places = [p for f in facilities if isinstance(f, str) and (p := self.store.peek(MEDIC, f))]
+        contact = self.store.peek(MEDIC, doc["contact_id"]) if doc.get("contact_id") else None
+        return (places or None), contact
+
+    def user_v2(self, doc: dict) -> dict:
+        """One user as ``/api/v2/users`` answers it: ``{id, rev, username, place: [docs], roles, contact}``."""
+        settings = self.store.peek(MEDIC, doc["_id"]) or {}
+        places, contact = self._user_parts(doc)
+        out: dict[str, Any] = {"id": doc["_id"], "rev": doc["_rev"], "username": doc["name"], "place": places,
+                               "roles": [r for r in doc.get("roles") or [] if r != ONLINE_ROLE]}
+        for k in ("fullname", "email", "phone"):
+            if settings.get(k) is not None:
+                out[k] = settings[k]
+        if contact is not None:
+            out["contact"] = contact
+        return out
+
+    def users(self) -> list[dict]:
+        return [d for i in self.store.sorted_ids(USERS) if (d := self.store.peek(USERS, i)) and d.get("type") == "user"]
+
     def list_users(self) -> list[dict]:
+        """``GET /api/v1/users``: ``{id, rev, username, place: [docs]|null, contact?, type: <first role>}``."""
         out = []
-        for doc in self.store.iter_docs(USERS):
-            if doc.get("type") != "user":
-                continue
+        for doc in self.users():
             settings = self.store.peek(MEDIC, doc["_id"]) or {}
-            place = self.store.peek(MEDIC, doc.get("facility_id") or "") if doc.get("facility_id") else None
-            contact = self.store.peek(MEDIC, doc.get("contact_id") or "") if doc.get("contact_id") else None
-            out.append(
-                {
-                    "id": doc["_id"],
-                    "rev": doc["_rev"],
-                    "username": doc["name"],
-                    "fullname": settings.get("fullname"),
-                    "phone": settings.get("phone"),
-                    "place": place,
-                    "contact": contact,
-                    "roles": doc.get("roles") or [],
-                }
-            )
+            places, contact = self._user_parts(doc)
+            item: dict[str, Any] = {"id": doc["_id"], "rev": doc["_rev"], "username": doc["name"], "place": places}
+            for k in ("fullname", "email", "phone"):
+                if settings.get(k) is not None:
+                    item[k] = settings[k]
+            if contact is not None:
+                item["contact"] = contact
+            roles = [r for r in doc.get("roles") or [] if r != ONLINE_ROLE]
+            item["type"] = roles[0] if roles else None
+            out.append(item)
+        return out
+
+    def list_users_v2(self, facility_id: str | None, contact_id: str | None) -> list[dict]:
+        """``GET /api/v2/users[?facility_id=&contact_id=]``."""
+        out = []
+        for doc in self.users():
+            facilities = doc.get("facility_id")
+            facilities = facilities if isinstance(facilities, list) else [facilities]
+            if facility_id and facility_id not in facilities:
+                continue
+            if contact_id and doc.get("contact_id") != contact_id:
+                continue
+            out.append(self.user_v2(doc))
         return out

@@ -170,9 +170,6 @@ def follow_up_page(answers: dict[str, Any], inputs: dict, case_ref: str, today: 
         "reason_display": inputs["reason_text"] or inputs["reason"] or "-",
         "missed_display": inputs["missed_appointment_date"] or "-",
         "attempt_display": inputs["task_attempt_no"] or "-",
-        "method_display": (
-            "home visit suggested" if inputs["suggested_method"] == "home_visit" else "phone call suggested"
-        ),
     }
     for name, relevant_if, required, kind in QUESTIONS:
         if relevant_if is not None and page.get(relevant_if[0]) != relevant_if[1]:

@@ -40,7 +40,10 @@ class CouchError(Exception):
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
+    """An ``/api`` answer: express labels JSON ``application/json; charset=utf-8``."""
+    resp = Response(orjson.dumps(body), status_code=status, headers=headers)
+    resp.headers["content-type"] = "application/json; charset=utf-8"
+    return resp
 
 
 def _accept_entries(header: str) -> list[tuple[str, float, int]]:
@@ -126,18 +129,36 @@ def is_client_human(request: Request) -> bool:
 
 
 def not_logged_in(request: Request, *, redirect_humans: bool = True) -> Response:
-    headers = {"logout-authorization": "CHT-Core API"}
+    """cht-core 5.2 as recorded: only a client that prefers JSON gets the 401; a human client (any
+    other ``Accept``, ``*/*`` included) gets express's ``res.redirect`` to the login page."""
     if wants_json(request):
-        body = {"code": 401, "error": "unauthorized"}
-        return json_response(body, 401, headers=headers)
+        return json_response({"code": 401, "error": "unauthorized"}, 401)
     if redirect_humans and is_client_human(request):
         url = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        headers["location"] = "/medic/login?" + urlencode({"redirect": url})
-        return Response(
-            f"Found. Redirecting to {headers['location']}", 302, headers=headers, media_type="text/plain"
-        )
-    headers["www-authenticate"] = BASIC_REALM
+        location = "/medic/login?" + urlencode({"redirect": url})
+        headers = {"location": location, "set-cookie": "login=force; Path=/; SameSite=Lax",
+                   "vary": "Accept"}
+        if _prefers_html(request):
+            return Response(f"<p>Found. Redirecting to {location}</p>", 302, headers=headers,
+                            media_type="text/html")
+        return Response(f"Found. Redirecting to {location}", 302, headers=headers, media_type="text/plain")
+    headers = {"www-authenticate": BASIC_REALM}
     return Response("not logged in", 401, headers=headers, media_type="text/plain")
+
+
+def _prefers_html(request: Request) -> bool:
+    """Express ``res.format({text, html})``: the first of text/plain, text/html the client accepts best."""
+    best: tuple[float, int, int, int] | None = None
+    choice = None
+    for pos, candidate in enumerate(("text/plain", "text/html")):
+        for media, q, order in _accept_entries(request.headers.get("accept") or "*/*"):
+            spec = _match(candidate, media)
+            if spec < 0 or q <= 0:
+                continue
+            key = (q, spec, -order, -pos)
+            if best is None or key > best:
+                best, choice = key, candidate
+    return choice == "text/html"
 
 
 def couch_response(request: Request, body: Any, status: int = 200) -> Response:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import platform
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -143,9 +142,9 @@ class Outbound:
 
     def _headers(self, conf: dict) -> dict[str, str]:
         headers = {"content-type": "application/json", "accept": "application/json"}
-        if self.fetch_mode:
-            system, machine = platform.system().lower(), platform.machine()
-            headers["user-agent"] = f"Community Health Toolkit/{self.cht_version} ({system},{machine})"
+        if self.fetch_mode:  # Node's fetch (undici) defaults, as cht-core 5.2's pushes arrived (recorded)
+            headers.update({"accept-language": "*", "sec-fetch-mode": "cors", "user-agent": "node",
+                            "accept-encoding": "gzip, deflate"})
         auth = (conf.get("destination") or {}).get("auth")
         if not auth:
             return headers
@@ -185,13 +184,12 @@ class Outbound:
     def _info(self, doc_id: str) -> dict:
         info = self.store.get(SENTINEL, f"{doc_id}-info")
         if info is None:
-            now = int(time.time() * 1000)
             info = {
                 "_id": f"{doc_id}-info",
                 "type": "info",
                 "doc_id": doc_id,
-                "initial_replication_date": now,
-                "latest_replication_date": now,
+                "initial_replication_date": "unknown",
+                "latest_replication_date": "unknown",
             }
         return info
 

@@ -5,6 +5,9 @@
 * ``mark_for_outbound``: outbound push of the hydrated doc (after the shortcode, so the first push of a
   new person already carries ``patient_id``). Re-runs on every revision; the payload hash dedupes.
 * The outbound retry schedule runs every ``outbound_retry_interval_s``.
+* Infodocs ``<id>-info`` in ``medic-sentinel`` as 5.2 writes them: created by sentinel with
+  ``"unknown"`` replication dates (ISO dates when the doc was written through ``/medic``),
+  ``transitions`` ({} until a transition changes the doc), ``completed_tasks`` from outbound.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from .app_settings import Settings
 from .lineage import hydrate
@@ -24,9 +28,16 @@ from .store import MEDIC, SENTINEL, Conflict, DocStore, Entry
 log = logging.getLogger("ltfu.emulators.cht.sentinel")
 
 SEQ_DOC = "_local/sentinel-meta-data"
+BUILD_DOCS = ("resources", "service-worker-meta", "settings")
 SHORTCODE_LENGTH_DOC = "shortcode-id-length"
 MIN_SHORTCODE_LENGTH = 5
 MAX_SHORTCODE_LENGTH = 13
+
+
+def iso_now() -> str:
+    """``new Date().toISOString()``."""
+    now = datetime.now(UTC)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
 
 
 def add_check_digit(digits: str) -> str:
@@ -104,8 +115,12 @@ class Sentinel:
                 await asyncio.sleep(1)
                 self._wake.set()
 
-    async def process_pending(self) -> None:
+    async def process_pending(self, stop_before: str | None = None) -> None:
+        """Work through the feed (``stop_before``: stay behind that doc's first change, as a sentinel that
+        lags does; replays of recorded races use it)."""
         for entry in self.store.changes(MEDIC, self.seq):
+            if entry.id == stop_before:
+                return
             if not entry.deleted:
                 await self.process(entry.id)
             self.store.upsert(SENTINEL, {"_id": SEQ_DOC, "processed_seq": entry.seq})
@@ -118,14 +133,48 @@ class Sentinel:
             except Exception:
                 log.exception("outbound retry failed")
 
+    # ---------------------------------------------------------------------------------- infodocs
+
+    def record_write(self, doc_id: str) -> None:
+        """The api's infodoc bookkeeping for a doc written through ``/medic`` (replication dates)."""
+        if doc_id.startswith(("_design/", "_local/")):
+            return
+        info = self.store.get(SENTINEL, f"{doc_id}-info")
+        now = iso_now()
+        if info is None:
+            info = {"_id": f"{doc_id}-info", "type": "info", "doc_id": doc_id, "initial_replication_date": now}
+        elif info.get("initial_replication_date") in (None, "unknown"):
+            info["initial_replication_date"] = now
+        info["latest_replication_date"] = now
+        self.store.upsert(SENTINEL, info)
+
+    def _info_for_transitions(self, doc_id: str) -> dict:
+        info = self.store.get(SENTINEL, f"{doc_id}-info")
+        if info is None:
+            info = {
+                "_id": f"{doc_id}-info",
+                "type": "info",
+                "doc_id": doc_id,
+                "initial_replication_date": "unknown",
+                "latest_replication_date": "unknown",
+                "transitions": {},
+            }
+            self.store.upsert(SENTINEL, info)
+        elif "transitions" not in info:
+            info["transitions"] = {}
+            self.store.upsert(SENTINEL, info)
+        return info
+
     # ---------------------------------------------------------------------------------- transitions
 
     async def process(self, doc_id: str) -> None:
         if doc_id.startswith(("_design/", "_local/")) or doc_id.endswith("-info"):
             return
+        entry = self.store.entry(MEDIC, doc_id)
         doc = self.store.get(MEDIC, doc_id)
-        if doc is None:
+        if doc is None or entry is None or doc_id in BUILD_DOCS or doc.get("type") in ("user-settings",):
             return
+        self._info_for_transitions(doc_id)
         settings = self.settings()
         self.processed += 1
         changed = False
@@ -145,6 +194,15 @@ class Sentinel:
                 self.store.put(MEDIC, doc)
             except Conflict:
                 log.info("sentinel lost a race on %s; the next change processes it", doc_id)
+                return
+            info = self._info_for_transitions(doc_id)
+            info["transitions"]["generate_shortcode_on_contacts"] = {
+                "last_rev": entry.rev,
+                "seq": entry.seq,
+                "ok": True,
+                "run_date": iso_now(),
+            }
+            self.store.upsert(SENTINEL, info)
 
     def _code_taken(self, code: str) -> bool:
         return any(code in (d.get("patient_id"), d.get("place_id")) for d in self.store.iter_docs(MEDIC))

@@ -7,7 +7,10 @@ SQLite (WAL) at once, so a restarted emulator finds all its docs, sequences and 
 from __future__ import annotations
 
 import copy
+import itertools
+import os
 import sqlite3
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -38,7 +41,21 @@ class Entry:
 
 
 def new_id() -> str:
-    return uuid.uuid4().hex
+    """CouchDB's POST id as CHT's ``uuid.v4()`` gives it (contacts, users' contacts, docs)."""
+    return str(uuid.uuid4())
+
+
+_ORDER = itertools.count()
+
+
+def time_ordered_id() -> str:
+    """A record id as ``/api/v2/records`` makes them in 5.x (recorded ``01a230ad-3f71-7003-…``):
+    UUIDv7-like, the millisecond clock first and a counter after it, so ids sort by creation."""
+    ms = time.time_ns() // 1_000_000
+    counter = next(_ORDER) & 0xFFF
+    rand = int.from_bytes(os.urandom(8), "big") & (2**62 - 1)
+    value = (ms & (2**48 - 1)) << 80 | 0x7 << 76 | counter << 64 | 0b10 << 62 | rand
+    return str(uuid.UUID(int=value))
 
 
 def rev_number(rev: str | None) -> int:

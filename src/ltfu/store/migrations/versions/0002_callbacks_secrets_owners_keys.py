@@ -6,7 +6,7 @@ in every history version. Owners come from the Organizations that reference an E
 one). Subscriptions already active keep their current address as verified.
 
 Revision ID: 0002
-Revises: 0008
+Revises: 0003
 """
 
 import json
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0002"
-down_revision = "0008"  # the lead re-chains at merge time
+down_revision = "0003"  # the head of main when merged (0001, 0008, 0004, 0003)
 branch_labels = None
 depends_on = None
 

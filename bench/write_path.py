@@ -1,0 +1,480 @@
+"""Benchmarks of the write path (issue 14): accept rate and CPU per request, end-to-end rate, a defaulter
+list as one transaction Bundle with the latency of small requests meanwhile, and the cost as the store grows.
+
+The mediator runs as a real ``ltfu serve`` process pinned to CPU 0 (``taskset``, when there is one);
+this process — the load, an instant CHT records API and the facility callback (aiohttp) — runs on CPU 1.
+CPU per request is the server's CPU time (all its threads, from /proc) over the requests it accepted:
+on a shared machine it is steadier than the rate. Compare figures of one run; repeat a run to see the noise.
+
+    .venv/bin/python bench/write_path.py accept [--route mediator|fhir] [--conc 16] [--duration 8] [--runs 3]
+    .venv/bin/python bench/write_path.py bundle [--sizes 1000,10000]
+    .venv/bin/python bench/write_path.py growth [--cases 1000,100000]
+add ``--db postgresql://user@host/fresh_database`` to any of them (default: SQLite in a temporary folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+PASSWORD = "bench-admin-secret-1"
+AUTH = {"Authorization": "Basic " + base64.b64encode(f"admin:{PASSWORD}".encode()).decode()}
+CONN = {"system": "http://terminology.hl7.org/CodeSystem/endpoint-connection-type", "code": "hl7-fhir-rest"}
+PID = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
+MRN = "http://bench.example/mrn"
+SR = "http://bench.example/sr"
+TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def tree_cpu_s(root: int) -> float:
+    """CPU seconds (user + system, all threads) of ``root`` and its live descendants."""
+    kids: dict[int, list[int]] = {}
+    ticks: dict[int, int] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{d}/stat").read_text()
+        except OSError:
+            continue
+        rest = stat[stat.rindex(")") + 2 :].split()
+        kids.setdefault(int(rest[1]), []).append(int(d))
+        ticks[int(d)] = int(rest[11]) + int(rest[12])
+    total, todo = 0, [root]
+    while todo:
+        p = todo.pop()
+        total += ticks.get(p, 0)
+        todo.extend(kids.get(p, []))
+    return total / TCK
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def pct(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * p / 100))] if values else float("nan")
+
+
+class Stubs:
+    """CHT records API (instant) and the facility's callback; counts what arrives."""
+
+    def __init__(self) -> None:
+        self.records = 0
+        self.callbacks = 0
+
+    async def records_api(self, request: web.Request) -> web.Response:
+        await request.read()
+        self.records += 1
+        return web.json_response({"success": True, "id": f"rec-{self.records}"})
+
+    async def doc(self, request: web.Request) -> web.Response:
+        doc_id = request.match_info["id"]
+        kind = "data_record" if doc_id.startswith("rec-") else "person"
+        return web.json_response({"_id": doc_id, "type": kind, "errors": [], "patient_id": "12345"})
+
+    async def find(self, _: web.Request) -> web.Response:
+        return web.json_response({"docs": []})
+
+    async def callback(self, request: web.Request) -> web.Response:
+        await request.read()
+        self.callbacks += 1
+        return web.Response(status=200)
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/api/v2/records", self.records_api)
+        app.router.add_post("/api/v1/records", self.records_api)
+        app.router.add_post("/medic/_find", self.find)
+        app.router.add_get("/medic/{id}", self.doc)
+        app.router.add_get("/api/v1/person/{id}", self.doc)
+        app.router.add_post("/callback", self.callback)
+        return app
+
+
+class Mediator:
+    """``ltfu serve`` on a fresh database, pinned to CPU 0 when taskset exists."""
+
+    def __init__(self, db: str, stub_url: str, tmp: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {
+            **os.environ,
+            "LTFU_ADMIN_PASSWORD": PASSWORD,
+            "LTFU_DATA_DIR": str(tmp),
+            "LTFU_DATABASE_URL": db if db != "sqlite" else f"sqlite:///{tmp}/ltfu.db",
+            "LTFU_CHT_URL": stub_url,
+            "LTFU_CHT_USERNAME": "medic",
+            "LTFU_CHT_PASSWORD": "password",
+            "LTFU_CHT_MAX_RATE_PER_S": "100000",
+            "LTFU_LOG_LEVEL": "WARNING",
+            "LTFU_CALLBACK_ALLOWED_NETWORKS": "127.0.0.0/8",
+            "LTFU_MAX_BODY_BYTES": str(512 * 1024 * 1024),
+        }
+        ltfu = str(Path(sys.executable).with_name("ltfu"))
+        pin = ["taskset", "-c", "0"] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else []
+        self.log = (tmp / "serve.log").open("wb")  # noqa: SIM115 - lives as long as the child
+        self.proc = subprocess.Popen(
+            [*pin, ltfu, "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def cpu_s(self) -> float:
+        return tree_cpu_s(self.proc.pid)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+async def post(session: aiohttp.ClientSession, url: str, body: Any) -> tuple[int, Any]:
+    async with session.post(url, json=body, headers=AUTH) as r:
+        return r.status, await r.json(content_type=None)
+
+
+async def setup_facility(session: aiohttp.ClientSession, base: str, stub_url: str) -> str:
+    for _ in range(300):
+        try:
+            async with session.get(base + "/health") as r:
+                if r.status == 200:
+                    break
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.1)
+    s, ep = await post(
+        session,
+        base + "/mediator/endpoint",
+        {
+            "resourceType": "Endpoint",
+            "identifier": [{"system": "official", "value": "ep-bench"}],
+            "status": "active",
+            "connectionType": CONN,
+            "payloadType": [{"text": "application/json"}],
+            "address": stub_url + "/callback",
+        },
+    )
+    assert s == 201, ep
+    s, org = await post(
+        session,
+        base + "/mediator/organization",
+        {
+            "resourceType": "Organization",
+            "identifier": [{"system": "official", "value": "test-org"}],
+            "name": ["Bench"],
+            "endpoint": [{"reference": f"Endpoint/{ep['id']}"}],
+        },
+    )
+    assert s == 201, org
+    s, pat = await post(
+        session,
+        base + "/mediator/patient",
+        {
+            "resourceType": "Patient",
+            "identifier": [{"system": "cht", "value": PID}],
+            "name": [{"family": "Doe", "given": ["John"]}],
+            "gender": "male",
+            "birthDate": "2000-01-01",
+        },
+    )
+    assert s == 201, pat
+    return str(org["id"])
+
+
+def request_body(route: str, tag: str, n: int, org_id: str) -> tuple[str, dict[str, Any]]:
+    ident = [{"system": SR, "value": f"{tag}-{n}"}]
+    if route == "mediator":
+        return "/mediator/service-request", {
+            "resourceType": "ServiceRequest",
+            "identifier": ident,
+            "intent": "order",
+            "status": "active",
+            "subject": {"reference": f"Patient/{PID}"},
+            "requester": {"reference": "Organization/test-org"},
+        }
+    return "/fhir/ServiceRequest", {
+        "resourceType": "ServiceRequest",
+        "identifier": ident,
+        "intent": "order",
+        "status": "active",
+        "subject": {"identifier": {"system": "cht", "value": PID}},
+        "requester": {"reference": f"Organization/{org_id}"},
+    }
+
+
+async def load(
+    session: aiohttp.ClientSession, base: str, route: str, org_id: str, conc: int, seconds: float, tag: str
+) -> tuple[int, int, list[float], float]:
+    """New cases for ``seconds`` from ``conc`` clients: (accepted, errors, latencies, elapsed)."""
+    counter = iter(range(10**9))
+    latencies: list[float] = []
+    errors = 0
+    end = time.perf_counter() + seconds
+
+    async def client() -> None:
+        nonlocal errors
+        while time.perf_counter() < end:
+            path, body = request_body(route, tag, next(counter), org_id)
+            t0 = time.perf_counter()
+            async with session.post(base + path, json=body, headers=AUTH) as r:
+                await r.read()
+                if r.status == 201:
+                    latencies.append(time.perf_counter() - t0)
+                else:
+                    errors += 1
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(conc)))
+    return len(latencies), errors, latencies, time.perf_counter() - t0
+
+
+async def with_mediator(args: argparse.Namespace, body: Any) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="ltfu-bench-"))
+    stubs = Stubs()
+    runner = web.AppRunner(stubs.app(), access_log=None)
+    await runner.setup()
+    sport = free_port()
+    await web.TCPSite(runner, "127.0.0.1", sport).start()
+    stub_url = f"http://127.0.0.1:{sport}"
+    mediator = Mediator(args.db, stub_url, tmp)
+    try:
+        async with aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=256), timeout=aiohttp.ClientTimeout(total=1800)
+        ) as session:
+            org_id = await setup_facility(session, mediator.url, stub_url)
+            await body(session, mediator, stubs, org_id)
+    finally:
+        mediator.stop()
+        await runner.cleanup()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def accept(args: argparse.Namespace) -> None:
+    async def run(session: aiohttp.ClientSession, m: Mediator, stubs: Stubs, org_id: str) -> None:
+        await load(session, m.url, args.route, org_id, args.conc, 3, "warm")  # warm-up
+        await drain(stubs, stubs.records, 0, 120)
+        rows = []
+        for i in range(args.runs):
+            before, cpu0, t0 = stubs.records, m.cpu_s(), time.perf_counter()
+            ok, errors, lat, elapsed = await load(
+                session, m.url, args.route, org_id, args.conc, args.duration, f"run{i}"
+            )
+            cpu1 = m.cpu_s()
+            delivered = await drain(stubs, before, ok, args.drain_timeout)
+            cpu2, t2 = m.cpu_s(), time.perf_counter()
+            row = {
+                "req_s": ok / elapsed,
+                "cpu_ms_req": (cpu1 - cpu0) * 1000 / max(ok, 1),
+                "p50_ms": pct(lat, 50) * 1000,
+                "p99_ms": pct(lat, 99) * 1000,
+                "errors": errors,
+                "delivered": delivered,
+                "cases_s_end_to_end": delivered / (t2 - t0),
+                "cpu_ms_case_total": (cpu2 - cpu0) * 1000 / max(delivered, 1),
+            }
+            rows.append(row)
+            print(
+                "RUN",
+                " ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
+                flush=True,
+            )
+        med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+        print(
+            f"MEDIAN route={args.route} db={'sqlite' if args.db == 'sqlite' else 'postgresql'} conc={args.conc} "
+            + " ".join(f"{k}={v:.2f}" for k, v in med.items()),
+            flush=True,
+        )
+
+    await with_mediator(args, run)
+
+
+async def drain(stubs: Stubs, before: int, expected: int, timeout: float) -> int:
+    deadline = time.perf_counter() + timeout
+    while stubs.records - before < expected and time.perf_counter() < deadline:
+        await asyncio.sleep(0.1)
+    return stubs.records - before
+
+
+def defaulters(n: int, org_id: str, tag: str) -> dict[str, Any]:
+    entries = []
+    for i in range(n):
+        pu = f"urn:uuid:{uuid.uuid4()}"
+        mrn = f"{tag}-{i:07d}"
+        entries.append(
+            {
+                "fullUrl": pu,
+                "request": {"method": "POST", "url": "Patient", "ifNoneExist": f"identifier={MRN}|{mrn}"},
+                "resource": {
+                    "resourceType": "Patient",
+                    "identifier": [{"system": MRN, "value": mrn}],
+                    "name": [{"family": f"F{i % 97}", "given": [f"G{i % 89}"]}],
+                    "gender": "female" if i % 2 else "male",
+                    "birthDate": f"{1960 + i % 40}-0{1 + i % 9}-1{i % 9}",
+                    "telecom": [{"system": "phone", "value": f"+2547{i % 10**8:08d}"}],
+                },
+            }
+        )
+        entries.append(
+            {
+                "fullUrl": f"urn:uuid:{uuid.uuid4()}",
+                "request": {"method": "POST", "url": "ServiceRequest", "ifNoneExist": f"identifier={SR}|{mrn}"},
+                "resource": {
+                    "resourceType": "ServiceRequest",
+                    "identifier": [{"system": SR, "value": mrn}],
+                    "status": "active",
+                    "intent": "order",
+                    "subject": {"reference": pu},
+                    "requester": {"reference": f"Organization/{org_id}"},
+                    "occurrencePeriod": {"start": "2026-11-20", "end": "2026-12-30"},
+                },
+            }
+        )
+    return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+
+
+async def probe(session: aiohttp.ClientSession, base: str, org_id: str, stop: asyncio.Event) -> dict[str, list[float]]:
+    """Small requests every 50 ms while a Bundle is stored: health, a FHIR read, a CHT push, the dashboard."""
+    seen: dict[str, list[float]] = {"health": [], "read": [], "cht_push": [], "dashboard": []}
+    i = 0
+    while not stop.is_set():
+        kind = list(seen)[i % 4]
+        t0 = time.perf_counter()
+        if kind == "health":
+            r = await session.get(base + "/health")
+        elif kind == "read":
+            r = await session.get(f"{base}/fhir/Organization/{org_id}", headers=AUTH)
+        elif kind == "cht_push":
+            r = await session.post(
+                base + "/cht/patient",
+                headers=AUTH,
+                json={
+                    "_id": uuid.uuid4().hex,
+                    "type": "person",
+                    "name": "Probe Person",
+                    "sex": "female",
+                    "date_of_birth": "1990-01-01",
+                    "parent": {"_id": "household-1"},
+                },
+            )
+        else:
+            r = await session.get(base + "/ui/", headers=AUTH)
+        await r.read()
+        r.release()
+        seen[kind].append(time.perf_counter() - t0)
+        i += 1
+        await asyncio.sleep(0.05)
+    return seen
+
+
+async def bundle(args: argparse.Namespace) -> None:
+    async def run(session: aiohttp.ClientSession, m: Mediator, stubs: Stubs, org_id: str) -> None:
+        for n in [int(x) for x in args.sizes.split(",")]:
+            body = defaulters(n, org_id, f"n{n}-{uuid.uuid4().hex[:6]}")
+            stop = asyncio.Event()
+            prober = asyncio.create_task(probe(session, m.url, org_id, stop))
+            t0 = time.perf_counter()
+            async with session.post(m.url + "/fhir", json=body, headers=AUTH) as r:
+                result = await r.json(content_type=None)
+                status = r.status
+            seconds = time.perf_counter() - t0
+            stop.set()
+            seen = await prober
+            ok = status == 200 and result.get("type") == "transaction-response"
+            lat = [x for v in seen.values() for x in v]
+            worst = {k: f"{pct(v, 99) * 1000:.0f}" for k, v in seen.items()}
+            print(
+                f"BUNDLE db={'sqlite' if args.db == 'sqlite' else 'postgresql'} defaulters={n} entries={2 * n} "
+                f"status={status} ok={ok} seconds={seconds:.2f} defaulters_per_s={n / seconds:.0f} "
+                f"server_peak_rss_mb={peak_rss_mb(m.proc.pid):.0f} concurrent_p99_ms={pct(lat, 99) * 1000:.0f} "
+                f"p99_ms_by_kind={worst}",
+                flush=True,
+            )
+
+    await with_mediator(args, run)
+
+
+async def growth(args: argparse.Namespace) -> None:
+    """Seed the store with defaulter Bundles up to each size, then measure the accept path there."""
+
+    async def run(session: aiohttp.ClientSession, m: Mediator, stubs: Stubs, org_id: str) -> None:
+        stored = 0
+        for target in [int(x) for x in args.cases.split(",")]:
+            t0 = time.perf_counter()
+            while stored < target:
+                n = min(5000, target - stored)
+                async with session.post(
+                    m.url + "/fhir", json=defaulters(n, org_id, f"seed{stored}"), headers=AUTH
+                ) as r:
+                    assert r.status == 200, await r.text()
+                stored += n
+            seeded = time.perf_counter() - t0
+            await drain(stubs, 0, stored, args.drain_timeout)
+            cpu0 = m.cpu_s()
+            ok, errors, lat, elapsed = await load(
+                session, m.url, "mediator", org_id, args.conc, args.duration, f"at{target}"
+            )
+            cpu1 = m.cpu_s()
+            t_ui = time.perf_counter()
+            async with session.get(m.url + "/ui/cases", headers=AUTH) as r:
+                await r.read()
+            ui_ms = (time.perf_counter() - t_ui) * 1000
+            print(
+                f"GROWTH db={'sqlite' if args.db == 'sqlite' else 'postgresql'} stored_cases={stored} "
+                f"seed_s={seeded:.1f} req_s={ok / elapsed:.1f} cpu_ms_req={(cpu1 - cpu0) * 1000 / max(ok, 1):.2f} "
+                f"p99_ms={pct(lat, 99) * 1000:.0f} errors={errors} ui_cases_ms={ui_ms:.0f}",
+                flush=True,
+            )
+            stored += ok
+
+    await with_mediator(args, run)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["accept", "bundle", "growth"])
+    parser.add_argument("--db", default="sqlite", help="sqlite (a temporary file) or a postgresql:// URL")
+    parser.add_argument("--route", choices=["mediator", "fhir"], default="mediator")
+    parser.add_argument("--conc", type=int, default=16)
+    parser.add_argument("--duration", type=float, default=8)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--drain-timeout", type=float, default=300)
+    parser.add_argument("--sizes", default="1000,10000")
+    parser.add_argument("--cases", default="1000,100000")
+    args = parser.parse_args()
+    if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {1})  # the load and the stubs stay off the mediator's core
+    asyncio.run({"accept": accept, "bundle": bundle, "growth": growth}[args.what](args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""Inserts held back until the unit of work next talks to the database, then sent table by table.
+
+A new case writes about a dozen rows (two resource versions with their history and index rows, the
+case, two outbox rows, an event). Sent one statement at a time each costs a statement build and a
+round trip (a thread hop on SQLite, a network trip on PostgreSQL). Held here, they go as one
+``executemany`` per table just before the next statement of the same transaction runs — so every read
+sees them — or just before commit. A transaction that fails rolls back whether or not they were sent.
+
+Only inserts whose keys cannot collide wait here (new resource ids, ids minted in the transaction);
+database-assigned numbers a later row needs (a history ``seq``, an outbox ``id``) are ``PendingId``s
+filled in at flush.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Table, bindparam, insert, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.dml import Insert
+
+from ltfu.store.schema import (
+    cases,
+    outbox,
+    resource_history,
+    resources,
+    search_index,
+    subscription_counters,
+    subscription_events,
+)
+
+
+class PendingId:
+    """A number the database assigns when the buffered row is inserted."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value: int | None = None
+
+    def __int__(self) -> int:
+        if self.value is None:
+            raise RuntimeError("read before the buffered insert was flushed")
+        return self.value
+
+
+# Flush order: a table's rows may hold PendingIds of the tables before it.
+_ORDER: tuple[Table, ...] = (resource_history, resources, search_index, cases, outbox, subscription_events)
+_INSERT: dict[str, Insert] = {t.name: insert(t) for t in _ORDER}
+_ID_COLUMN = {resource_history.name: "seq", outbox.name: "id"}
+# The numbers for the held history and outbox rows, taken in one statement before they are inserted
+# (a multi-row INSERT ... RETURNING does not promise its rows' order). SQLite: the next rowids — the
+# write lock is ours until commit (BEGIN IMMEDIATE), so nobody else takes them. PostgreSQL: the
+# columns' own sequences, as a single-row insert would.
+_NEXT_IDS = {
+    "sqlite": text(
+        "SELECT (SELECT coalesce(max(seq), 0) FROM resource_history), (SELECT coalesce(max(id), 0) FROM outbox)"
+    ),
+    "postgresql": text(
+        "SELECT 0, nextval(pg_get_serial_sequence('resource_history', 'seq')) "
+        "FROM generate_series(1, :h) UNION ALL "
+        "SELECT 1, nextval(pg_get_serial_sequence('outbox', 'id')) FROM generate_series(1, :o)"
+    ),
+}
+_SET_COUNTER = (
+    update(subscription_counters)
+    .where(subscription_counters.c.subscription_id == bindparam("sid"))
+    .values(events_since_start=bindparam("n"))
+)
+
+
+class WriteBuffer:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+        self._rows: dict[str, list[dict[str, Any]]] = {t.name: [] for t in _ORDER}
+        self._ids: dict[str, list[PendingId]] = {resource_history.name: [], outbox.name: []}
+        self._counters: dict[str, int] = {}
+        self._pending = False
+
+    def add(self, table: Table, row: dict[str, Any], assigned: PendingId | None = None) -> None:
+        """Queue one row; ``assigned`` receives the database's id (history and outbox rows only)."""
+        self._rows[table.name].append(row)
+        if table.name in self._ids:
+            self._ids[table.name].append(assigned or PendingId())
+        self._pending = True
+
+    def add_many(self, table: Table, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            self._rows[table.name].extend(rows)
+            self._pending = True
+
+    def set_counter(self, subscription_id: str, value: int) -> None:
+        """The event counter's final value for this transaction (its row is already locked by us)."""
+        self._counters[subscription_id] = value
+        self._pending = True
+
+    def discard(self) -> None:
+        """Drop what is held (its savepoint was rolled back)."""
+        for rows in self._rows.values():
+            rows.clear()
+        for ids in self._ids.values():
+            ids.clear()
+        self._counters.clear()
+        self._pending = False
+
+    async def flush(self) -> None:
+        if not self._pending:
+            return
+        self._pending = False
+        await self._assign_ids()
+        for table in _ORDER:
+            rows = self._rows[table.name]
+            if not rows:
+                continue
+            self._rows[table.name] = []
+            start = 0
+            for end in range(1, len(rows) + 1):  # one executemany per run of rows with the same columns
+                if end < len(rows) and rows[end].keys() == rows[start].keys():
+                    continue
+                await self._conn.execute(_INSERT[table.name], [_resolved(r) for r in rows[start:end]])
+                start = end
+        if self._counters:
+            counters, self._counters = self._counters, {}
+            await self._conn.execute(_SET_COUNTER, [{"sid": k, "n": v} for k, v in counters.items()])
+
+    async def _assign_ids(self) -> None:
+        history, messages = self._ids[resource_history.name], self._ids[outbox.name]
+        if not history and not messages:
+            return
+        if self._conn.dialect.name == "sqlite":
+            last_seq, last_id = (await self._conn.execute(_NEXT_IDS["sqlite"])).one()
+            numbers = [
+                list(range(last_seq + 1, last_seq + 1 + len(history))),
+                list(range(last_id + 1, last_id + 1 + len(messages))),
+            ]
+        else:
+            rows = await self._conn.execute(_NEXT_IDS["postgresql"], {"h": len(history), "o": len(messages)})
+            numbers = [[], []]
+            for which, value in rows:
+                numbers[which].append(int(value))
+            numbers = [sorted(n) for n in numbers]
+        for (name, pending), values in zip(
+            ((resource_history.name, history), (outbox.name, messages)), numbers, strict=True
+        ):
+            column = _ID_COLUMN[name]
+            for p, row, value in zip(pending, self._rows[name], values, strict=True):
+                p.value = value
+                row[column] = value
+            pending.clear()
+
+
+def _resolved(row: dict[str, Any]) -> dict[str, Any]:
+    if any(type(v) is PendingId for v in row.values()):
+        return {k: int(v) if type(v) is PendingId else v for k, v in row.items()}
+    return row

@@ -1,0 +1,202 @@
+"""Regression guard for the write path: database statements per new case and per Bundle entry.
+
+Counts what the driver is asked to execute (each ``execute``/``executemany`` is one round trip), through
+the real HTTP routes on SQLite and PostgreSQL. The bounds are the figures of the fast write path with a
+little room; a change that goes back to one statement per index row or per lookup fails here.
+Wall time is not asserted: that belongs in ``bench/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+
+from ltfu.api.app import create_app
+from ltfu.settings import Settings
+from ltfu.store.db import Database
+from tests.conftest import Api, _truncate
+from tests.support.server import ServerThread
+
+CONN = {"system": "http://terminology.hl7.org/CodeSystem/endpoint-connection-type", "code": "hl7-fhir-rest"}
+MRN = "https://facility.example/mrn"
+REQ = "https://facility.example/ltfu-request"
+PID = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
+
+# Statements for one new case after the facility, its Subscription and the patient exist (on main at
+# 511cc8e: 27 and 21 on SQLite, 26 and 20 on PostgreSQL). SQLite counts its BEGIN IMMEDIATE too.
+# Each request also reads its client's row (a removed client stops at once in every process): on SQLite
+# that is a BEGIN and a SELECT on the read connection, counted in these bounds.
+MAX_PER_POC_CASE = 19
+MAX_PER_FHIR_CASE = 16
+# Statements for a whole defaulter list (a Patient ifNoneExist entry + a ServiceRequest entry each) in a
+# transaction Bundle, whatever its length (on main: 21 to 23 per defaulter).
+MAX_PER_BUNDLE = 18
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.statements: list[str] = []
+
+    def __call__(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        self.statements.append(statement)
+
+    def take(self) -> list[str]:
+        out, self.statements = self.statements, []
+        return out
+
+
+@pytest.fixture
+def counted(settings: Settings) -> Iterator[tuple[Api, Counter]]:
+    async def reset() -> None:
+        database = Database(settings)
+        await database.upgrade()
+        await _truncate(database)
+        await database.dispose()
+
+    asyncio.run(reset())
+    app = create_app(settings)
+    counter = Counter()
+    for engine in app.state.db.engines():
+        event.listen(engine.sync_engine, "before_cursor_execute", counter)
+    with ServerThread(app) as srv:
+        yield Api(srv.url), counter
+
+
+def _facility(api: Api) -> str:
+    ep = api.post(
+        "/mediator/endpoint",
+        json={
+            "resourceType": "Endpoint",
+            "identifier": [{"system": "official", "value": "ep-1"}],
+            "status": "active",
+            "connectionType": CONN,
+            "payloadType": [{"text": "application/json"}],
+            "address": "http://127.0.0.1:9/cb",
+        },
+    )
+    assert ep.status_code == 201, ep.text
+    org = api.post(
+        "/mediator/organization",
+        json={
+            "resourceType": "Organization",
+            "identifier": [{"system": "official", "value": "test-org"}],
+            "name": ["Bench"],
+            "endpoint": [{"reference": f"Endpoint/{ep.json()['id']}"}],
+        },
+    )
+    assert org.status_code == 201, org.text
+    pat = api.post(
+        "/mediator/patient",
+        json={
+            "resourceType": "Patient",
+            "identifier": [{"system": "cht", "value": PID}],
+            "name": [{"family": "Doe", "given": ["John"]}],
+            "gender": "male",
+            "birthDate": "2000-01-01",
+        },
+    )
+    assert pat.status_code == 201, pat.text
+    return org.json()["id"]
+
+
+def _poc_request(n: int) -> dict[str, Any]:
+    return {
+        "resourceType": "ServiceRequest",
+        "identifier": [{"system": "http://bench.example/sr", "value": f"sr-{n}"}],
+        "intent": "order",
+        "status": "active",
+        "subject": {"reference": f"Patient/{PID}"},
+        "requester": {"reference": "Organization/test-org"},
+    }
+
+
+def test_statements_per_new_case_poc_route(counted: tuple[Api, Counter]) -> None:
+    api, counter = counted
+    _facility(api)
+    assert api.post("/mediator/service-request", json=_poc_request(0)).status_code == 201  # creates the Subscription
+    counts = []
+    for n in range(1, 6):
+        counter.take()
+        r = api.post("/mediator/service-request", json=_poc_request(n))
+        assert r.status_code == 201, r.text
+        counts.append(len(counter.take()))
+    assert max(counts) <= MAX_PER_POC_CASE, counts
+    again = api.post("/mediator/service-request", json=_poc_request(1))  # the same case: no new rows
+    assert again.status_code == 200
+    assert api.get("/fhir/Task?_summary=count").json()["total"] == 6
+
+
+def test_statements_per_new_case_fhir_create(counted: tuple[Api, Counter]) -> None:
+    api, counter = counted
+    org = _facility(api)
+    counts = []
+    for n in range(6):
+        body = {
+            "resourceType": "ServiceRequest",
+            "status": "active",
+            "intent": "order",
+            "identifier": [{"system": REQ, "value": f"k-{n}"}],
+            "subject": {"identifier": {"system": "cht", "value": PID}},
+            "requester": {"reference": f"Organization/{org}"},
+        }
+        counter.take()
+        r = api.post("/fhir/ServiceRequest", json=body)
+        assert r.status_code == 201, r.text
+        counts.append(len(counter.take()))
+    assert max(counts[1:]) <= MAX_PER_FHIR_CASE, counts
+    assert api.get("/fhir/Task?_summary=count").json()["total"] == 6
+
+
+def _defaulters(org: str, start: int, n: int) -> dict[str, Any]:
+    entries = []
+    for i in range(start, start + n):
+        full = f"urn:uuid:{uuid.uuid4()}"
+        entries.append(
+            {
+                "fullUrl": full,
+                "request": {"method": "POST", "url": "Patient", "ifNoneExist": f"identifier={MRN}|m-{i}"},
+                "resource": {
+                    "resourceType": "Patient",
+                    "identifier": [{"system": MRN, "value": f"m-{i}"}],
+                    "name": [{"family": "Otieno", "given": ["A"]}],
+                    "gender": "female",
+                },
+            }
+        )
+        entries.append(
+            {
+                "request": {"method": "POST", "url": "ServiceRequest"},
+                "resource": {
+                    "resourceType": "ServiceRequest",
+                    "status": "active",
+                    "intent": "order",
+                    "identifier": [{"system": REQ, "value": f"b-{i}"}],
+                    "subject": {"reference": full},
+                    "requester": {"reference": f"Organization/{org}"},
+                },
+            }
+        )
+    return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+
+
+def test_statements_per_bundle_do_not_grow_with_its_entries(counted: tuple[Api, Counter]) -> None:
+    api, counter = counted
+    org = _facility(api)
+    assert api.post("/fhir", json=_defaulters(org, 0, 2)).status_code == 200  # the Subscription exists now
+    totals = []
+    for start, n in ((100, 20), (200, 80)):
+        counter.take()
+        r = api.post("/fhir", json=_defaulters(org, start, n))
+        assert r.status_code == 200, r.text
+        assert [e["response"]["status"] for e in r.json()["entry"]] == ["201 Created"] * (2 * n)
+        totals.append(len(counter.take()))
+    assert max(totals) <= MAX_PER_BUNDLE, totals
+    assert api.get("/fhir/Task?_summary=count").json()["total"] == 102
+    again = api.post("/fhir", json=_defaulters(org, 200, 80))  # the same list again: nothing new
+    assert {e["response"]["status"] for e in again.json()["entry"]} == {"200 OK"}
+    assert api.get("/fhir/Task?_summary=count").json()["total"] == 102

@@ -142,7 +142,7 @@ async def test_name_resolving_to_loopback_refused_by_default(fresh: str, tmp_pat
         await _drain(worker, db, lambda rows: rows and all(r.status == "dead" for r in rows))
         rows = await _rows(db)
         handshake = next(r for r in rows if r.kind == "handshake")
-        assert handshake.last_error == "delivery failed (refused by the callback policy)"
+        assert handshake.last_error == "notification not delivered (refused by the callback policy)"
         assert rcv.calls == []  # nothing reached the loopback listener
         await worker.handlers["notify"].close()
     finally:

@@ -159,7 +159,7 @@ def test_budget_exhausted_means_error_then_replay_delivers(tmp_path: Path, callb
         auth = ("admin", ADMIN_PASSWORD)
         sub = _wait(lambda: (s := requests.get(med.url + f"/fhir/Subscription/{sub_id}", auth=auth).json())
                     ["status"] == "error" and s, "the subscription in error")
-        assert sub["error"] == "delivery failed"  # the same for 503, 404, refused or closed: no oracle
+        assert sub["error"] == "notification not delivered"  # the same for 503, 404, refused or closed: no oracle
         dead = requests.get(med.url + "/admin/outbox", params={"status": "dead"}, auth=auth).json()["items"]
         assert dead and {d["destination"] for d in dead} == {"notify"}
         events = requests.get(med.url + f"/fhir/Subscription/{sub_id}/$events", auth=auth).json()

@@ -97,7 +97,7 @@ def signature_headers(msg_id: str, body: bytes, secrets: list[str], when: dateti
             "webhook-signature": " ".join(Webhook(s).sign(msg_id, when, text) for s in secrets)}
 
 
-FAILED = "delivery failed"  # what a facility sees, whatever went wrong (no network oracle)
+FAILED = "notification not delivered"  # what a facility sees, whatever went wrong (no network oracle)
 
 
 class Notifier(Handler):

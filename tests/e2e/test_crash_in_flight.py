@@ -119,6 +119,7 @@ def _system(tmp: Path, db: str) -> Iterator[tuple[Process, Process, FlakyCht, Re
             "LTFU_CHT_MAX_RATE_PER_S": "500",
             "LTFU_CHT_MAX_CONCURRENCY": "32",
             "LTFU_PUBLIC_URL": base,
+            "LTFU_CALLBACK_ALLOWED_NETWORKS": "127.0.0.0/8",  # the facility callback listens on loopback
             "LTFU_WORKERS": "true",
         }
         serve = Process("mediator", [LTFU, "serve", "--port", str(port)], env, tmp / "mediator.log").start()

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ltfu.domain.access import SYSTEM, Actor
 from ltfu.fhir.search_params import SearchQuery
 from ltfu.settings import Settings
+from ltfu.store.callbacks import CallbackStore, SecretBox
 from ltfu.store.cases import CaseRepository
 from ltfu.store.cht_index import ChtIndexRepository
 from ltfu.store.clients import ClientRepository
@@ -73,6 +74,7 @@ class UnitOfWork:
         self.retention = RetentionRepository(self.conn)
         self.cht_index = ChtIndexRepository(self.conn)
         self.reviews = ReviewRepository(self.conn)
+        self.callbacks = CallbackStore(self.conn, SecretBox.of(db.settings))
 
     async def flush(self) -> None:
         await self.buffer.flush()

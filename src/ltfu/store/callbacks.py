@@ -80,6 +80,11 @@ class CallbackStore:
     def __init__(self, conn: AsyncConnection, box: SecretBox) -> None:
         self.conn = conn
         self.box = box
+        self._headers: dict[tuple[str, str], list[str]] = {}  # read within this unit of work
+
+    def forget(self) -> None:
+        """Drop what was read (a rolled-back savepoint may have written it)."""
+        self._headers.clear()
 
     # ------------------------------------------------------------------ ownership
     async def owner(self, endpoint_id: str) -> str | None:
@@ -100,17 +105,20 @@ class CallbackStore:
     # ------------------------------------------------------------------ header secrets
     async def headers(self, res_type: str, res_id: str) -> list[str]:
         """The real header lines of an Endpoint or Subscription ([] when none)."""
-        row = await self.conn.execute(
-            select(callback_secrets.c.headers).where(
-                and_(callback_secrets.c.res_type == res_type, callback_secrets.c.res_id == res_id)
+        if (res_type, res_id) not in self._headers:
+            row = await self.conn.execute(
+                select(callback_secrets.c.headers).where(
+                    and_(callback_secrets.c.res_type == res_type, callback_secrets.c.res_id == res_id)
+                )
             )
-        )
-        sealed = row.scalar_one_or_none()
-        return list(orjson.loads(self.box.open(sealed))) if sealed else []
+            sealed = row.scalar_one_or_none()
+            self._headers[(res_type, res_id)] = list(orjson.loads(self.box.open(sealed))) if sealed else []
+        return list(self._headers[(res_type, res_id)])
 
     async def set_headers(self, res_type: str, res_id: str, lines: list[str]) -> None:
         key = and_(callback_secrets.c.res_type == res_type, callback_secrets.c.res_id == res_id)
         await self.conn.execute(delete(callback_secrets).where(key))
+        self._headers[(res_type, res_id)] = list(lines)
         if lines:
             await self.conn.execute(
                 insert(callback_secrets).values(

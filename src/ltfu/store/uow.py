@@ -116,6 +116,7 @@ class UnitOfWork:
             self.buffer.discard()
             self.memo.clear()
             self.resources.forget()
+            self.callbacks.forget()
             raise
 
 

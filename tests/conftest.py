@@ -15,6 +15,7 @@ from ltfu.store.schema import metadata
 from tests.support import postgres
 
 ADMIN_PASSWORD = "admin-secret-1"
+LOOPBACK = "127.0.0.0/8"  # LTFU_CALLBACK_ALLOWED_NETWORKS for tests whose callbacks listen on loopback
 _pg_url: str | None = None
 _pg_checked = False
 
@@ -55,7 +56,9 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def settings(db_url: str, tmp_path: Path) -> Settings:
-    return Settings(database_url=db_url, data_dir=tmp_path, admin_password=ADMIN_PASSWORD, workers=False)
+    # Tests register callbacks on loopback: allowed here as an operator would allow a county network.
+    return Settings(database_url=db_url, data_dir=tmp_path, admin_password=ADMIN_PASSWORD, workers=False,
+                    callback_allowed_networks=LOOPBACK)
 
 
 async def _truncate(db: Database) -> None:

@@ -169,6 +169,43 @@ def clients_list() -> None:
     console.print(table)
 
 
+@clients_app.command("secret")
+def clients_secret(
+    organization: Annotated[str, typer.Argument(help="The facility's Organization id.")],
+    retire_previous: Annotated[bool, typer.Option(
+        "--retire-previous", help="End a rotation: drop the previous key (no new secret).")] = False,
+) -> None:
+    """A new notification signing secret for the facility, shown once (the previous one stays live)."""
+    from ltfu.fhir.outcome import FhirError
+    from ltfu.services import notifications
+
+    async def run(db: Database) -> dict[str, str]:
+        async with unit_of_work(db) as uow:
+            return await notifications.issue_signing_secret(uow, organization, retire_previous=retire_previous)
+
+    try:
+        issued = asyncio.run(_with_db(_settings(), run))
+    except FhirError as exc:
+        err.print(exc.message)
+        raise typer.Exit(1) from None
+    for sub_id, secret in issued.items():
+        if retire_previous:
+            console.print(f"Subscription/{sub_id}: only the newest signing key is live now")
+        else:
+            print(f"Subscription/{sub_id} {secret}")
+    if not retire_previous:
+        err.print("Give the secret to the facility now: it is not shown again. The previous key stays live "
+                  "until `ltfu clients secret ORG --retire-previous`.")
+
+
+@app.command("secrets-key")
+def secrets_key() -> None:
+    """Print a new key for LTFU_SECRETS_KEY (Fernet; callback secrets are stored encrypted with it)."""
+    from cryptography.fernet import Fernet
+
+    print(Fernet.generate_key().decode())
+
+
 @clients_app.command("map-openhim")
 def clients_map_openhim(
     client_id: Annotated[str, typer.Argument(help="The OpenHIM client id (X-OpenHIM-ClientID).")],

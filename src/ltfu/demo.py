@@ -186,7 +186,8 @@ def start(opts: DemoOptions, base: Settings, console: Console) -> Services:
            "LTFU_CHT_URL": svc.cht, "LTFU_CHT_USERNAME": cht_admin[0], "LTFU_CHT_PASSWORD": cht_admin[1],
            "LTFU_PUBLIC_URL": svc.mediator, "LTFU_POLL_INTERVAL_S": "0.2", "LTFU_RETRY_INITIAL_S": "2",
            "LTFU_RETRY_MAX_S": "30", "LTFU_CHT_MAX_RATE_PER_S": "200",  # a local emulator, not a shared CHT
-           "LTFU_CHT_SYNC_INTERVAL_S": "0.5"}
+           "LTFU_CHT_SYNC_INTERVAL_S": "0.5",
+           "LTFU_CALLBACK_ALLOWED_NETWORKS": "127.0.0.0/8"}  # the facility emulator listens on loopback
     asyncio.run(_add_clients(Settings(database_url=db_url, data_dir=data), push_password, facility_password))
     ltfu = str(Path(sys.executable).with_name("ltfu"))
     commands = [
@@ -199,7 +200,8 @@ def start(opts: DemoOptions, base: Settings, console: Console) -> Services:
          svc.cht + "/api/info"),
         ("facility emulator", [ltfu, "emulate", "facility", "--port", str(fport), "--mediator-url", svc.mediator,
                                "--username", FACILITY_USER, "--password", facility_password, "--cht-url", svc.cht,
-                               "--cht-username", cht_admin[0], "--cht-password", cht_admin[1]],
+                               "--cht-username", cht_admin[0], "--cht-password", cht_admin[1],
+                               "--require-signature"],
          svc.facility + "/_facility/info"),
     ]
     for name, args, health in commands:
@@ -213,6 +215,7 @@ def start(opts: DemoOptions, base: Settings, console: Console) -> Services:
         console.print(f"  [green]✓[/green] {name:<18} {where}")
     try:
         register_facility(svc)
+        hand_over_signing_secret(svc, FacilityClient(svc.facility), FACILITY_ORG)
     except BaseException:
         svc.stop()
         raise
@@ -247,6 +250,16 @@ def seed_cht(svc: Services, cases: int) -> dict[str, int]:
 
 def _stats(svc: Services) -> dict[str, Any]:
     return _call("GET", svc.mediator + "/admin/stats", svc.admin, timeout=10)[1]
+
+
+def hand_over_signing_secret(svc: Services, fac: FacilityClient, org_id: str) -> None:
+    """The mediator issues the facility's signing secret (shown once) and the facility keeps it: from
+    then on it refuses any notification that is not signed with it."""
+    status, issued = _call("POST", f"{svc.mediator}/admin/organizations/{org_id}/signing-secret", svc.admin, {})
+    if status != 200:
+        raise RuntimeError(f"issuing the facility's signing secret failed: {status}")
+    for sub in issued["subscriptions"]:
+        fac.set_signing_secret(sub["secret"])
 
 
 def run_cases(opts: DemoOptions, svc: Services, console: Console) -> tuple[dict[str, Any], dict[str, Any], float]:
@@ -315,6 +328,8 @@ def summary(opts: DemoOptions, svc: Services, st: dict[str, Any], rep: dict[str,
         "duplicate notifications": rep["duplicates"],
         "missing notifications": rep["missing_events"],
         "out-of-order notifications": rep["out_of_order"],
+        "notifications with a bad signature": sum(rep["notifications"].get(k, 0) for k in ("bad_signature", "skewed")),
+        "no notification signature verified": int(not rep["notifications"].get("signature_ok")),
     }
     problems["duplicate CHT follow-ups"] = max(0, requests_in_cht - st["cases"])
     console.print(

@@ -17,6 +17,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from ltfu.domain.callbacks import Network, parse_networks
+
 ADMIN_PASSWORD_MIN = 12
 
 # Kenyan client-registry and national identifiers by default; deployments add their own systems.
@@ -51,6 +53,10 @@ class Settings(BaseSettings):
     )
     admin_password: SecretStr | None = Field(
         default=None, description=f"Password of the `admin` client, at least {ADMIN_PASSWORD_MIN} characters."
+    )
+    sqlite_inline_writes: bool = Field(
+        default=False, description="SQLite: run the writer's statements on the event loop's thread (no thread "
+                                   "hop per statement; for a fast local disk, see store/sqlite_inline.py)."
     )
 
     # Authentication (HTTP Basic, argon2)
@@ -122,8 +128,15 @@ class Settings(BaseSettings):
     delivery_timeout_s: float = 30.0
     notify_verify_tls: bool = True
     notify_mode: str = Field(default="backport", pattern="^(backport|hapi)$")
-    notify_hmac_secret: SecretStr | None = Field(
-        default=None, description="When set, callbacks carry X-LTFU-Signature: sha256=<HMAC of the body>."
+    callback_allowed_networks: str | None = Field(
+        default=None,
+        description="Comma-separated CIDRs that callbacks may reach although private/loopback/link-local "
+        "(e.g. a county network 10.20.0.0/16); plain http callbacks go only to these.",
+    )
+    secrets_key: SecretStr | None = Field(
+        default=None,
+        description="Fernet key(s), comma-separated, newest first: callback header secrets and signing keys "
+        "are stored encrypted with it. Make one with `ltfu secrets-key`.",
     )
     follow_up_window_days: int = 14
     max_attempts: int = Field(default=2, ge=1, description="CHW attempts before not-located is final.")
@@ -160,6 +173,16 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_slash(cls, v: str | None) -> str | None:
         return v.rstrip("/") if v else v
+
+    @field_validator("callback_allowed_networks")
+    @classmethod
+    def _cidrs(cls, v: str | None) -> str | None:
+        parse_networks(v)  # a bad CIDR is a configuration error at start-up
+        return v
+
+    @cached_property
+    def allowed_networks(self) -> tuple[Network, ...]:
+        return parse_networks(self.callback_allowed_networks)
 
     @cached_property
     def sqlalchemy_url(self) -> str:

@@ -23,7 +23,7 @@ from ltfu.fhir.search_params import SEARCH_PARAMS
 from ltfu.settings import Settings
 from ltfu.store.db import Database
 from ltfu.store.uow import unit_of_work
-from tests.conftest import ADMIN_PASSWORD, _truncate, pg_url
+from tests.conftest import ADMIN_PASSWORD, LOOPBACK, _truncate, pg_url
 from tests.support import postgres
 from tests.support.server import ServerThread
 
@@ -182,7 +182,8 @@ def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         url = pg_url()  # type: ignore[assignment]
         if url is None:
             pytest.skip(f"PostgreSQL unreachable at {postgres.ADMIN_URL}")
-    settings = Settings(database_url=url, data_dir=tmp, admin_password=ADMIN_PASSWORD, workers=False)
+    settings = Settings(database_url=url, data_dir=tmp, admin_password=ADMIN_PASSWORD, workers=False,
+                        callback_allowed_networks=LOOPBACK)  # the facilities' callbacks are on loopback
 
     async def reset() -> None:
         db = Database(settings)

@@ -10,6 +10,7 @@ answering, as a CHT whose reply is lost on the way would.
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 import threading
@@ -37,8 +38,10 @@ class FlakyCht:
         self.max_delay_s = max_delay_s
         self.random = random.Random(seed)
         self.lock = threading.Lock()
-        self.posts_in_flight = 0
+        self.posts_in_flight: Counter[str] = Counter()  # record POSTs CHT holds, per CHT user (per process)
         self.dropped = 0
+        self.log: list[tuple[float, str, str, Any, str]] = []  # stored records: when, user, form, case, id
+        self.not_found: list[str] = []  # paths answered 404 (none expected: every person is known)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._server = _QuietServer(("127.0.0.1", self.port), self._handler())
@@ -126,6 +129,8 @@ class FlakyCht:
                 with cht.lock:
                     doc = cht.persons.get(doc_id) or cht.records.get(doc_id)
                 if doc is None:
+                    with cht.lock:
+                        cht.not_found.append(self.path)
                     self._answer(404, {"error": "not_found", "reason": "missing"})
                 else:
                     self._answer(200, doc)
@@ -139,11 +144,15 @@ class FlakyCht:
                 if self.path != "/api/v2/records":
                     self._answer(404, {"error": "not_found"})
                     return
+                user = base64.b64decode(self.headers.get("Authorization", "")[6:] or b"").decode().split(":")[0]
                 with cht.lock:
-                    cht.posts_in_flight += 1
+                    cht.posts_in_flight[user] += 1
                 try:
                     cht._pause()
                     record_id = cht._store(body)
+                    with cht.lock:
+                        cht.log.append((time.time(), user, str((body.get("_meta") or {}).get("form")),
+                                        body.get("case_ref"), record_id))
                     cht._pause()
                     with cht.lock:
                         drop = cht.random.random() < cht.drop_after_store
@@ -154,6 +163,6 @@ class FlakyCht:
                     self._answer(200, {"success": True, "id": record_id})
                 finally:
                     with cht.lock:
-                        cht.posts_in_flight -= 1
+                        cht.posts_in_flight[user] -= 1
 
         return Handler

@@ -159,6 +159,7 @@ class Loop:
             "LTFU_CHT_TIMEOUT_S": "5",
             "LTFU_WORKERS": "true" if workers_in_serve else "false",
             "LTFU_PUBLIC_URL": self.mediator_url,
+            "LTFU_CALLBACK_ALLOWED_NETWORKS": "127.0.0.0/8",  # the facility callback listens on loopback
         }
         self.mediator = Process("mediator", [LTFU, "serve", "--port", str(self.mport)], self.env,
                                 tmp / "mediator.log")

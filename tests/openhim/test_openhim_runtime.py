@@ -54,8 +54,9 @@ def test_live_config_applies_validates_and_notifies() -> None:
     assert settings.cht_url == "https://cht.console"  # same validators as at start-up (trailing / stripped)
     assert settings.max_attempts == 4
     assert settings.notify_mode == "hapi"
-    assert settings.cht_password.get_secret_value() == "from-env"  # "" = keep the environment's value
-    assert set(changes) == {"cht_url", "max_attempts", "notify_mode"}
+    # "" keeps the environment's value, but never for another CHT: its password would go to that host
+    assert settings.cht_password is None
+    assert set(changes) == {"cht_url", "max_attempts", "notify_mode", "cht_password"}
     assert seen == [changes]
     # invalid values are refused one by one; a param that disappears goes back to the start-up value
     changes = live.apply({"maxAttempts": 0, "notifyMode": "carrier-pigeon", "chtPassword": "console-pw"})
@@ -65,6 +66,9 @@ def test_live_config_applies_validates_and_notifies() -> None:
     assert set(changes) == {"max_attempts", "notify_mode", "cht_url", "cht_password"}
     assert live.apply({"maxAttempts": 0, "notifyMode": "x", "chtPassword": "console-pw"}) == {}
     assert len(seen) == 2
+    # the environment's own CHT (named or not) keeps the environment's password
+    live.apply({"chtUrl": "https://cht.env", "chtPassword": ""})
+    assert settings.cht_password.get_secret_value() == "from-env"
 
 
 def test_default_config_registers_every_param_without_secrets() -> None:

@@ -54,3 +54,18 @@ async def test_replay_of_a_dead_row_remembers_it_may_have_been_sent(db: Database
         assert await uow.outbox.replay(row_id=row_id) == 1
     (again,) = await _claim(db, "host:1:b")
     assert again.id == row_id and again.attempts == 0 and again.maybe_sent
+
+
+async def test_a_dead_workers_row_waits_out_what_it_may_still_have_in_flight(db: Database) -> None:
+    """Another process releasing a just-killed worker's lease must not re-send while CHT may still be
+    processing the orphaned request (it would not find that record yet, and create a second)."""
+    row_id = await _enqueue(db)
+    await _claim(db, "host:1:a")
+    async with unit_of_work(db) as uow:
+        assert await uow.outbox.release("host:1:a", grace_s=60) == 1
+    assert await _claim(db, "host:2:b") == [], "not before the orphaned request has surely ended"
+    async with unit_of_work(db) as uow:
+        assert await uow.outbox.lease_owners("host:") == []  # released once, not pushed back again
+        await uow.outbox.retry_later(row_id, 0, "test: time has passed")
+    (again,) = await _claim(db, "host:2:b")
+    assert again.id == row_id and again.maybe_sent

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import requests
 from starlette.applications import Starlette
@@ -22,6 +23,7 @@ from ltfu.settings import Settings
 from ltfu.store.db import Database
 from ltfu.store.uow import unit_of_work
 from ltfu.ui import routes as ui_routes
+from tests.conftest import LOOPBACK
 from tests.support.server import ServerThread
 from tests.ui.seed import Seeded, seed
 
@@ -43,7 +45,8 @@ def build_app(settings: Settings) -> Starlette:
 
 
 class Callbacks:
-    """The facilities' notification receivers: facility B answers 400 until ``b_ok`` is set."""
+    """The facilities' notification receivers: facility B answers its handshake, then 400 to every
+    event until ``b_ok`` is set (events wait for a handshake, so B must have shaken hands)."""
 
     def __init__(self) -> None:
         self.b_ok = False
@@ -52,8 +55,10 @@ class Callbacks:
     def app(self) -> Starlette:
         async def receive(request: Request) -> JSONResponse:
             key = request.path_params["key"]
-            await request.body()
-            if key == "B" and not self.b_ok:
+            body = orjson.loads(await request.body())
+            params = (body.get("entry") or [{}])[0].get("resource", {}).get("parameter") or []
+            handshake = {"name": "type", "valueCode": "handshake"} in params
+            if key == "B" and not self.b_ok and not handshake:
                 return JSONResponse({"error": "facility B is refusing"}, status_code=400)
             self.received[key] += 1
             return JSONResponse({"ok": True})
@@ -111,13 +116,14 @@ def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiServer]:
     tmp = tmp_path_factory.mktemp("ui")
     settings = Settings(database_url=f"sqlite:///{tmp / 'ltfu.db'}", data_dir=tmp, admin_password=ADMIN[1],
                         workers=True, poll_interval_s=0.1, retry_initial_s=0.05, retry_max_s=0.2,
-                        retry_permanent_4xx=3, retry_budget_s=30, sweep_interval_s=3600)
+                        retry_permanent_4xx=3, retry_budget_s=30, sweep_interval_s=3600,
+                        callback_allowed_networks=LOOPBACK)  # the callback server listens on loopback
     callbacks = Callbacks()
     with ServerThread(callbacks.app()) as cb, ServerThread(build_app(settings)) as srv:
         seeded = seed(Api(srv.url), cb.url)
         asyncio.run(_add_clients(settings, seeded.orgs))
         server = UiServer(srv.url, settings, seeded, callbacks)
-        # B's handshake and events die after 3 tries each; A's are delivered.
+        # B shakes hands, then its events die after 3 tries each; A's are delivered.
         server.wait("facility B's notifications to die", lambda: not [
             r for r in server.outbox(destination="notify", status="pending", organization=seeded.orgs["B"])])
         server.wait("facility A's notifications to be delivered", lambda: not [

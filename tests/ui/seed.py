@@ -1,6 +1,6 @@
 """A small, known data set for the dashboard tests, made through the real HTTP API.
 
-Two facilities: A's callback answers 200, B's answers 400 until the test flips it (so B's
+Two facilities: A's callback answers 200, B's answers its handshake and 400 to events until the test flips it (so B's
 notifications die and can be retried). Twelve cases move through ``/cht/follow-up`` reports.
 No CHT is configured, so CHT submissions stay queued.
 """

@@ -18,6 +18,7 @@ from ltfu.store.uow import unit_of_work
 from tests.matching.test_match_api import PEOPLE, PLACES
 from tests.support.server import ServerThread
 from tests.ui.conftest import ADMIN, build_app, new_page, screenshot
+from tests.ui.test_ui_i18n import TRANSLATED, _english_patterns, _Texts
 
 CONN = {"system": "http://terminology.hl7.org/CodeSystem/endpoint-connection-type", "code": "hl7-fhir-rest"}
 
@@ -85,6 +86,33 @@ def review_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
         yield srv.url, review_id
 
 
+@pytest.mark.parametrize("lang", TRANSLATED)
+def test_review_pages_have_no_english_left(review_server: tuple[str, str], lang: str) -> None:
+    """The queue, the open item (every field, verdict, grade, action) and a refused decision, translated."""
+    url, review_id = review_server
+    patterns = _english_patterns(lang)
+    s = requests.Session()
+    s.auth = ADMIN
+    s.cookies.set("ltfu_lang", lang)
+    pages = [
+        s.get(url + "/ui/review"),
+        s.get(url + f"/ui/review/{review_id}"),
+        s.get(url + "/ui/review?done=link"),
+        s.get(url + "/ui/review?status=bogus"),
+        s.get(url + "/ui/review/no-such-item"),
+        s.post(url + f"/ui/review/{review_id}", data={"action": "link", "person": "nobody"}),
+    ]
+    assert [r.status_code for r in pages] == [200, 200, 200, 400, 404, 422]
+    assert "data-verdict" in pages[1].text and 'name="action" value="defer"' in pages[1].text  # still open
+    for r in pages:
+        assert r.headers["content-language"] == lang
+        parser = _Texts()
+        parser.feed(r.text)
+        left = [t for t in parser.texts for p in patterns if p.fullmatch(t)]
+        assert not left, f"{lang} {r.request.method} {r.url}: English left: {sorted(set(left))}"
+        assert not any(w in r.text for w in ("Decision recorded", "Link to", "Not done", "review item")), r.url
+
+
 def test_review_queue_side_by_side_and_link(review_server: tuple[str, str], browser: Any) -> None:
     url, review_id = review_server
     page = new_page(browser)
@@ -97,7 +125,7 @@ def test_review_queue_side_by_side_and_link(review_server: tuple[str, str], brow
     headers = page.locator("th.candidate").all_inner_texts()
     assert any(h.startswith("Grace Akinyi Otieno") for h in headers)
     assert any(h.startswith("Grace Atieno Otieno") for h in headers)
-    given = page.locator("tr:has(th:text('given')) td[data-verdict]").evaluate_all(
+    given = page.locator("tr[data-field='given'] td[data-verdict]").evaluate_all(
         "cells => cells.map(c => c.dataset.verdict)"
     )
     assert set(given) == {"agree"}  # the given name agrees with both Graces
@@ -105,10 +133,11 @@ def test_review_queue_side_by_side_and_link(review_server: tuple[str, str], brow
     screenshot(page, "review-02-item")
     page.click("button:text('Link to Grace Akinyi Otieno')")
     assert page.url.endswith("/ui/review?done=link")
-    assert "Decision recorded: link" in page.content()
+    assert "Decision recorded: linked." in page.content()
     assert page.locator("#review-count").inner_text() == "0 items"
     page.goto(url + f"/ui/review/{review_id}")
-    assert page.locator("#status").inner_text() == "linked"
-    assert "admin · link grace" in page.locator("#decisions").inner_text()
+    assert page.locator("#status").inner_text() == "Linked"
+    assert page.locator("#status").get_attribute("data-status") == "linked"
+    assert "admin · linked grace" in page.locator("#decisions").inner_text()
     assert page.locator("button:text('Defer')").count() == 0  # decided: no more actions
     screenshot(page, "review-03-decided")

@@ -96,7 +96,7 @@ def test_case_timeline(ui_server: UiServer, browser: Any) -> None:
 def test_retry_dead_delivery_changes_its_state(ui_server: UiServer, browser: Any) -> None:
     org_b = ui_server.seeded.orgs["B"]
     dead = ui_server.outbox(destination="notify", status="dead", organization=org_b)
-    assert len(dead) >= 3, dead  # handshake + one event per Task change of B's cases
+    assert len(dead) >= 3, dead  # one event per Task change of B's cases
     page = new_page(browser)
     page.goto(ui_server.url + "/ui/deliveries")
     screenshot(page, "04-deliveries")

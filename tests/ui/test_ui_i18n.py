@@ -32,7 +32,15 @@ PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 # Words that are the same in the translation as in English (names, codes, loanwords).
 SAME_EVERYWHERE = {"CHT", "CHT %(kind)s", "p90"}
 SAME_IN = {
-    "fr": {"Action", "Code", "Destination", "Pages", "Patient", "Programme"},
+    "fr": {
+        "Action",
+        "Code",
+        "Destination",
+        "Pages",
+        "Patient",
+        "Programme",
+        "%(grade)s · score %(score)s · %(bits)s bits",
+    },
     "sw": set(),
     "ne": set(),
 }
@@ -197,7 +205,14 @@ def _english_patterns(lang: str) -> list[re.Pattern[str]]:
     return patterns
 
 
-PAGES = ["/ui/cases", "/ui/programme", "/ui/deliveries", "/ui/cases?state=bogus&from=x"]
+PAGES = [
+    "/ui/cases",
+    "/ui/programme",
+    "/ui/deliveries",
+    "/ui/cases?state=bogus&from=x",
+    "/ui/review",
+    "/ui/review?status=all",
+]
 
 
 @pytest.mark.parametrize("lang", TRANSLATED)

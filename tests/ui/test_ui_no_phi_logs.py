@@ -24,7 +24,7 @@ from ltfu.settings import Settings
 from ltfu.store.db import Database
 from ltfu.store.uow import unit_of_work
 from tests.support.server import ServerThread, free_port
-from tests.ui.conftest import ADMIN, build_app
+from tests.ui.conftest import ADMIN, LOOPBACK, build_app
 
 REPO = Path(__file__).resolve().parents[2]
 CHT_ADMIN = ("medic", "password")
@@ -71,7 +71,8 @@ def _run_loop(tmp: Path) -> None:
     emulator = cht_app(ChtEmulatorConfig(app_settings_path=cfg, credentials={"ltfu-mediator": "cht-secret-1"},
                                          chw=chw))
     settings = Settings(database_url=f"sqlite:///{tmp / 'm.db'}", data_dir=tmp, admin_password=ADMIN[1],
-                        cht_url="", cht_username=CHT_ADMIN[0], cht_password=CHT_ADMIN[1], poll_interval_s=0.1)
+                        cht_url="", cht_username=CHT_ADMIN[0], cht_password=CHT_ADMIN[1], poll_interval_s=0.1,
+                        callback_allowed_networks=LOOPBACK)  # the receiver listens on loopback
     receiver = Starlette(routes=[Route("/cb", callback, methods=["POST", "PUT"])])
     with ServerThread(receiver) as rcv, ServerThread(emulator) as cht:
         settings = settings.model_copy(update={"cht_url": cht.url})

@@ -1,10 +1,9 @@
-"""Notification delivery with the workers running: Backport bundles with HMAC, HAPI mode, 410 → off,
-budget exhausted → error with the events kept and replayable."""
+"""Notification delivery with the workers running: Backport bundles signed per subscription (Standard
+Webhooks), HAPI mode, 410 → off, budget exhausted → error with the events kept and replayable."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+import asyncio
 import json
 import threading
 import time
@@ -15,6 +14,7 @@ from typing import Any
 
 import pytest
 import requests
+from standardwebhooks import Webhook
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -22,11 +22,13 @@ from starlette.routing import Route
 
 from ltfu.api.app import create_app
 from ltfu.settings import Settings
+from ltfu.store.db import Database
+from ltfu.store.uow import unit_of_work
 from tests.conftest import ADMIN_PASSWORD
 from tests.support.server import ServerThread
 
 CONN = {"system": "http://terminology.hl7.org/CodeSystem/endpoint-connection-type", "code": "hl7-fhir-rest"}
-SECRET = "hmac-secret-for-tests"
+LOOPBACK = "127.0.0.0/8"  # the callback servers of these tests listen on loopback
 
 
 @dataclass
@@ -53,10 +55,26 @@ def callback() -> Iterator[tuple[Callback, str]]:
         yield cb, srv.url
 
 
+def _settings(tmp: Path, db_url: str, **over: Any) -> Settings:
+    return Settings(database_url=db_url, data_dir=tmp, admin_password=ADMIN_PASSWORD, poll_interval_s=0.1,
+                    retry_initial_s=0.1, retry_max_s=0.2, retry_budget_s=1.0,
+                    callback_allowed_networks=over.pop("callback_allowed_networks", LOOPBACK), **over)
+
+
 def _mediator(tmp: Path, db_url: str, **over: Any) -> ServerThread:
-    s = Settings(database_url=db_url, data_dir=tmp, admin_password=ADMIN_PASSWORD, poll_interval_s=0.1,
-                 retry_initial_s=0.1, retry_max_s=0.2, retry_budget_s=1.0, notify_hmac_secret=SECRET, **over)
-    return ServerThread(create_app(s))
+    return ServerThread(create_app(_settings(tmp, db_url, **over)))
+
+
+def signing_secrets(settings: Settings, sub_id: str) -> list[str]:
+    """The live signing keys of a subscription, read from the database (the facility got them once)."""
+    async def read() -> list[str]:
+        db = Database(settings)
+        try:
+            async with unit_of_work(db) as uow:
+                return [k.secret for k in await uow.callbacks.signing_keys(sub_id)]
+        finally:
+            await db.dispose()
+    return asyncio.run(read())
 
 
 def _setup_case(base: str, callback_url: str) -> tuple[str, str]:
@@ -100,10 +118,14 @@ def test_backport_bundles_signed_and_authorised(tmp_path: Path, callback: tuple[
              for b in (handshake, event)]
     assert kinds == ["handshake", "event-notification"]
     assert event["type"] == "history" and event["entry"][1]["resource"]["resourceType"] == "Task"
+    secrets = signing_secrets(_settings(tmp_path, f"sqlite:///{tmp_path / 'n.db'}"), sub["id"])
+    assert len(secrets) == 1
     for headers in (h1, h2):
         assert headers["authorization"] == "Bearer fac-token"
-        expected = hmac.new(SECRET.encode(), headers["_raw"].encode(), hashlib.sha256).hexdigest()
-        assert headers["x-ltfu-signature"] == f"sha256={expected}"
+        assert headers["webhook-signature"].startswith("v1,") and "x-ltfu-signature" not in headers
+        Webhook(secrets[0]).verify(headers["_raw"], headers, json_parse=False)  # raises when wrong
+    assert h1["webhook-id"] != h2["webhook-id"]
+    assert h2["webhook-id"] == event["id"]
 
 
 def test_hapi_mode_puts_the_task(tmp_path: Path, callback: tuple[Callback, str]) -> None:
@@ -137,7 +159,7 @@ def test_budget_exhausted_means_error_then_replay_delivers(tmp_path: Path, callb
         auth = ("admin", ADMIN_PASSWORD)
         sub = _wait(lambda: (s := requests.get(med.url + f"/fhir/Subscription/{sub_id}", auth=auth).json())
                     ["status"] == "error" and s, "the subscription in error")
-        assert "503" in sub["error"]
+        assert sub["error"] == "notification not delivered"  # the same for 503, 404, refused or closed: no oracle
         dead = requests.get(med.url + "/admin/outbox", params={"status": "dead"}, auth=auth).json()["items"]
         assert dead and {d["destination"] for d in dead} == {"notify"}
         events = requests.get(med.url + f"/fhir/Subscription/{sub_id}/$events", auth=auth).json()

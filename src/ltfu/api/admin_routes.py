@@ -11,6 +11,7 @@ from starlette.routing import Route
 
 from ltfu.api.http import JSONResponse, nudge_workers
 from ltfu.fhir.outcome import FhirError
+from ltfu.services import notifications
 from ltfu.store.stats import loop_stats
 from ltfu.store.uow import unit_of_work
 
@@ -51,6 +52,17 @@ async def retry_many(request: Request) -> Response:
     return JSONResponse({"requeued": n})
 
 
+async def signing_secret(request: Request) -> Response:
+    """``POST /admin/organizations/{org}/signing-secret[?retire_previous=true]``: a new secret per live
+    subscription of the facility, in this answer only (the previous key stays live)."""
+    retire = request.query_params.get("retire_previous") == "true"
+    async with unit_of_work(request.app.state.db) as uow:
+        issued = await notifications.issue_signing_secret(uow, request.path_params["org"], retire_previous=retire)
+    body = {"organization": request.path_params["org"],
+            "subscriptions": [{"id": k, **({} if retire else {"secret": v})} for k, v in issued.items()]}
+    return JSONResponse(body, headers={"Cache-Control": "no-store"})
+
+
 async def stats(request: Request) -> Response:
     async with request.app.state.db.connect() as conn:
         return JSONResponse(await loop_stats(conn))
@@ -61,4 +73,5 @@ routes = [
     Route("/admin/outbox", list_outbox, methods=["GET"]),
     Route("/admin/outbox/retry", retry_many, methods=["POST"]),
     Route("/admin/outbox/{id:int}/retry", retry_one, methods=["POST"]),
+    Route("/admin/organizations/{org}/signing-secret", signing_secret, methods=["POST"]),
 ]

@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route, Router
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from ltfu.api import (
     admin_routes,
@@ -65,16 +65,14 @@ async def _openhim(settings: Settings, stop: asyncio.Event) -> None:
         log.error("OpenHIM rejected the mediator registration (fix the configuration): %s", exc)
 
 
-def _slash_tolerant(app: ASGIApp) -> ASGIApp:
+class _SlashTolerantRouter(Router):
     """``[base]/Patient/`` is served as ``[base]/Patient`` (as HAPI does), since a redirect is not an option."""
 
-    async def serve(scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"]
         if len(path) - len(scope.get("root_path", "")) > 1 and path.endswith("/"):
             scope = {**scope, "path": path.rstrip("/")}
-        await app(scope, receive, send)
-
-    return serve
+        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -124,8 +122,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             # [base] with and without the trailing slash, and never a redirect under it: many FHIR
             # clients do not follow one on POST, and behind a proxy its Location names the inner host.
             *[Route("/fhir", r.endpoint, methods=r.methods) for r in fhir_routes.routes if r.path == "/"],
-            Mount("/fhir", app=_slash_tolerant(Router([*subscription_routes.routes, *fhir_routes.routes],
-                                                      redirect_slashes=False))),
+            Mount("/fhir", app=_SlashTolerantRouter([*subscription_routes.routes, *fhir_routes.routes],
+                                                    redirect_slashes=False)),
             *cht_routes.routes,
             *review_routes.routes,
             *admin_routes.routes,

@@ -15,6 +15,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ltfu.fhir.outcome import FhirError, Issue
+from ltfu.metrics import route_template, routing_copy
 
 log = logging.getLogger("ltfu.api")
 
@@ -35,12 +36,15 @@ class CrashGuardMiddleware:
                 started = True
             await send(message)
 
+        original = routing_copy(scope)
         try:
             await self.app(scope, receive, tracking_send)
         except Exception as exc:  # noqa: BLE001 - this is the catch-all by design
             frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
             where = f"{os.path.basename(frame.filename)}:{frame.lineno}" if frame else "?"
-            log.error("unhandled %s at %s on %s %s", type(exc).__name__, where, scope["method"], scope["path"],
+            # The route template, not the path: a path carries ids.
+            log.error("unhandled %s at %s on %s %s", type(exc).__name__, where, scope["method"],
+                      route_template(scope, original),
                       exc_info=exc if os.environ.get("LTFU_DEBUG_TRACEBACKS") else None)
             if started:
                 return

@@ -1,29 +1,39 @@
 """Delivers facility notifications: Backport IG history Bundles (or HAPI-style PUTs) to the callback.
 
 The Bundle is assembled at delivery time from the snapshot stored with the event, with the
-Subscription's status as it is now; the Endpoint's ``header`` values are sent as HTTP headers and,
-with a secret configured, ``X-LTFU-Signature: sha256=<hex HMAC of the body>``.
+Subscription's status as it is now. Every call carries the Endpoint's ``header`` lines (kept in
+``callback_secrets``) and a Standard Webhooks signature with the subscription's live keys
+(``webhook-id``, ``webhook-timestamp``, ``webhook-signature: v1,<base64>``). Events go only to an
+address that answered a handshake; every connection obeys ``delivery.callback_policy``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+import logging
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import orjson
+from aiohttp.abc import AbstractResolver
+from standardwebhooks import Webhook
 
+from ltfu.delivery import callback_policy
 from ltfu.delivery.attempt import Attempt, Effect, Handler
 from ltfu.delivery.retry import Verdict, classify
+from ltfu.domain.callbacks import CallbackRefused, check_address, split_header
 from ltfu.fhir.systems import BACKPORT, Systems
 from ltfu.services import notifications
 from ltfu.settings import Settings
+from ltfu.store.callbacks import SecretUnreadable
 from ltfu.store.db import Database
 from ltfu.store.outbox import OutboxRow
 from ltfu.store.uow import UnitOfWork, unit_of_work
+
+log = logging.getLogger("ltfu.delivery.notify")
 
 
 def status_parameters(base: str, systems: Systems, sub_id: str, status: str, kind: str, total: int,
@@ -71,93 +81,137 @@ def notification_bundle(base: str, systems: Systems, sub_id: str, status: str, k
             "meta": {"profile": [BACKPORT + "backport-subscription-notification-r4"]}, "entry": entries}
 
 
-def _headers(channel: dict[str, Any]) -> dict[str, str]:
+def _headers(lines: list[str]) -> dict[str, str]:
     out = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
-    for line in channel.get("header") or []:
-        name, sep, value = str(line).partition(":")
-        if sep and name.strip():
-            out[name.strip()] = value.strip()
+    for line in lines:
+        name, value = split_header(line)
+        out[name] = value
     return out
+
+
+def signature_headers(msg_id: str, body: bytes, secrets: list[str], when: datetime | None = None) -> dict[str, str]:
+    """Standard Webhooks headers: ``v1,<base64 HMAC-SHA256 of id.timestamp.body>`` for every live key."""
+    when = when or datetime.now(UTC)
+    text = body.decode()
+    return {"webhook-id": msg_id, "webhook-timestamp": str(int(when.timestamp())),
+            "webhook-signature": " ".join(Webhook(s).sign(msg_id, when, text) for s in secrets)}
+
+
+FAILED = "notification not delivered"  # what a facility sees, whatever went wrong (no network oracle)
 
 
 class Notifier(Handler):
     destination = "notify"
 
-    def __init__(self, db: Database, settings: Settings) -> None:
+    def __init__(self, db: Database, settings: Settings, *, resolver: AbstractResolver | None = None) -> None:
         self.db = db
         self.settings = settings
         self.systems = Systems(settings.base_url)
         self.base = (settings.public_url or f"http://{settings.host}:{settings.port}") + "/fhir"
-        self._session: aiohttp.ClientSession | None = None
-        secret = settings.notify_hmac_secret
-        self._secret = secret.get_secret_value().encode() if secret else None
+        self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._resolver = resolver  # tests: a resolver standing in for DNS
 
-    async def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.settings.delivery_timeout_s),
-                connector=aiohttp.TCPConnector(ssl=None if self.settings.notify_verify_tls else False, limit=64))
-        return self._session
+    async def _client(self, scheme: str) -> aiohttp.ClientSession:
+        current = self._sessions.get(scheme)
+        if current is None or current.closed:
+            current = self._sessions[scheme] = callback_policy.session(
+                scheme, self.settings.allowed_networks, timeout_s=self.settings.delivery_timeout_s,
+                verify_tls=self.settings.notify_verify_tls, inner=self._resolver)
+        return current
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        for session in self._sessions.values():
+            await session.close()
 
     async def send(self, row: OutboxRow) -> Attempt:
         sub_id = row.payload["subscription"]
         async with unit_of_work(self.db) as uow:
             sub = await uow.resources.get("Subscription", sub_id)
             total = await notifications.events_count(uow, sub_id)
+            verified = await notifications.verified_address(uow, sub_id)
+            try:
+                lines = await uow.callbacks.headers("Subscription", sub_id)
+                keys = [k.secret for k in await uow.callbacks.signing_keys(sub_id)]
+            except SecretUnreadable as exc:
+                log.error("notification %s to subscription %s: %s", row.id, sub_id, exc)
+                return Attempt(Verdict.RETRY, error=FAILED)
         if sub is None or sub.resource.get("status") == "off":
             return Attempt(Verdict.OK, error="subscription off or gone; event kept for $events")
         channel = sub.resource.get("channel", {})
+        address = channel.get("endpoint", "")
         status = sub.resource.get("status", "requested")
         if row.kind == "handshake":
+            if row.payload.get("address", address) != address:
+                return Attempt(Verdict.OK, error="superseded: the address changed again")
             bundle = notification_bundle(self.base, self.systems, sub_id, status, "handshake", total, [],
                                          f"handshake-{row.id}")
-            attempt = await self._post("POST", channel["endpoint"], bundle, channel)
-            attempt.on_done = _set_status(sub_id, "active")
+            attempt = await self._post(row, "POST", address, bundle, lines, keys, bundle["id"])
+            attempt.on_done = notifications.verified_effect(sub_id, address)
             return attempt
+        if address != verified:  # no PHI before the address answered a handshake (a few tries, then
+            return Attempt(Verdict.PERMANENT, error=WAITING)  # dead until the handshake revives it)
         if row.kind == "heartbeat":
             if self.settings.notify_mode == "hapi":
                 return Attempt(Verdict.OK, error="no heartbeats in HAPI mode")
             bundle = notification_bundle(self.base, self.systems, sub_id, status, "heartbeat", total, [],
                                          f"heartbeat-{row.id}")
-            return await self._post("POST", channel["endpoint"], bundle, channel)
+            return await self._post(row, "POST", address, bundle, lines, keys, bundle["id"])
+        msg_id = f"{sub_id}-{row.payload['event']}"
         if self.settings.notify_mode == "hapi":
             task = row.payload["resources"][0]
-            url = f"{channel['endpoint'].rstrip('/')}/Task/{task['id']}"
-            attempt = await self._post("PUT", url, task, channel)
+            url = f"{address.rstrip('/')}/Task/{quote(str(task['id']), safe='')}"
+            attempt = await self._post(row, "PUT", url, task, lines, keys, msg_id)
         else:
             bundle = notification_bundle(self.base, self.systems, sub_id, "active", "event-notification", total,
-                                         [row.payload], f"{sub_id}-{row.payload['event']}")
-            attempt = await self._post("POST", channel["endpoint"], bundle, channel)
+                                         [row.payload], msg_id)
+            attempt = await self._post(row, "POST", address, bundle, lines, keys, msg_id)
         if status == "error":
             attempt.on_done = _set_status(sub_id, "active")
         return attempt
 
-    async def _post(self, method: str, url: str, body: dict[str, Any], channel: dict[str, Any]) -> Attempt:
+    async def _post(self, row: OutboxRow, method: str, url: str, body: dict[str, Any], lines: list[str],
+                    keys: list[str], msg_id: str) -> Attempt:
+        """One call under the address policy. The error recorded is generic; the reason goes to the log."""
         data = orjson.dumps(body)
-        headers = _headers(channel)
-        if self._secret:
-            headers["X-LTFU-Signature"] = "sha256=" + hmac.new(self._secret, data, hashlib.sha256).hexdigest()
-        session = await self._client()
         start = time.perf_counter()
+        try:
+            check_address(url, self.settings.allowed_networks)
+            headers = _headers(lines)
+        except CallbackRefused as exc:
+            log.warning("notification %s not sent: %s", row.id, exc)
+            return Attempt(Verdict.DEAD, error=FAILED + " (refused by the callback policy)")
+        if keys:
+            headers.update(signature_headers(msg_id, data, keys))
+        session = await self._client(callback_policy.scheme_of(url))
         try:
             async with session.request(method, url, data=data, headers=headers, allow_redirects=False) as resp:
                 await resp.read()
                 status = resp.status
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            return Attempt(Verdict.RETRY, None, int((time.perf_counter() - start) * 1000),
-                           f"callback unreachable: {type(exc).__name__}")
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            latency = int((time.perf_counter() - start) * 1000)
+            if callback_policy.refused_by_policy(exc):
+                log.warning("notification %s not sent: the callback address is refused by the policy", row.id)
+                return Attempt(Verdict.DEAD, None, latency, FAILED + " (refused by the callback policy)")
+            log.info("notification %s: callback unreachable (%s)", row.id, type(exc).__name__)
+            return Attempt(Verdict.RETRY, None, latency, FAILED)
         latency = int((time.perf_counter() - start) * 1000)
         verdict = classify(status)
-        return Attempt(verdict, status, latency, None if verdict is Verdict.OK else f"callback answered {status}")
+        if verdict is Verdict.OK:
+            return Attempt(verdict, status, latency)
+        log.info("notification %s: callback answered %s", row.id, status)
+        return Attempt(verdict, None, latency, GONE if status == 410 else FAILED)
 
     def dead_effect(self, row: OutboxRow, error: str) -> Effect | None:
-        """410 Gone → the subscription is ``off``; anything else → ``error`` (events stay for replay)."""
-        gone = error.endswith("answered 410")
+        """410 Gone → the subscription is ``off``; anything else → ``error`` (events stay for replay).
+        An event that gave up waiting for a handshake leaves the status to the handshake."""
+        if error == WAITING:
+            return None
+        gone = error == GONE
         return _set_status(row.payload["subscription"], "off" if gone else "error", None if gone else error)
+
+
+GONE = FAILED + ": the facility ended the subscription (410 Gone)"
+WAITING = notifications.WAITING_FOR_HANDSHAKE
 
 
 def _set_status(sub_id: str, status: str, error: str | None = None) -> Effect:

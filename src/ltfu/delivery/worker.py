@@ -37,18 +37,21 @@ class Worker:
         self.name = f"{self.host}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         # A CHT delivery makes up to four calls (person, find, record, read back).
         self.lease_s = max(settings.delivery_timeout_s, 4 * settings.cht_timeout_s) + 15
+        # The longest one request of a delivery can be in flight (we would have stopped waiting then).
+        self.in_flight_s = max(settings.delivery_timeout_s, settings.cht_timeout_s)
         self.last_beat = time.monotonic()
         self.wake = asyncio.Event()
         self.sent = 0
 
     async def release_dead_workers(self) -> None:
-        """Leases of crashed workers on this host (their process is gone) are freed at once, so a
-        restart does not wait for them to expire. Leases of other hosts expire on their own."""
+        """Leases of crashed workers on this host (their process is gone) are freed, so a restart does
+        not wait for them to expire; their rows are tried again once a request they may have had in
+        flight has surely ended at the receiver. Leases of other hosts expire on their own."""
         async with unit_of_work(self.db) as uow:
             for owner in await uow.outbox.lease_owners(self.host + ":"):
                 pid = owner.split(":")[1]
                 if pid.isdigit() and not _alive(int(pid)):
-                    n = await uow.outbox.release(owner)
+                    n = await uow.outbox.release(owner, self.in_flight_s)
                     log.warning("released %s deliveries leased by %s, which is gone", n, owner)
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -534,5 +534,5 @@ def _is_new(issue: tuple[str, str, str], seen: set[str], lists: set[str]) -> boo
 
 
 def _unexpected(rt: str, exc: Exception) -> tuple[str, str, str]:
-    log.warning("fhir.resources failed on a %s: %s: %s", rt, type(exc).__name__, exc)
+    log.warning("fhir.resources failed on a %s: %s", rt, type(exc).__name__)  # its text may carry values (PHI)
     return ("structure", rt, f"The {rt} could not be validated ({type(exc).__name__})")

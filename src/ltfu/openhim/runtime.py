@@ -81,9 +81,15 @@ class LiveConfig:
         if unknown:
             log.info("OpenHIM config: ignoring unknown params %s", ", ".join(unknown))
         changes: dict[str, Any] = {}
+        foreign_cht = False  # the console named another CHT: the environment's password stays home
         for p in mediator.CONFIG_PARAMS:
             raw = config.get(p.param)
             wanted = self._startup[p.setting] if raw is None or raw == "" else raw
+            if p.setting == "cht_password" and foreign_cht and wanted is self._startup[p.setting]:
+                if wanted is not None:
+                    log.warning("OpenHIM config names another CHT URL without its password: "
+                                "the environment's CHT password is not sent there")
+                wanted = None
             try:
                 value = self._validated(p.setting, wanted)
             except ValidationError as exc:
@@ -95,6 +101,8 @@ class LiveConfig:
                     exc.errors()[0]["msg"],
                 )
                 value = self._startup[p.setting]
+            if p.setting == "cht_url":
+                foreign_cht = value != self._startup["cht_url"]
             if _plain(value) != _plain(getattr(self.settings, p.setting)):
                 setattr(self.settings, p.setting, value)
                 changes[p.setting] = value

@@ -161,7 +161,9 @@ async def _conditional_creates(uow: UnitOfWork, entries: list[dict[str, Any]]) -
     for res_type in {t for t, _ in tokens.values()}:
         mine = {i: tok for i, (t, tok) in tokens.items() if t == res_type}
         ids = await uow.resources.find_ids_by_tokens(res_type, "identifier", list(mine.values()))
-        ids = {tok: await policy.conditional_matches(uow, res_type, ids[tok]) for tok in set(mine.values())}
+        # Only what the policy lets this actor match (another facility's Patient is as if absent).
+        ids = {tok: await policy.conditional_matches(uow, res_type, ids[tok]) if ids[tok] else []
+               for tok in set(mine.values())}
         await uow.resources.prime(res_type, [x for tok in mine.values() for x in ids[tok][:1]])
         found.update((i, ids[tok]) for i, tok in mine.items())
     return found

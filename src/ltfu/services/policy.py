@@ -215,6 +215,12 @@ async def authorize_update(
         )
     if res_type == "Subscription" and _subscription_org(resource) != actor.facility:
         raise _forbidden(actor, f"Subscription criteria must be Task?requester=Organization/{actor.facility}")
+    if res_type == "Endpoint":
+        from ltfu.services.notifications import endpoint_change_allowed
+
+        why = await endpoint_change_allowed(uow, actor.facility, res_id, resource)
+        if why:
+            raise FhirError.of("forbidden", why, status=403)
     check_placer(actor, resource)
     await _check_organization_endpoints(uow, resource, previous)
 
@@ -224,8 +230,9 @@ async def _check_organization_endpoints(
 ) -> None:
     """An Organization may list only Endpoints its facility owns (created, or given by an admin).
 
-    Ownership is read through ``can_see`` (``facility_clause``: recorded creator, else the Organization an
-    admin attached it to); when Endpoints carry a stored owner, that rule changes there, not here.
+    Ownership is read through ``can_see`` (``facility_clause``: the recorded creator, or the stored
+    owner of ``store.callbacks.endpoint_owner``); one owner per Endpoint, for admins too, is the
+    Organization write hook's rule (``services.notifications``).
     """
     if resource.get("resourceType") != "Organization":
         return

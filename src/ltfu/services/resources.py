@@ -7,6 +7,7 @@ the stored result after (may write more in the same transaction, e.g. a Task and
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -92,8 +93,9 @@ async def create(
         twin = await hook.existing(uow, resource)
         if twin is not None:
             return WriteResult(twin, created=False)
+    res_id = res_id or str(uuid.uuid4())  # known to the hooks (secrets are stored under it)
     if hook and hook.before:
-        resource = await hook.before(uow, resource, None)
+        resource = await hook.before(uow, {**resource, "id": res_id}, None)
     await policy.check_references(uow, resource, None)
     stored = await uow.resources.create(resource, res_id)
     await policy.record_created(uow, res_type, stored.resource["id"])

@@ -1,9 +1,10 @@
 """Database engines, transactions and migrations for SQLite (embedded default) and PostgreSQL.
 
 SQLite: one write connection (a single writer anyway: queuing on the pool is cheaper than lock
-contention) and a small pool of read-only connections. In WAL mode readers never wait for the writer,
-so reads (FHIR reads and searches, the dashboard, authentication) go on while a large Bundle or the
-workers write. PostgreSQL: one pool; every statement gets a custom plan (see ``_create_engine``).
+contention) — its statements on the event loop's own thread with ``LTFU_SQLITE_INLINE_WRITES``
+(``sqlite_inline``) — and a small pool of read-only connections. In WAL mode readers never wait for the writer, so reads
+(FHIR reads and searches, the dashboard, authentication) go on while a large Bundle or the workers write.
+PostgreSQL: one pool; every statement gets a custom plan (see ``_create_engine``).
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from ltfu.settings import Settings
+from ltfu.store import sqlite_inline
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
 class Database:
@@ -109,7 +112,8 @@ def _create_engine(settings: Settings) -> AsyncEngine:
         _private_file(Path(path))
     # One connection: SQLite has a single writer anyway, and queuing on the pool is cheaper
     # than lock contention and busy-waiting inside the driver.
-    engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=120)
+    inline = _inline(path) if settings.sqlite_inline_writes else {}
+    engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=120, **inline)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -128,10 +132,15 @@ def _sqlite_path(url: str) -> str:
     return url.split(":///", 1)[1] if ":///" in url else ""
 
 
+def _inline(path: str) -> dict[str, Any]:
+    """The writer of a file database runs its statements on the loop's thread (``sqlite_inline``)."""
+    return {"async_creator": sqlite_inline.creator(path, SQLITE_BUSY_TIMEOUT_MS)} if path and path != ":memory:" else {}
+
+
 def _sqlite_pragmas(dbapi_conn: Any, *extra: str) -> None:
     dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (pysqlite's own handling is broken)
     cur = dbapi_conn.cursor()
-    for pragma in (*extra, "PRAGMA synchronous=NORMAL", "PRAGMA busy_timeout=30000"):
+    for pragma in (*extra, "PRAGMA synchronous=NORMAL", f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}"):
         cur.execute(pragma)
     cur.close()
 
@@ -140,6 +149,8 @@ def _create_read_engine(settings: Settings) -> AsyncEngine | None:
     """SQLite's read-only pool (None elsewhere, and for an in-memory database nobody else can open)."""
     if not settings.is_sqlite or _sqlite_path(settings.sqlalchemy_url) in ("", ":memory:"):
         return None
+    # Through aiosqlite's threads: the long reads (dashboard aggregates, searches of a large store) run
+    # beside the event loop instead of stopping it.
     engine = create_async_engine(settings.sqlalchemy_url, pool_size=4, max_overflow=4, pool_timeout=120)
 
     @event.listens_for(engine.sync_engine, "connect")

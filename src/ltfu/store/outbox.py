@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, func, insert, not_, or_, select, update
+from sqlalchemy import and_, case, func, insert, not_, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -141,10 +141,16 @@ class OutboxRepository:
         rows = await self.conn.execute(select(outbox.c.lease_owner).where(held).distinct())
         return [r for (r,) in rows if r]
 
-    async def release(self, owner: str) -> int:
-        """Give up the leases of a worker that is gone (its rows become claimable now)."""
-        result = await self.conn.execute(update(outbox).where(outbox.c.lease_owner == owner)
-                                         .values(lease_owner=None, lease_until=None))
+    async def release(self, owner: str, grace_s: float = 0.0) -> int:
+        """Give up the leases of a worker that is gone; its rows become claimable after ``grace_s``.
+
+        A request the dead worker had sent may still be being processed by the receiver (CHT goes on
+        with a request whose client vanished): a retry before it is stored would not find it, and
+        would create a second one. The grace is as long as the worker would have waited for it."""
+        due = instant_in(grace_s)
+        result = await self.conn.execute(update(outbox).where(outbox.c.lease_owner == owner).values(
+            lease_owner=None, lease_until=None,
+            next_attempt_at=case((outbox.c.next_attempt_at < due, due), else_=outbox.c.next_attempt_at)))
         return int(result.rowcount or 0)
 
     async def still_leased_by(self, row_id: int, worker: str) -> bool:

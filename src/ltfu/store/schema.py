@@ -207,6 +207,39 @@ subscription_counters = Table(
     Column("subscription_id", String(64), primary_key=True),
     Column("organization_id", String(64), nullable=False, index=True),
     Column("events_since_start", Integer, nullable=False, default=0),
+    # The callback address that last answered a handshake: events go only there (PHI waits for it).
+    Column("verified_address", Text, nullable=True),
+)
+
+# Which Organization owns an Endpoint: set by the server when an Organization first references it.
+endpoint_owners = Table(
+    "endpoint_owners",
+    metadata,
+    Column("endpoint_id", String(64), primary_key=True),
+    Column("organization_id", String(64), nullable=False, index=True),
+    Column("created_at", String(32), nullable=False),
+)
+
+# The real header lines of an Endpoint or Subscription (the resources carry ``Name: ***``),
+# sealed by ``store.callbacks.SecretBox`` (Fernet when LTFU_SECRETS_KEY is set).
+callback_secrets = Table(
+    "callback_secrets",
+    metadata,
+    Column("res_type", String(64), primary_key=True),
+    Column("res_id", String(64), primary_key=True),
+    Column("headers", Text, nullable=False),
+    Column("updated_at", String(32), nullable=False),
+)
+
+# Standard Webhooks signing secrets per Subscription; the two newest not retired are live.
+signing_keys = Table(
+    "signing_keys",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("subscription_id", String(64), nullable=False, index=True),
+    Column("secret", Text, nullable=False),
+    Column("created_at", String(32), nullable=False),
+    Column("retired_at", String(32), nullable=True),
 )
 
 # The CHT person and place index (matching): fed by outbound push and the ``_changes`` sync.

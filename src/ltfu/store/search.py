@@ -12,7 +12,14 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from ltfu.fhir.search_params import SEARCH_PARAMS, Criterion, SearchQuery
 from ltfu.store.resources import ResourceRepository
-from ltfu.store.schema import cases, resource_owners, resources, search_index, subscription_counters
+from ltfu.store.schema import (
+    cases,
+    endpoint_owners,
+    resource_owners,
+    resources,
+    search_index,
+    subscription_counters,
+)
 
 
 @dataclass
@@ -93,12 +100,9 @@ def facility_clause(res_type: str, org: str, id_col: Any) -> ColumnElement[bool]
         return or_(id_col.in_(linked), owned)
     if res_type == "Organization":
         return id_col == org
-    if res_type == "Endpoint":
-        si = search_index.alias("org_endpoint")
-        given = (select(si.c.value).where(and_(si.c.res_type == "Organization", si.c.res_id == org,
-                                                si.c.param == "endpoint")))
-        others = select(owners.c.res_id).where(and_(owners.c.res_type == "Endpoint", owners.c.organization_id != org))
-        return or_(owned, and_((literal("Endpoint/") + id_col).in_(given), id_col.not_in(others)))
+    if res_type == "Endpoint":  # created by it, or stored as its own when its Organization first named it
+        return or_(owned, id_col.in_(select(endpoint_owners.c.endpoint_id)
+                                     .where(endpoint_owners.c.organization_id == org)))
     if res_type == "Subscription":
         counted = select(subscription_counters.c.subscription_id).where(subscription_counters.c.organization_id == org)
         return or_(id_col.in_(counted), owned)

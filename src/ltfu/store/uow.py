@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ltfu.domain.access import SYSTEM, Actor
 from ltfu.fhir.search_params import SearchQuery
 from ltfu.settings import Settings
+from ltfu.store.callbacks import CallbackStore, SecretBox
 from ltfu.store.cases import CaseRepository
 from ltfu.store.cht_index import ChtIndexRepository
 from ltfu.store.clients import ClientRepository
@@ -73,6 +74,7 @@ class UnitOfWork:
         self.retention = RetentionRepository(self.conn)
         self.cht_index = ChtIndexRepository(self.conn)
         self.reviews = ReviewRepository(self.conn)
+        self.callbacks = CallbackStore(self.conn, SecretBox.of(db.settings))
 
     async def flush(self) -> None:
         await self.buffer.flush()
@@ -87,17 +89,19 @@ class UnitOfWork:
     async def lock(self, keys: list[str]) -> None:
         """Serialise this transaction with others that lock any of ``keys`` (until commit).
 
-        PostgreSQL: transaction-scoped advisory locks, taken in sorted order (no deadlock between
-        two lockers). SQLite needs none: its transactions already run one at a time.
+        PostgreSQL: transaction-scoped advisory locks on ``LOCK_BUCKETS`` buckets of the keys, taken in
+        sorted order (no deadlock between two lockers) and in one statement. Buckets bound the locks a
+        10,000-patient list holds (PostgreSQL's lock table has room for a few thousand); two keys in one
+        bucket only wait for each other. SQLite needs none: its transactions already run one at a time.
         """
         if self.db.is_sqlite or not keys:
             return
-        numbers = sorted({int.from_bytes(hashlib.sha256(k.encode()).digest()[:8], "big", signed=True)
+        buckets = sorted({int.from_bytes(hashlib.sha256(k.encode()).digest()[:4], "big") % LOCK_BUCKETS
                           for k in keys})
-        if len(numbers) == 1:
-            await self.conn.execute(_LOCK_ONE, {"k": numbers[0]})
-        else:  # one round trip, still in sorted order
-            await self.conn.execute(_LOCK_MANY, {"ks": numbers})
+        if len(buckets) == 1:
+            await self.conn.execute(_LOCK_ONE, {"b": buckets[0]})
+        else:
+            await self.conn.execute(_LOCK_MANY, {"bs": buckets})
 
     @asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
@@ -112,12 +116,15 @@ class UnitOfWork:
             self.buffer.discard()
             self.memo.clear()
             self.resources.forget()
+            self.callbacks.forget()
             raise
 
 
-_LOCK_ONE = text("SELECT pg_advisory_xact_lock(:k)")
-_LOCK_MANY = text("SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT unnest(CAST(:ks AS bigint[])) AS k "
-                  "ORDER BY 1) AS keys")
+LOCK_BUCKETS = 512
+_LOCK_SPACE = 7468  # the first key of our two-key advisory locks
+_LOCK_ONE = text(f"SELECT pg_advisory_xact_lock({_LOCK_SPACE}, :b)")
+_LOCK_MANY = text(f"SELECT count(pg_advisory_xact_lock({_LOCK_SPACE}, b)) FROM "
+                  "(SELECT unnest(CAST(:bs AS integer[])) AS b ORDER BY 1) AS buckets")
 
 
 @asynccontextmanager

@@ -13,6 +13,7 @@ filled in at flush.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from sqlalchemy import Table, bindparam, insert, text, update
@@ -46,6 +47,7 @@ class PendingId:
 
 # Flush order: a table's rows may hold PendingIds of the tables before it.
 _ORDER: tuple[Table, ...] = (resource_history, resources, search_index, cases, outbox, subscription_events)
+_CHUNK = 2000  # rows per executemany
 _INSERT: dict[str, Insert] = {t.name: insert(t) for t in _ORDER}
 _ID_COLUMN = {resource_history.name: "seq", outbox.name: "id"}
 # The numbers for the held history and outbox rows, taken in one statement before they are inserted
@@ -117,7 +119,11 @@ class WriteBuffer:
             for end in range(1, len(rows) + 1):  # one executemany per run of rows with the same columns
                 if end < len(rows) and rows[end].keys() == rows[start].keys():
                     continue
-                await self._conn.execute(_INSERT[table.name], [_resolved(r) for r in rows[start:end]])
+                for chunk in range(start, end, _CHUNK):
+                    if chunk > start:
+                        await asyncio.sleep(0)  # a long list: other requests get a turn between chunks
+                    batch = [_resolved(r) for r in rows[chunk : min(chunk + _CHUNK, end)]]
+                    await self._conn.execute(_INSERT[table.name], batch)
                 start = end
         if self._counters:
             counters, self._counters = self._counters, {}

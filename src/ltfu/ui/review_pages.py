@@ -16,9 +16,74 @@ from ltfu.api.http import nudge_workers
 from ltfu.fhir.outcome import FhirError
 from ltfu.services import review
 from ltfu.store.uow import unit_of_work
+from ltfu.ui.i18n import N_, NC_
 from ltfu.ui.routes import Page, _forbidden, _form, _not_found, _same_origin
 
 FIELDS = ("given", "family", "birthDate", "sex", "phone", "place", "identifier")
+# What the page shows for the codes of the matching and of the review queue (translated in the template).
+FIELD_LABELS = {
+    "given": N_("Given name"),
+    "family": N_("Family name"),
+    "birthDate": N_("Date of birth"),
+    "sex": N_("Sex"),
+    "phone": N_("Phone"),
+    "place": N_("Place"),
+    "identifier": N_("Identifier"),
+}
+VERDICT_LABELS = {
+    "agree": N_("agrees"),
+    "partial": N_("partly agrees"),
+    "disagree": N_("disagrees"),
+    "missing": N_("missing"),
+}
+GRADE_LABELS = {"certain": N_("certain match"), "probable": N_("probable match"), "possible": N_("possible match")}
+REASON_LABELS = {
+    "certain": N_("certain match"),
+    "probable": N_("probable match"),
+    "possible": N_("possible match"),
+    "cht-duplicate": N_("possible duplicate in CHT"),
+    "conflict": N_("fields conflict"),
+    "no-candidate": N_("no candidate"),
+    "no-place": N_("no place found"),
+    "ambiguous-place": N_("several possible places"),
+    "review": N_("needs review"),
+}
+# The context of the review items' statuses and of the decisions (a state, not a verb or a filter).
+STATUS_CONTEXT = "review status"
+STATUS_LABELS = {
+    "open": NC_("review status", "Open"),
+    "deferred": NC_("review status", "Deferred"),
+    "linked": NC_("review status", "Linked"),
+    "created": NC_("review status", "Person created"),
+    "rejected": NC_("review status", "Not a match"),
+    "expired": NC_("review status", "Expired"),
+}
+ACTION_CONTEXT = "review decision"
+ACTION_LABELS = {
+    "link": NC_("review decision", "linked"),
+    "create": NC_("review decision", "created a person"),
+    "reject": NC_("review decision", "not a match"),
+    "defer": NC_("review decision", "deferred"),
+}
+# The queue's filter: which items to show.
+FILTER_LABELS = {"open": N_("Open"), "decided": N_("Decided"), "all": N_("All")}
+# Why a decision was not recorded, by HTTP status (the service's own messages are English, for the API).
+ERROR_MESSAGES = {
+    403: N_("Your account may look at this item but not decide it."),
+    409: N_("This item was already decided."),
+    422: N_("Choose one of the candidates or of the places shown."),
+}
+LABELS = {
+    "FIELD_LABELS": FIELD_LABELS,
+    "VERDICT_LABELS": VERDICT_LABELS,
+    "GRADE_LABELS": GRADE_LABELS,
+    "REASON_LABELS": REASON_LABELS,
+    "STATUS_LABELS": STATUS_LABELS,
+    "STATUS_CONTEXT": STATUS_CONTEXT,
+    "ACTION_LABELS": ACTION_LABELS,
+    "ACTION_CONTEXT": ACTION_CONTEXT,
+    "FILTER_LABELS": FILTER_LABELS,
+}
 
 
 def _patient_summary(patient: dict[str, Any]) -> dict[str, str]:
@@ -65,15 +130,21 @@ async def review_list(request: Request) -> Response:
         async with unit_of_work(request.app.state.db, current_actor(request)) as uow:
             items = await review.list_items(uow, status)
     except FhirError:
-        return page.render("error.html", 400, title="Unknown filter", message="status is open, decided or all.")
+        return page.render(
+            "error.html",
+            400,
+            title=page._("Unknown filter"),
+            message=page._("Show the open, the decided or all the items."),
+        )
     for item in items:
         item["summary"] = _patient_summary(item["proposal"]["patient"])
     return page.render(
         "review_list.html",
-        title="Patient matching review",
+        title=page._("Patient matching review"),
         items=items,
         status=status,
         done=request.query_params.get("done"),
+        **LABELS,
     )
 
 
@@ -91,8 +162,10 @@ async def review_item(request: Request) -> Response:
                 await review.act(uow, review_id, body)
         except FhirError as exc:
             if exc.status == 404:
-                return _not_found(page, "review item")
-            return page.render("error.html", exc.status or 400, title="Not done", message=exc.message)
+                return _not_found(page, N_("No review item here, or not one you may see."))
+            status = exc.status or 400
+            message = ERROR_MESSAGES.get(status, N_("The decision could not be recorded."))
+            return page.render("error.html", status, title=page._("Not done"), message=page._(message))
         nudge_workers(request)
         return RedirectResponse(page.url("/ui/review", {"done": body.get("action", "")}), status_code=303)
     try:
@@ -102,16 +175,17 @@ async def review_item(request: Request) -> Response:
                 {i for c in item["proposal"]["candidates"] for i in c["lineage"].values() if i}
             )
     except FhirError:
-        return _not_found(page, "review item")
+        return _not_found(page, N_("No review item here, or not one you may see."))
     names = {pid: p.name for pid, p in places.items()}
     return page.render(
         "review_item.html",
-        title="Review a patient match",
+        title=page._("Review a patient match"),
         item=item,
         grid=_grid(item),
         names=names,
         can_decide=actor.role in ("admin", "matcher", "system"),
         summary=_patient_summary(item["proposal"]["patient"]),
+        **LABELS,
     )
 
 

@@ -4,15 +4,15 @@ hand as the Backport IG (R4) and reference/fhir.md §2.4 describe them."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import requests
+from standardwebhooks import Webhook
 
 from ltfu.emulators.facility import FacilityClient, FacilityEmulatorConfig, create_app
 from tests.support.server import ServerThread, free_port
@@ -108,17 +108,23 @@ def notification(
 
 
 def post(url: str, body: Any, *, token: str | None = TOKEN, secret: str | None = None,
-         method: str = "POST", signature: str | None = None) -> requests.Response:
-    """What the mediator's notifier sends: FHIR JSON, the Endpoint header, the HMAC when configured."""
-    data = json.dumps(body).encode()
+         method: str = "POST", signature: str | None = None, msg_id: str | None = None,
+         age_s: float = 0.0) -> requests.Response:
+    """What the mediator's notifier sends: FHIR JSON, the Endpoint header and, with a ``whsec_`` secret,
+    the Standard Webhooks headers (``age_s``: how old the timestamp claims to be)."""
+    data = json.dumps(body)
     headers = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
+    when = datetime.now(UTC) - timedelta(seconds=age_s)
+    if secret is not None or signature is not None:
+        headers["webhook-id"] = msg_id or str(uuid.uuid4())
+        headers["webhook-timestamp"] = str(int(when.timestamp()))
     if secret is not None:
-        headers["X-LTFU-Signature"] = "sha256=" + hmac.new(secret.encode(), data, hashlib.sha256).hexdigest()
+        headers["webhook-signature"] = Webhook(secret).sign(headers["webhook-id"], when, data)
     if signature is not None:
-        headers["X-LTFU-Signature"] = signature
-    return requests.request(method, url, data=data, headers=headers, timeout=10)
+        headers["webhook-signature"] = signature
+    return requests.request(method, url, data=data.encode(), headers=headers, timeout=10)
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05) -> Any:

@@ -22,12 +22,12 @@ from ltfu.emulators.facility.roster import WHO_SYSTEM
 from ltfu.settings import Settings
 from ltfu.store.db import Database
 from ltfu.store.uow import unit_of_work
+from tests.conftest import LOOPBACK
 from tests.emulators.facility.fac_support import facility, wait_for
 from tests.support.server import ServerThread
 
 ADMIN = ("admin", "admin-secret-fac-1")
 CHT_ADMIN = ("medic", "cht-admin-pass-1")
-HMAC_SECRET = "notify-hmac-1"
 
 
 @contextlib.contextmanager
@@ -37,6 +37,7 @@ def mediator(tmp_path: Path, **overrides: Any) -> Iterator[tuple[str, Settings]]
         data_dir=tmp_path,
         admin_password=ADMIN[1],
         workers=False,
+        callback_allowed_networks=LOOPBACK,
         **overrides,
     )
     with ServerThread(mediator_app(settings)) as srv:
@@ -196,14 +197,20 @@ def test_mediator_notifications_reach_the_facility_in_order(tmp_path: Path) -> N
         retry_max_s=0.5,
         retry_budget_s=60.0,  # with the 72 h default and a 0.5 s cap, RetryPolicy.max_attempts overflows
         delivery_timeout_s=5.0,
-        notify_hmac_secret=HMAC_SECRET,
+        retry_permanent_4xx=50,  # the first calls may come before the facility holds its secret (401)
+        callback_allowed_networks=LOOPBACK,
     )
     with (
         ServerThread(mediator_app(settings)) as srv,
         facility(mediator_url=srv.url, mediator_username=ADMIN[0], mediator_password=ADMIN[1],
-                 hmac_secret=HMAC_SECRET) as (fac, _, _),
+                 require_signature=True) as (fac, _, _),
     ):
         reg = fac.register()
+        # the facility's secret, shown once by the admin API, handed to the facility
+        issued = requests.post(f"{srv.url}/admin/organizations/{reg['organization_id']}/signing-secret",
+                               auth=ADMIN, timeout=30)
+        assert issued.status_code == 200 and issued.headers["cache-control"] == "no-store"
+        fac.set_signing_secret(issued.json()["subscriptions"][0]["secret"])
         report = fac.wait(lambda r: r["subscriptions"] and r["subscriptions"][0]["handshakes"] >= 1 and r, 20)
         assert report["notifications"]["signature_ok"] >= 1
         fac.send_list(5, day="2026-11-23")
@@ -217,6 +224,7 @@ def test_mediator_notifications_reach_the_facility_in_order(tmp_path: Path) -> N
         assert (s["duplicates"], s["out_of_order"], s["gaps_seen"], s["missing_count"]) == (0, 0, 0, 0)
         assert report["notifications"]["refused_down"] >= 1
         assert "unauthorized" not in report["notifications"] and "bad_signature" not in report["notifications"]
+        assert report["notifications"]["signature_ok"] >= 9 and "replayed" not in report["notifications"]
         assert report["tasks"]["by_status"] == {"requested": 8}
         assert report["stage_latency"]["requested"]["count"] == 8
         assert report["registration"]["organization_id"] == reg["organization_id"]

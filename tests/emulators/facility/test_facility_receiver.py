@@ -1,19 +1,24 @@
 """The facility's notification receiver against a small stand-in of the mediator's notifier:
 handshake, events in order, duplicates, gaps, late events, the counter, HAPI PUTs, auth header,
-HMAC signature, going down for a while, and recovering missing events with ``$events``."""
+Standard Webhooks signatures (skew, replay, rotation), going down for a while, and recovering
+missing events with ``$events``."""
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
+import requests
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from ltfu.delivery.notifier import signature_headers
 from ltfu.emulators.facility import FacilityError
 from ltfu.emulators.facility.ledger import Ledger, outcome_of
+from ltfu.store.callbacks import new_signing_secret
 from tests.emulators.facility.fac_support import TOKEN, facility, notification, post, task
 from tests.support.server import ServerThread
 
@@ -118,14 +123,15 @@ def test_task_versions_outcomes_and_hapi_puts() -> None:
 
 
 def test_auth_header_signature_and_malformed_bodies() -> None:
-    secret = "hmac-secret-42"
-    with facility(hmac_secret=secret) as (fac, callback, _):
+    secret, other = new_signing_secret(), new_signing_secret()
+    with facility(signing_secrets=[secret]) as (fac, callback, _):
         body = notification("event-notification", SUB, 1, [(1, task("t1", 1, "requested", "awaiting-cht"))])
         assert post(callback, body, token=None, secret=secret).status_code == 401
         assert post(callback, body, token="wrong", secret=secret).status_code == 401
         assert post(callback, body).status_code == 401  # no signature
-        assert post(callback, body, signature="sha256=" + "0" * 64).status_code == 401
-        assert post(callback, body, secret="another-secret").status_code == 401
+        assert post(callback, body, signature="v1," + "A" * 44).status_code == 401
+        assert post(callback, body, signature="garbage").status_code == 401
+        assert post(callback, body, secret=other).status_code == 401
         assert fac.report()["events_received"] == 0
         assert post(callback, body, secret=secret).status_code == 200
         for bad in ({"resourceType": "Bundle", "entry": []}, {"resourceType": "Patient"}, [1, 2],
@@ -134,8 +140,45 @@ def test_auth_header_signature_and_malformed_bodies() -> None:
             assert post(callback, bad, secret=secret).status_code == 400
         report = fac.report()
         n = report["notifications"]
-        assert (n["unauthorized"], n["bad_signature"], n["malformed"], n["signature_ok"]) == (2, 3, 4, 5)
+        assert (n["unauthorized"], n["bad_signature"], n["malformed"], n["signature_ok"]) == (2, 4, 4, 5)
         assert report["events_received"] == 1
+
+
+def test_signature_skew_and_replay_refused() -> None:
+    secret = new_signing_secret()
+    with facility(signing_secrets=[secret]) as (fac, callback, _):
+        first = notification("event-notification", SUB, 2, [(1, task("t1", 1, "requested", "awaiting-cht"))])
+        assert post(callback, first, secret=secret, age_s=301).status_code == 401  # older than 5 minutes
+        assert post(callback, first, secret=secret, age_s=-301).status_code == 401  # from the future
+        assert post(callback, first, secret=secret, age_s=240, msg_id="m-1").status_code == 200  # 4 min: fine
+        # the same webhook-id again (a captured notification replayed): not taken a second time
+        replay = post(callback, first, secret=secret, msg_id="m-1")
+        assert replay.status_code == 200 and "duplicate" in replay.text
+        # a replay with a changed body cannot keep the signature
+        second = notification("event-notification", SUB, 2, [(2, task("t1", 2, "cancelled", "closed"))])
+        forged = requests.post(callback, data=json.dumps(second).encode(), timeout=10, headers={
+            "Authorization": f"Bearer {TOKEN}", "Content-Type": "application/fhir+json", "webhook-id": "m-2",
+            "webhook-timestamp": replay.request.headers["webhook-timestamp"],
+            "webhook-signature": replay.request.headers["webhook-signature"]})
+        assert forged.status_code == 401
+        report = fac.report()
+        n = report["notifications"]
+        assert (n["skewed"], n["replayed"], n["signature_ok"], n["bad_signature"]) == (2, 1, 1, 1)
+        assert report["events_received"] == 1 and sub_report(report)["duplicates"] == 0
+
+
+def test_rotation_two_live_keys() -> None:
+    old, new = new_signing_secret(), new_signing_secret()
+    with facility(signing_secrets=[old]) as (fac, callback, _):
+        body = notification("heartbeat", SUB, 0)
+        both = signature_headers("h-1", json.dumps(body).encode(), [new, old])
+        assert both["webhook-signature"].count("v1,") == 2
+        r = requests.post(callback, data=json.dumps(body).encode(), timeout=10,
+                          headers={"Authorization": f"Bearer {TOKEN}", **both})
+        assert r.status_code == 200  # the facility still knows only the old key
+        assert requests.post(fac.url + "/_facility/signing-secret", json={"secret": new}, timeout=10).ok
+        assert post(callback, body, secret=new).status_code == 200
+        assert post(callback, body, secret="whsec_" + "A" * 44).status_code == 401
 
 
 def test_down_for_a_while_then_every_event_arrives_once() -> None:

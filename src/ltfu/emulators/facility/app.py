@@ -5,18 +5,19 @@ Receiver (what the mediator calls; the Endpoint's address is ``public_url + noti
   event-notification) → 200 once recorded;
 - ``PUT {notify_path}/{type}/{id}``: a HAPI-style delivery of the resource → 200.
 Both answer 503 while the facility is "down", 401 without the Endpoint's ``Authorization`` header
-or (with ``hmac_secret``) without a valid ``X-LTFU-Signature: sha256=<hex HMAC-SHA256 of the body>``,
-400 for a body that is not a notification.
+or (with ``signing_secrets``) without a valid Standard Webhooks signature (``webhook-id``,
+``webhook-timestamp`` within 5 minutes, ``webhook-signature: v1,<base64>``), 400 for a body that is
+not a notification. A ``webhook-id`` seen before is not recorded again (answered 200).
 
 Control (``/_facility``; for the demo, tests and people): ``GET info``, ``GET report``, ``GET tasks``,
-``POST register``, ``POST lists``, ``POST down``, ``POST up``, ``POST recover``, ``POST reset``.
+``POST register``, ``POST lists``, ``POST down``, ``POST up``, ``POST recover``, ``POST reset``,
+``POST signing-secret``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import hmac
 import logging
 import time
@@ -26,6 +27,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
+from standardwebhooks import Webhook, WebhookVerificationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -39,16 +41,17 @@ from .ledger import Ledger
 from .upstream import Registration, Upstream, UpstreamError
 
 log = logging.getLogger("ltfu.emulators.facility")
+SKEW_S = 300.0  # Standard Webhooks: refuse timestamps more than 5 minutes away from our clock
 
 
 def json_response(body: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
-def fhir_ok() -> Response:
+def fhir_ok(text: str = "received") -> Response:
     return Response(
         orjson.dumps({"resourceType": "OperationOutcome", "issue": [
-            {"severity": "information", "code": "informational", "diagnostics": "received"}]}),
+            {"severity": "information", "code": "informational", "diagnostics": text}]}),
         media_type="application/fhir+json",
     )
 
@@ -77,6 +80,7 @@ class Facility:
         self.down_until: float | None = None
         self.down_status = 503
         self.lock = asyncio.Lock()
+        self.seen_ids: dict[str, float] = {}  # webhook-id → when first received
 
     # --------------------------------------------------------------------------- receiving
 
@@ -94,7 +98,10 @@ class Facility:
         self.down_status = status
 
     def check_request(self, request: Request, body: bytes) -> Response | None:
-        """Down, auth header, signature: a refusal, or None when the notification may be read."""
+        """Down, auth header, signature: a refusal, or None when the notification may be read.
+
+        A duplicate ``webhook-id`` (a replay, or our own answer lost on the way back) is refused
+        as a new notification but answered 200, so that an honest retry is not turned into a failure."""
         if self.is_down:
             self.ledger.counters["refused_down"] += 1
             return fhir_error(self.down_status, "transient", "the facility system is down")
@@ -102,13 +109,51 @@ class Facility:
         if not hmac.compare_digest(request.headers.get("authorization", ""), expected):
             self.ledger.counters["unauthorized"] += 1
             return fhir_error(401, "login", "missing or wrong Authorization header")
-        if self.config.hmac_secret:
-            mac = hmac.new(self.config.hmac_secret.encode(), body, hashlib.sha256).hexdigest()
-            if not hmac.compare_digest(request.headers.get("x-ltfu-signature", ""), f"sha256={mac}"):
-                self.ledger.counters["bad_signature"] += 1
-                return fhir_error(401, "security", "missing or wrong X-LTFU-Signature")
-            self.ledger.counters["signature_ok"] += 1
+        secrets = self.config.signing_secrets
+        if not secrets:
+            if self.config.require_signature:
+                self.ledger.counters["no_secret_yet"] += 1
+                return fhir_error(401, "security", "no signing secret configured yet")
+            return None
+        reason = self.verify_signature(request.headers, body)
+        if reason is not None:
+            self.ledger.counters[reason] += 1
+            return fhir_error(401, "security", f"webhook signature refused: {reason}")
+        msg_id = request.headers["webhook-id"]
+        if msg_id in self.seen_ids:
+            self.ledger.counters["replayed"] += 1
+            return fhir_ok("duplicate webhook-id: already received, ignored")
+        self.seen_ids[msg_id] = time.time()
+        self._forget_old_ids()
+        self.ledger.counters["signature_ok"] += 1
         return None
+
+    def verify_signature(self, headers: Any, body: bytes) -> str | None:
+        """None when one of our secrets signed id.timestamp.body within 5 minutes; else the reason."""
+        if not all(headers.get(h) for h in ("webhook-id", "webhook-timestamp", "webhook-signature")):
+            return "bad_signature"
+        try:
+            skew = abs(time.time() - float(headers["webhook-timestamp"]))
+        except ValueError:
+            return "bad_signature"
+        if skew > SKEW_S:
+            return "skewed"
+        wanted = {k: headers[k] for k in ("webhook-id", "webhook-timestamp", "webhook-signature")}
+        for secret in self.config.signing_secrets:
+            try:
+                Webhook(secret).verify(body, wanted, json_parse=False)
+                return None
+            except (WebhookVerificationError, ValueError):
+                continue
+        return "bad_signature"
+
+    def _forget_old_ids(self) -> None:
+        """Ids older than the skew window cannot come back with a valid timestamp: forget them."""
+        if len(self.seen_ids) % 1000:
+            return
+        horizon = time.time() - 2 * SKEW_S
+        for k in [k for k, at in self.seen_ids.items() if at < horizon]:
+            del self.seen_ids[k]
 
     # ---------------------------------------------------------------------------- sending
 
@@ -355,6 +400,17 @@ async def recover(request: Request) -> Response:
         return json_response({"error": "upstream", "reason": str(exc)}, 502)
 
 
+async def signing_secret(request: Request) -> Response:
+    """``{"secret": "whsec_..."}``: the secret the mediator gave this facility (kept with the previous one)."""
+    fac = _facility(request)
+    body = await _json(request)
+    secret = body.get("secret") if isinstance(body, dict) else None
+    if not isinstance(secret, str) or not secret.startswith("whsec_"):
+        return json_response({"error": "bad_request", "reason": "secret must be a whsec_ string"}, 400)
+    fac.config.signing_secrets = [secret, *fac.config.signing_secrets][:2]
+    return json_response({"secrets": len(fac.config.signing_secrets)})
+
+
 async def reset(request: Request) -> Response:
     fac = _facility(request)
     fac.ledger = Ledger()
@@ -396,6 +452,7 @@ def create_app(config: FacilityEmulatorConfig, *, on_startup: Any = None) -> Sta
             Route("/_facility/up", up, methods=["POST"]),
             Route("/_facility/recover", recover, methods=["POST"]),
             Route("/_facility/reset", reset, methods=["POST"]),
+            Route("/_facility/signing-secret", signing_secret, methods=["POST"]),
         ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.facility = facility

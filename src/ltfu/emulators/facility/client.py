@@ -102,6 +102,10 @@ class FacilityClient:
     def reset(self) -> dict[str, Any]:
         return self._call("POST", "/_facility/reset", {})
 
+    def set_signing_secret(self, secret: str) -> dict[str, Any]:
+        """Hand the emulator the signing secret the mediator issued for its subscription."""
+        return self._call("POST", "/_facility/signing-secret", {"secret": secret})
+
     def wait(self, predicate: Callable[[dict[str, Any]], Any], timeout: float = 60.0, interval: float = 0.2) -> Any:
         """Poll the report until ``predicate(report)`` is truthy; its value (TimeoutError otherwise)."""
         deadline = time.monotonic() + timeout

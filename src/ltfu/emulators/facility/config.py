@@ -21,9 +21,12 @@ class FacilityEmulatorConfig:
     notify_path: str = "/notifications"
     #: the Endpoint's header is ``Authorization: Bearer <callback_token>``; notifications without it get 401
     callback_token: str = "facility-callback-token"
-    #: shared secret of the mediator's ``X-LTFU-Signature`` HMAC (``LTFU_NOTIFY_HMAC_SECRET``);
-    #: when set, a notification without a valid signature gets 401
-    hmac_secret: str | None = None
+    #: the subscription's Standard Webhooks signing secrets (``whsec_...``, from ``ltfu clients secret ORG``
+    #: or the admin API; also settable at ``POST /_facility/signing-secret``). With one, a notification
+    #: without a valid ``webhook-signature``, more than 5 minutes off or with a seen ``webhook-id`` is refused.
+    signing_secrets: list[str] = field(default_factory=list)
+    #: refuse every notification (401) while no signing secret is known yet
+    require_signature: bool = False
 
     # --- the facility
     facility_code: str = "13023"

@@ -57,7 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--username", default=d.mediator_username, help="ltfu client (facility or admin)")
     p.add_argument("--password", default="", help="its password")
     p.add_argument("--token", default=d.callback_token, help="Bearer token the mediator must send")
-    p.add_argument("--hmac-secret", help="verify X-LTFU-Signature with this secret (LTFU_NOTIFY_HMAC_SECRET)")
+    p.add_argument("--signing-secret", action="append", default=[],
+                   help="verify Standard Webhooks signatures with this whsec_ secret (repeatable: rotation)")
+    p.add_argument("--require-signature", action="store_true",
+                   help="refuse notifications while no signing secret is known (set one at /_facility/signing-secret)")
     p.add_argument("--facility-code", default=d.facility_code)
     p.add_argument("--facility-name", default=d.facility_name)
     p.add_argument("--facility-system", default=d.facility_identifier_system, help="Organization identifier system")
@@ -83,7 +86,8 @@ def config_from_args(args: argparse.Namespace) -> FacilityEmulatorConfig:
         mediator_password=args.password,
         public_url=args.public_url,
         callback_token=args.token,
-        hmac_secret=args.hmac_secret,
+        signing_secrets=list(args.signing_secret),
+        require_signature=args.require_signature,
         facility_code=args.facility_code,
         facility_name=args.facility_name,
         facility_identifier_system=args.facility_system,

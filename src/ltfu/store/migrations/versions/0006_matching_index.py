@@ -17,7 +17,6 @@ Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def upgrade() -> None:
-    op.add_column('cases', sa.Column('matched_by', sa.String(length=16), nullable=True))
     op.create_table('cht_places',
     sa.Column('place_id', sa.String(length=128), nullable=False),
     sa.Column('contact_type', sa.String(length=64), nullable=False),
@@ -123,5 +122,3 @@ def downgrade() -> None:
     for table in ('match_decisions', 'match_reviews', 'facility_places', 'cht_sync_state', 'cht_name_tokens',
                   'cht_person_keys', 'cht_persons', 'cht_places'):
         op.drop_table(table)
-    with op.batch_alter_table('cases') as batch:
-        batch.drop_column('matched_by')

@@ -26,13 +26,9 @@ def match_config(settings: Settings) -> MatchConfig:
 async def find_matches(uow: UnitOfWork, incoming: Person, *, excluded: Iterable[str] = ()) -> MatchResult:
     """Candidates from the blocking keys (and by CHT id when the patient carries one), graded."""
     cfg = match_config(uow.settings)
-    found, overflow = await uow.cht_index.candidates(query_keys(incoming), cfg.block_cap)
     by_id = [v for k, v in incoming.identifiers if k == "cht_id"]
-    if by_id:
-        have = {p.id for p in found}
-        found.extend(p for p in await uow.cht_index.persons(by_id) if p.id not in have)
-    freqs = await uow.cht_index.frequencies(incoming.tokens)
-    return match(incoming, found, freqs.get, cfg, excluded=excluded, overflow=bool(overflow))
+    block = await uow.cht_index.block(query_keys(incoming), incoming.tokens, cfg.block_cap, by_id)
+    return match(incoming, block.persons, block.frequencies.get, cfg, excluded=excluded, overflow=bool(block.overflow))
 
 
 async def match_patient(

@@ -149,7 +149,8 @@ def mutate(resource: dict, data: st.DataObject) -> dict:
         elif how == "delete" and isinstance(parent, dict):
             del parent[key]
         elif how == "sibling" and isinstance(parent, dict) and key in SIBLINGS:
-            parent[data.draw(st.sampled_from(SIBLINGS[key]))] = (copy.deepcopy(node) if data.draw(st.booleans()) else tricky())
+            other = data.draw(st.sampled_from(SIBLINGS[key]))
+            parent[other] = copy.deepcopy(node) if data.draw(st.booleans()) else tricky()
         elif how == "add" and isinstance(node, dict):
             node[data.draw(st.sampled_from(KEYS))] = tricky()
         elif how == "wrap":

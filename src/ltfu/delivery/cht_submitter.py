@@ -18,6 +18,7 @@ from ltfu.cht import records
 from ltfu.cht.client import ChtClient, ChtResponse
 from ltfu.cht.contact_shapes import is_person
 from ltfu.cht.people_index import minified_parent, person_doc
+from ltfu.cht.version import has_datasource_create
 from ltfu.delivery.attempt import Attempt, Effect, Handler
 from ltfu.delivery.create_once import Lookup, create_once
 from ltfu.delivery.retry import Verdict, classify
@@ -55,11 +56,7 @@ class ChtSubmitter(Handler):
         self.db = db
         self.settings = settings
         self.systems = Systems(settings.base_url)
-        self.client = ChtClient(
-            settings.cht_url, settings.cht_username,
-            settings.cht_password.get_secret_value() if settings.cht_password else None,
-            verify_tls=settings.cht_verify_tls, timeout_s=settings.cht_timeout_s,
-            max_concurrency=settings.cht_max_concurrency, max_rate_per_s=settings.cht_max_rate_per_s)
+        self.client = ChtClient.from_settings(settings)
 
     async def close(self) -> None:
         await self.client.close()
@@ -177,11 +174,21 @@ class ChtSubmitter(Handler):
         return person_id, None
 
     async def _create_person(self, doc: dict[str, Any], place_id: str) -> tuple[str | None, Attempt]:
-        """``POST /api/v1/people`` with ``place`` (CHT 3.x–5.x; never without a place: an orphan)."""
-        resp = await self.client.request("POST", "/api/v1/people", {**doc, "place": place_id})
-        if resp.status != 200 or not isinstance(resp.body, dict) or not resp.body.get("id"):
+        """Create the person under ``place_id`` (never without a place: an orphan), in the shape the CHT version
+        takes: 5.2+ cht-datasource ``POST /api/v1/person`` with ``parent`` (answers the stored doc), older
+        ``POST /api/v1/people`` with ``place`` (answers ``{ok, id, rev}``)."""
+        version = await self.client.version()
+        if version is None:
+            return None, Attempt(Verdict.RETRY, error="CHT did not tell its version (GET /api/info)")
+        if has_datasource_create(version):
+            resp = await self.client.request("POST", "/api/v1/person", {**doc, "parent": place_id})
+            key = "_id"
+        else:
+            resp = await self.client.request("POST", "/api/v1/people", {**doc, "place": place_id})
+            key = "id"
+        if resp.status != 200 or not isinstance(resp.body, dict) or not resp.body.get(key):
             return None, _failure(resp, "person creation")
-        return str(resp.body["id"]), Attempt(Verdict.OK, resp.status, resp.latency_ms)
+        return str(resp.body[key]), Attempt(Verdict.OK, resp.status, resp.latency_ms)
 
     def _unassignable(self, reason: str, resp: ChtResponse | None = None) -> Attempt:
         return Attempt(Verdict.PERMANENT, resp.status if resp else None, resp.latency_ms if resp else 0,

@@ -36,6 +36,8 @@ from ltfu.services.matching import find_matches
 from ltfu.store.uow import UnitOfWork
 
 PLACE_NAME_SCORE = 90.0
+#: outbox kind (destination ``cht``): the linked Patient's identifiers written to the CHT person
+PERSON_IDENTIFIERS = "person-identifiers"
 
 
 def place_system(systems: Systems) -> str:
@@ -193,7 +195,9 @@ async def decide(
 
 
 async def link_patient(uow: UnitOfWork, patient_id: str, person_id: str) -> None:
-    """The Patient gets the CHT contact id (both ltfu's system and the PoC's), once."""
+    """The Patient gets the CHT contact id (both ltfu's system and the PoC's), once. With
+    ``LTFU_CHT_WRITE_IDENTIFIERS`` the Patient's MRN/UPI go to the CHT person too, through the outbox (in this
+    transaction; once per Patient and person), so the next match finds the person by identifier."""
     systems = Systems(uow.settings.base_url)
     stored = await uow.resources.read("Patient", patient_id)
     body = dict(stored.resource)
@@ -207,6 +211,14 @@ async def link_patient(uow: UnitOfWork, patient_id: str, person_id: str) -> None
     body["identifier"] = identifiers
     if body != stored.resource:
         await uow.resources.update(body, patient_id)
+    if uow.settings.cht_write_identifiers:
+        await uow.outbox.enqueue(
+            "cht",
+            PERSON_IDENTIFIERS,
+            f"cht-person:{person_id}",
+            {"person_id": person_id, "patient_id": patient_id},
+            dedupe_key=f"cht-identifiers:{patient_id}:{person_id}",
+        )
 
 
 async def open_review(

@@ -19,7 +19,7 @@ from dataclasses import replace
 from ltfu.domain.matching.config import MatchConfig
 from ltfu.domain.matching.records import UNIQUE_KINDS, Candidate, FieldScore, MatchResult, Person
 from ltfu.domain.matching.rules import demographic_veto, demographics_disagree, identifiers
-from ltfu.domain.matching.scoring import Frequency, score
+from ltfu.domain.matching.scoring import Frequency, score, weight_bound
 
 GRADES = ("certain", "probable", "possible")  # the match-grade codes we emit (certainly-not is never listed)
 
@@ -63,6 +63,17 @@ def match(
     id_holders: dict[str, list[str]] = {}
     for person in pool:
         evidence = identifiers(incoming, person)
+        if not evidence.agreeing:
+            if evidence.conflicting:
+                vetoed.append((person.id or "", "identifier-conflict:" + ",".join(evidence.conflicting)))
+                continue
+            veto = demographic_veto(incoming, person, cfg)
+            if veto:
+                vetoed.append((person.id or "", veto))
+                continue
+            # cannot reach a grade whatever its names score: never proposed, so not scored (speed only)
+            if _posterior(weight_bound(incoming, person, freq, cfg) + 1e-9 + prior_bits) < cfg.possible_p:
+                continue
         s = score(incoming, person, freq, cfg)
         unique_agree = [k for k in evidence.agreeing if k in UNIQUE_KINDS]
         id_fields = tuple(
@@ -80,13 +91,6 @@ def match(
             elif demographics_disagree(incoming, person):
                 grade, reasons = "probable", ("id-demographic-mismatch",)
             graded.append(Candidate(person, grade, weight, _posterior(weight + prior_bits), fields, reasons))
-            continue
-        if evidence.conflicting:
-            vetoed.append((person.id or "", "identifier-conflict:" + ",".join(evidence.conflicting)))
-            continue
-        veto = demographic_veto(incoming, person, cfg)
-        if veto:
-            vetoed.append((person.id or "", veto))
             continue
         p = _posterior(weight + prior_bits)
         if p >= cfg.certain_p and s.names_agree and (s.strong or s.weight >= cfg.certain_min_weight):

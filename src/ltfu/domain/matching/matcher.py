@@ -49,8 +49,11 @@ def match(
     *,
     excluded: Iterable[str] = (),
     overflow: bool = False,
+    duplicates: Iterable[str] = (),
 ) -> MatchResult:
-    """Grade every candidate; ``excluded`` ids (permanent "not a match" decisions) are never proposed."""
+    """Grade every candidate; ``excluded`` ids (permanent "not a match" decisions) are never proposed;
+    ``duplicates`` (persons a reviewer flagged as one human recorded twice in CHT) are never ``certain``,
+    as persons sharing a unique identifier are not."""
     cfg = cfg or MatchConfig()
     never = set(excluded)
     pool = _with_household_phones([c for c in candidates if c.id not in never])
@@ -98,7 +101,7 @@ def match(
             why = "names-not-certain" if p >= cfg.certain_p and not s.names_agree else "score"
             graded.append(Candidate(person, grade_p, weight, p, fields, (why,)))
     reasons: list[str] = ["block-overflow"] if overflow else []
-    graded = _settle(graded, id_holders, cfg, reasons)
+    graded = _settle(graded, id_holders, cfg, reasons, set(duplicates))
     return MatchResult(tuple(graded), tuple(reasons), len(pool), tuple(vetoed))
 
 
@@ -124,10 +127,16 @@ def _downgrade(candidate: Candidate, grade: str, reason: str) -> Candidate:
 
 
 def _settle(
-    graded: list[Candidate], id_holders: dict[str, list[str]], cfg: MatchConfig, reasons: list[str]
+    graded: list[Candidate],
+    id_holders: dict[str, list[str]],
+    cfg: MatchConfig,
+    reasons: list[str],
+    flagged: set[str],
 ) -> list[Candidate]:
-    """At most one ``certain``, and only when nothing else comes close; identifier duplicates → review."""
+    """At most one ``certain``, and only when nothing else comes close; identifier duplicates and flagged
+    duplicates → review."""
     shared = {pid for holders in id_holders.values() if len(holders) > 1 for pid in holders}
+    shared |= {c.person_id for c in graded if c.person_id in flagged}
     if shared:
         reasons.append("cht-duplicate")
         graded = [_downgrade(c, "possible", "cht-duplicate") if c.person_id in shared else c for c in graded]

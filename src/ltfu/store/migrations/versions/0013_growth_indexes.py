@@ -1,7 +1,7 @@
 """growth: case-list indexes (newest first by facility, state, outcome, CHW) and partial outbox indexes
 
 Revision ID: 0013
-Revises: 0009
+Revises: 0012
 """
 
 from alembic import op
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 
 revision = '0013'
-down_revision = '0009'
+down_revision = '0012'
 branch_labels = None
 depends_on = None
 

@@ -31,7 +31,7 @@ async def find_matches(uow: UnitOfWork, incoming: Person, *, excluded: Iterable[
     by_id = [v for k, v in incoming.identifiers if k == "cht_id"]
     block = await uow.cht_index.block(query_keys(incoming), incoming.tokens, cfg.block_cap, by_id)
     found = block.persons
-    flagged = await uow.duplicates.flagged_among(p.id for p in found if p.id)
+    flagged = block.flagged  # read with the block
     partners = {i for ids in flagged.values() for i in ids} - {p.id for p in found}
     if partners:  # a flagged duplicate's other records are compared too: the reviewer sees them side by side
         found = [*found, *await uow.cht_index.persons(sorted(partners))]

@@ -21,9 +21,11 @@ from ltfu.fhir.search_params import SearchQuery
 from ltfu.settings import Settings
 from ltfu.store.callbacks import CallbackStore, SecretBox
 from ltfu.store.cases import CaseRepository
+from ltfu.store.catchment import CatchmentAuditRepository
 from ltfu.store.cht_index import ChtIndexRepository
 from ltfu.store.clients import ClientRepository
 from ltfu.store.db import Database
+from ltfu.store.duplicates import DuplicateRepository
 from ltfu.store.openhim_clients import OpenHIMClientRepository
 from ltfu.store.outbox import OutboxRepository
 from ltfu.store.owners import OwnerRepository
@@ -107,6 +109,8 @@ class UnitOfWork:
         self.retention = RetentionRepository(self.conn)
         self.cht_index = ChtIndexRepository(self.conn)
         self.reviews = ReviewRepository(self.conn)
+        self.duplicates = DuplicateRepository(self.conn)
+        self.catchment_audit = CatchmentAuditRepository(self.conn)
         self.callbacks = CallbackStore(self.conn, SecretBox.of(db.settings))
 
     async def flush(self) -> None:

@@ -135,15 +135,12 @@ class Block:
     persons: list[Person] = field(default_factory=list)
     overflow: list[str] = field(default_factory=list)
     frequencies: dict[str, float] = field(default_factory=dict)
-    flagged: dict[str, set[str]] = field(default_factory=dict)  # person → other persons of its open groups
 
 
 def _block_sql(keys: int, tokens: int, ids: int) -> Any:
     """One statement for a whole query (one round trip): each key's size counted up to ``cap + 1`` only (a
     huge key costs no more than a small one), the persons of the keys within the cap (and of ``ids``), the
-    overflowing keys, the name-token counts, and the persons flagged as CHT duplicates with their indexed
-    partners (as ``DuplicateRepository.flagged_among``) — told apart by ``kind`` (0 person, 1 key, 2 token,
-    3 flagged duplicate)."""
+    overflowing keys, and the name-token counts — told apart by ``kind`` (0 person, 1 key, 2 token)."""
     values = ", ".join(f"(:k{i})" for i in range(keys)) or "(NULL)"
     by_id = (" UNION SELECT person_id FROM cht_persons WHERE person_id IN ("
              + ", ".join(f":i{i}" for i in range(ids)) + ")") if ids else ""
@@ -164,13 +161,6 @@ SELECT 0 AS kind, CAST(NULL AS INTEGER) AS persons, {cols}
 FROM cht_persons p WHERE p.person_id IN (SELECT person_id FROM ids)
 UNION ALL SELECT 1, NULL, sized.key, {pad} FROM sized WHERE sized.n > :cap
 UNION ALL SELECT 2, t.persons, t.token, {pad} FROM cht_name_tokens t WHERE t.token IN ({token_list})
-UNION ALL SELECT 3, NULL, me.person_id, other.person_id, {pad[6:]}
-FROM cht_duplicate_persons me
-JOIN cht_persons mp ON mp.person_id = me.person_id
-JOIN cht_duplicate_groups g ON g.group_id = me.group_id
-JOIN cht_duplicate_persons other ON other.group_id = me.group_id AND other.person_id != me.person_id
-JOIN cht_persons op ON op.person_id = other.person_id
-WHERE g.status = 'open' AND me.person_id IN (SELECT person_id FROM ids)
 """
     return text(sql)
 
@@ -319,10 +309,8 @@ class ChtIndexRepository:
                 out.persons.append(_person_from_values(row[2:]))
             elif kind == 1:
                 out.overflow.append(row[2])
-            elif kind == 2:
-                counts[row[2]] = row[1]
             else:
-                out.flagged.setdefault(row[2], set()).add(row[3])
+                counts[row[2]] = row[1]
         out.overflow.sort()
         total = counts.pop(ALL, 0)
         out.frequencies = {t: n / total for t, n in counts.items() if total > 0 and n > 0}

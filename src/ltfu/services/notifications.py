@@ -96,8 +96,10 @@ async def ensure_facility_subscription(uow: UnitOfWork, org: dict[str, Any]) -> 
     if endpoint is None:
         return None
     systems = Systems(uow.settings.base_url)
+    sub_ids = await subscriptions_of(uow, org["id"])
+    await uow.callbacks.prime([("Endpoint", endpoint["id"]), *(("Subscription", s) for s in sub_ids)])
     headers = await uow.callbacks.headers("Endpoint", endpoint["id"])
-    for sub_id in await subscriptions_of(uow, org["id"]):
+    for sub_id in sub_ids:
         current = await uow.resources.get("Subscription", sub_id)
         if current is None or current.resource.get("status") == "off":
             continue

@@ -10,7 +10,7 @@ PostgreSQL: one pool; every statement gets a custom plan (see ``_create_engine``
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from ltfu.settings import Settings
 from ltfu.store import sqlite_inline
+from ltfu.store.client_reader import ClientReader
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -36,6 +37,9 @@ class Database:
         self.checkpointer: sqlite_inline.Checkpointer | None = None
         self.engine: AsyncEngine = _create_engine(settings, self)
         self.read_engine: AsyncEngine = _create_read_engine(settings) or self.engine
+        # Told the SQL of each statement sent to a driver without SQLAlchemy (``driver``, ``client_reader``).
+        self.raw_listeners: list[Callable[[str], None]] = []
+        self.client_reader = ClientReader(self)  # authentication's per-request read (opens on first use)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
@@ -74,6 +78,7 @@ class Database:
             await conn.run_sync(_run_upgrade)
 
     async def dispose(self) -> None:
+        await self.client_reader.close()
         await self.engine.dispose()
         if self.checkpointer is not None:
             self.checkpointer.close()

@@ -24,6 +24,7 @@ from ltfu.store.cases import CaseRepository
 from ltfu.store.cht_index import ChtIndexRepository
 from ltfu.store.clients import ClientRepository
 from ltfu.store.db import Database
+from ltfu.store.driver import Driver, driver_of
 from ltfu.store.openhim_clients import OpenHIMClientRepository
 from ltfu.store.outbox import OutboxRepository
 from ltfu.store.owners import OwnerRepository
@@ -60,6 +61,7 @@ class UnitOfWork:
         self.buffer = self._flushing.buffer
         self.db = db
         self.actor = actor
+        self.driver: Driver | None = None
         # Per-transaction answers to lookups the services repeat (e.g. a facility's subscriptions).
         self.memo: dict[Any, Any] = {}
         # For statements that cannot see what the buffer holds (they need not flush it first).
@@ -78,6 +80,12 @@ class UnitOfWork:
 
     async def flush(self) -> None:
         await self.buffer.flush()
+
+    def attach(self, driver: Driver | None) -> None:
+        """Hot statements go to the driver directly (``store/driver.py``) when there is one."""
+        self.driver = driver
+        self.buffer.driver = driver
+        self.resources.driver = driver
 
     @property
     def settings(self) -> Settings:
@@ -131,6 +139,7 @@ _LOCK_MANY = text(f"SELECT count(pg_advisory_xact_lock({_LOCK_SPACE}, b)) FROM "
 async def unit_of_work(db: Database, actor: Actor = SYSTEM) -> AsyncIterator[UnitOfWork]:
     async with db.transaction() as conn:
         uow = UnitOfWork(conn, db, actor)
+        uow.attach(await driver_of(conn, db.raw_listeners))
         yield uow
         await uow.flush()
 
@@ -139,4 +148,6 @@ async def unit_of_work(db: Database, actor: Actor = SYSTEM) -> AsyncIterator[Uni
 async def read_unit_of_work(db: Database, actor: Actor = SYSTEM) -> AsyncIterator[UnitOfWork]:
     """A unit of work for requests that only read: a snapshot that never waits for writers (SQLite)."""
     async with db.read_transaction() as conn:
-        yield UnitOfWork(conn, db, actor)
+        uow = UnitOfWork(conn, db, actor)
+        uow.attach(await driver_of(conn, db.raw_listeners))
+        yield uow

@@ -20,6 +20,7 @@ from sqlalchemy import Table, bindparam, insert, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import Insert
 
+from ltfu.store.driver import Driver, compiled
 from ltfu.store.schema import (
     cases,
     outbox,
@@ -78,6 +79,7 @@ class WriteBuffer:
         self._ids: dict[str, list[PendingId]] = {resource_history.name: [], outbox.name: []}
         self._counters: dict[str, int] = {}
         self._pending = False
+        self.driver: Driver | None = None  # set by the unit of work: the inserts go straight to the driver
 
     def add(self, table: Table, row: dict[str, Any], assigned: PendingId | None = None) -> None:
         """Queue one row; ``assigned`` receives the database's id (history and outbox rows only)."""
@@ -123,24 +125,39 @@ class WriteBuffer:
                     if chunk > start:
                         await asyncio.sleep(0)  # a long list: other requests get a turn between chunks
                     batch = [_resolved(r) for r in rows[chunk : min(chunk + _CHUNK, end)]]
-                    await self._conn.execute(_INSERT[table.name], batch)
+                    if self.driver is not None:
+                        c = compiled(_INSERT[table.name], self.driver.dialect, list(batch[0]))
+                        await self.driver.execute_many(c, batch)
+                    else:
+                        await self._conn.execute(_INSERT[table.name], batch)
                 start = end
         if self._counters:
             counters, self._counters = self._counters, {}
-            await self._conn.execute(_SET_COUNTER, [{"sid": k, "n": v} for k, v in counters.items()])
+            values = [{"sid": k, "n": v} for k, v in counters.items()]
+            if self.driver is not None:
+                await self.driver.execute_many(compiled(_SET_COUNTER, self.driver.dialect), values)
+            else:
+                await self._conn.execute(_SET_COUNTER, values)
 
     async def _assign_ids(self) -> None:
         history, messages = self._ids[resource_history.name], self._ids[outbox.name]
         if not history and not messages:
             return
         if self._conn.dialect.name == "sqlite":
-            last_seq, last_id = (await self._conn.execute(_NEXT_IDS["sqlite"])).one()
+            if self.driver is not None:
+                ((last_seq, last_id),) = await self.driver.fetch(compiled(_NEXT_IDS["sqlite"], self.driver.dialect), {})
+            else:
+                last_seq, last_id = (await self._conn.execute(_NEXT_IDS["sqlite"])).one()
             numbers = [
                 list(range(last_seq + 1, last_seq + 1 + len(history))),
                 list(range(last_id + 1, last_id + 1 + len(messages))),
             ]
         else:
-            rows = await self._conn.execute(_NEXT_IDS["postgresql"], {"h": len(history), "o": len(messages)})
+            counts = {"h": len(history), "o": len(messages)}
+            if self.driver is not None:
+                rows = await self.driver.fetch(compiled(_NEXT_IDS["postgresql"], self.driver.dialect), counts)
+            else:
+                rows = await self._conn.execute(_NEXT_IDS["postgresql"], counts)
             numbers = [[], []]
             for which, value in rows:
                 numbers[which].append(int(value))

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 
 from ltfu.domain.callbacks import MASK, CallbackRefused, check_address, split_header
 from ltfu.fhir.outcome import FhirError
@@ -69,13 +69,18 @@ def _subscription_for(systems: Systems, org_id: str, endpoint: dict[str, Any], h
     }
 
 
+_sc = subscription_counters.c
+_SUBSCRIPTIONS_OF = (select(_sc.subscription_id).where(_sc.organization_id == bindparam("o"))
+                     .order_by(_sc.subscription_id))
+_BUMP_COUNTER = (update(subscription_counters).where(_sc.subscription_id == bindparam("sid"))
+                 .values(events_since_start=_sc.events_since_start + 1).returning(_sc.events_since_start))
+
+
 async def subscriptions_of(uow: UnitOfWork, org_id: str) -> list[str]:
     key = ("subscriptions_of", org_id)  # asked for every event and request of the facility: once per transaction
     if key not in uow.memo:  # the write buffer never holds subscription_counters rows
-        rows = await uow.unbuffered.execute(
-            select(subscription_counters.c.subscription_id).where(subscription_counters.c.organization_id == org_id)
-            .order_by(subscription_counters.c.subscription_id))
-        uow.memo[key] = list(rows.scalars())
+        rows = await uow.fetch(_SUBSCRIPTIONS_OF, {"o": org_id}, see_buffer=False)
+        uow.memo[key] = [r[0] for r in rows]
     return list(uow.memo[key])
 
 
@@ -123,11 +128,8 @@ async def _next_event_number(uow: UnitOfWork, sub_id: str) -> int:
         number = uow.memo[key] + 1
         uow.buffer.set_counter(sub_id, number)
     else:
-        row = await uow.unbuffered.execute(
-            update(subscription_counters).where(subscription_counters.c.subscription_id == sub_id)
-            .values(events_since_start=subscription_counters.c.events_since_start + 1)
-            .returning(subscription_counters.c.events_since_start))
-        number = int(row.scalar_one())
+        ((number,),) = await uow.fetch(_BUMP_COUNTER, {"sid": sub_id}, see_buffer=False)
+        number = int(number)
     uow.memo[key] = number
     return number
 

@@ -24,7 +24,7 @@ from ltfu.store.cases import CaseRepository
 from ltfu.store.cht_index import ChtIndexRepository
 from ltfu.store.clients import ClientRepository
 from ltfu.store.db import Database
-from ltfu.store.driver import Driver, driver_of
+from ltfu.store.driver import Driver, compiled, driver_of
 from ltfu.store.openhim_clients import OpenHIMClientRepository
 from ltfu.store.outbox import OutboxRepository
 from ltfu.store.owners import OwnerRepository
@@ -86,6 +86,17 @@ class UnitOfWork:
         self.driver = driver
         self.buffer.driver = driver
         self.resources.driver = driver
+        self.cases.driver = driver
+
+    async def fetch(self, statement: Any, params: dict[str, Any], *, see_buffer: bool = True) -> list[tuple[Any, ...]]:
+        """Rows of a statement built once (module level), as tuples: at the driver when there is one.
+        ``see_buffer=False``: the statement reads no table the write buffer holds rows for (no flush)."""
+        if self.driver is not None:
+            if see_buffer:
+                await self.buffer.flush()
+            return await self.driver.fetch(compiled(statement, self.driver.dialect), params)
+        conn = self.conn if see_buffer else self.unbuffered
+        return [tuple(r) for r in await conn.execute(statement, params)]
 
     @property
     def settings(self) -> Settings:

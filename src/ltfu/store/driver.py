@@ -79,15 +79,19 @@ class Driver:
 class SqliteDriver(Driver):
     def __init__(self, conn: InlineConnection, dialect: Dialect, listeners: list[Callable[[str], None]]) -> None:
         super().__init__(dialect, listeners)
+        self._owner = conn
         self._conn = conn.sqlite
 
     async def fetch(self, c: Compiled, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         self._heard(c.sql)
-        return self._conn.execute(c.sql, c.args(params)).fetchall()
+        rows = self._conn.execute(c.sql, c.args(params)).fetchall()
+        await self._owner.turn()
+        return rows
 
     async def execute_many(self, c: Compiled, rows: list[dict[str, Any]]) -> None:
         self._heard(c.sql)
         self._conn.executemany(c.sql, [c.args(r) for r in rows])
+        await self._owner.turn()
 
 
 class AsyncpgDriver(Driver):

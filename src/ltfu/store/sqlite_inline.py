@@ -32,6 +32,8 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ltfu.turns import turn
+
 _WAITS_FOR_LOCK = ("BEGIN IMMEDIATE", "BEGIN EXCLUSIVE")
 CHECKPOINT_BYTES = 4 * 1024 * 1024  # about SQLite's own threshold (1,000 pages of 4 KiB)
 
@@ -106,6 +108,7 @@ class InlineCursor:
     async def execute(self, sql: str, parameters: Any = ()) -> InlineCursor:
         if not sql.lstrip().upper().startswith(_WAITS_FOR_LOCK):
             self._cursor.execute(sql, parameters)
+            await self._owner.turn()
             return self
         conn = self._cursor.connection
         conn.execute("PRAGMA busy_timeout=0")
@@ -122,6 +125,7 @@ class InlineCursor:
 
     async def executemany(self, sql: str, seq_of_parameters: Iterable[Any]) -> InlineCursor:
         self._cursor.executemany(sql, seq_of_parameters)
+        await self._owner.turn()
         return self
 
     async def fetchone(self) -> Any:
@@ -175,6 +179,11 @@ class InlineConnection:
 
     async def create_function(self, *args: Any, **kw: Any) -> None:
         self._conn.create_function(*args, **kw)
+
+    async def turn(self) -> None:
+        """Statements run here never wait, so a long unit of work (a 10,000-patient list) would keep the
+        event loop to itself: let it turn now and then (``ltfu.turns``)."""
+        await turn()
 
     @property
     def sqlite(self) -> sqlite3.Connection:

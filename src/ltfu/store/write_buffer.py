@@ -48,7 +48,7 @@ class PendingId:
 
 # Flush order: a table's rows may hold PendingIds of the tables before it.
 _ORDER: tuple[Table, ...] = (resource_history, resources, search_index, cases, outbox, subscription_events)
-_CHUNK = 500  # rows per executemany (on the inline SQLite writer the loop turns between two)
+_CHUNK = 2000  # rows per executemany (on the inline SQLite writer the loop turns between two)
 _INSERT: dict[str, Insert] = {t.name: insert(t) for t in _ORDER}
 _ID_COLUMN = {resource_history.name: "seq", outbox.name: "id"}
 # The numbers for the held history and outbox rows, taken in one statement before they are inserted

@@ -17,19 +17,24 @@ import aiohttp
 from ltfu.cht import records
 from ltfu.cht.client import ChtClient, ChtResponse
 from ltfu.cht.contact_shapes import is_person
-from ltfu.cht.people_index import minified_parent, person_doc
+from ltfu.cht.doc_ids import doc_path
+from ltfu.cht.people_index import identifier_fields, minified_parent, person_doc, with_identifiers
+from ltfu.cht.version import has_datasource_create
 from ltfu.delivery.attempt import Attempt, Effect, Handler
 from ltfu.delivery.create_once import Lookup, create_once
 from ltfu.delivery.retry import Verdict, classify
 from ltfu.fhir.systems import Systems
 from ltfu.services import intake, review, tasks
 from ltfu.services.cht_index import index_docs
+from ltfu.services.intake import PERSON_IDENTIFIERS
 from ltfu.settings import Settings
 from ltfu.store.db import Database
 from ltfu.store.outbox import OutboxRow
 from ltfu.store.resources import now_instant
 from ltfu.store.reviews import OPEN
 from ltfu.store.uow import UnitOfWork, unit_of_work
+
+MAX_CONFLICTS = 5  # re-reads after a 409 before the update waits for the next retry
 
 
 def _failure(resp: ChtResponse, what: str) -> Attempt:
@@ -55,11 +60,7 @@ class ChtSubmitter(Handler):
         self.db = db
         self.settings = settings
         self.systems = Systems(settings.base_url)
-        self.client = ChtClient(
-            settings.cht_url, settings.cht_username,
-            settings.cht_password.get_secret_value() if settings.cht_password else None,
-            verify_tls=settings.cht_verify_tls, timeout_s=settings.cht_timeout_s,
-            max_concurrency=settings.cht_max_concurrency, max_rate_per_s=settings.cht_max_rate_per_s)
+        self.client = ChtClient.from_settings(settings)
 
     async def close(self) -> None:
         await self.client.close()
@@ -70,6 +71,8 @@ class ChtSubmitter(Handler):
                 return await self._follow_up(row)
             if row.kind == "cancel":
                 return await self._cancel(row)
+            if row.kind == PERSON_IDENTIFIERS:
+                return await self._write_identifiers(row)
             return Attempt(Verdict.DEAD, error=f"unknown CHT message kind {row.kind!r}")
         except (aiohttp.ClientError, TimeoutError) as exc:
             return Attempt(Verdict.RETRY, error=f"CHT unreachable: {type(exc).__name__}")
@@ -177,11 +180,62 @@ class ChtSubmitter(Handler):
         return person_id, None
 
     async def _create_person(self, doc: dict[str, Any], place_id: str) -> tuple[str | None, Attempt]:
-        """``POST /api/v1/people`` with ``place`` (CHT 3.x–5.x; never without a place: an orphan)."""
-        resp = await self.client.request("POST", "/api/v1/people", {**doc, "place": place_id})
-        if resp.status != 200 or not isinstance(resp.body, dict) or not resp.body.get("id"):
+        """Create the person under ``place_id`` (never without a place: an orphan), in the shape the CHT version
+        takes: 5.2+ cht-datasource ``POST /api/v1/person`` with ``parent`` (answers the stored doc), older
+        ``POST /api/v1/people`` with ``place`` (answers ``{ok, id, rev}``)."""
+        version = await self.client.version()
+        if version is None:
+            return None, Attempt(Verdict.RETRY, error="CHT did not tell its version (GET /api/info)")
+        if has_datasource_create(version):
+            resp = await self.client.request("POST", "/api/v1/person", {**doc, "parent": place_id})
+            key = "_id"
+        else:
+            resp = await self.client.request("POST", "/api/v1/people", {**doc, "place": place_id})
+            key = "id"
+        if resp.status != 200 or not isinstance(resp.body, dict) or not resp.body.get(key):
             return None, _failure(resp, "person creation")
-        return str(resp.body["id"]), Attempt(Verdict.OK, resp.status, resp.latency_ms)
+        return str(resp.body[key]), Attempt(Verdict.OK, resp.status, resp.latency_ms)
+
+    async def _write_identifiers(self, row: OutboxRow) -> Attempt:
+        """The linked facility Patient's MRN/UPI added to the CHT person (``LTFU_CHT_WRITE_IDENTIFIERS``).
+
+        A full-document update (CouchDB has no partial one): GET the doc, add the fields, PUT it with its
+        ``_rev``; a 409 (someone saved the person meanwhile) reads it again. Nothing is written when the
+        fields are there already, so a replay (a crash after the PUT, a lost answer) writes nothing twice."""
+        person_id, patient_id = row.payload["person_id"], row.payload["patient_id"]
+        async with unit_of_work(self.db) as uow:
+            stored = await uow.resources.get("Patient", patient_id)
+        if stored is None:
+            return Attempt(Verdict.OK, error="the Patient is gone; nothing written")
+        fields, mrns = identifier_fields(stored.resource, self.systems, self.settings.match_identifiers)
+        if not fields and not mrns:
+            return Attempt(Verdict.OK, error="the Patient has no identifier to write")
+        latency = 0
+        for _ in range(MAX_CONFLICTS):
+            got = await self.client.get_doc(person_id)
+            latency += got.latency_ms
+            if got.status == 404:
+                return Attempt(Verdict.OK, 404, latency, "the CHT person is gone; nothing written")
+            if got.status != 200:
+                return _failure(got, "person read")
+            if not isinstance(got.body, dict) or not is_person(got.body):
+                return Attempt(Verdict.PERMANENT, got.status, latency, "the linked CHT id is not a person")
+            wanted = with_identifiers(got.body, fields, mrns)
+            if wanted == got.body:
+                return Attempt(Verdict.OK, 200, latency, "the identifiers are in CHT already")
+            put = await self.client.request("PUT", doc_path(person_id), wanted)
+            latency += put.latency_ms
+            if put.status == 409:
+                continue
+            if put.status not in (200, 201) or not isinstance(put.body, dict):
+                return _failure(put, "person update")
+            saved = {**wanted, "_rev": put.body.get("rev", wanted.get("_rev"))}
+
+            async def reindex(uow: UnitOfWork, doc: dict[str, Any] = saved) -> None:
+                await index_docs(uow, [doc])  # the next match finds the person by these identifiers
+
+            return Attempt(Verdict.OK, put.status, latency, on_done=reindex)
+        return Attempt(Verdict.RETRY, 409, latency, "the CHT person kept changing while it was updated (409)")
 
     def _unassignable(self, reason: str, resp: ChtResponse | None = None) -> Attempt:
         return Attempt(Verdict.PERMANENT, resp.status if resp else None, resp.latency_ms if resp else 0,

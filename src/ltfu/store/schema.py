@@ -347,3 +347,40 @@ match_decisions = Table(
     Column("evidence", Text, nullable=False),
 )
 Index("ix_match_decisions_patient", match_decisions.c.patient_id, match_decisions.c.action)
+
+# CHT persons a reviewer flagged as one human recorded twice (CHT's own contact merge happens in CHT).
+# Matching never auto-links a member of an open group while another member is still indexed.
+cht_duplicate_groups = Table(
+    "cht_duplicate_groups",
+    metadata,
+    Column("group_id", String(64), primary_key=True),
+    Column("status", String(16), nullable=False),  # open | resolved
+    Column("review_id", String(64), nullable=True),  # the review item it was flagged from
+    Column("flagged_by", String(128), nullable=False),
+    Column("flagged_at", String(32), nullable=False),
+    Column("note", String(500), nullable=False, default=""),
+    Column("evidence", Text, nullable=False),  # JSON: the candidates as the reviewer saw them
+    Column("resolved_by", String(128), nullable=True),
+    Column("resolved_at", String(32), nullable=True),
+)
+Index("ix_cht_duplicate_groups_status", cht_duplicate_groups.c.status)
+
+cht_duplicate_persons = Table(
+    "cht_duplicate_persons",
+    metadata,
+    Column("group_id", String(64), primary_key=True),
+    Column("person_id", String(128), primary_key=True),
+)
+Index("ix_cht_duplicate_persons_person", cht_duplicate_persons.c.person_id)
+
+# Who changed a facility's explicit catchment, and when (``facility_places`` holds the current list).
+catchment_changes = Table(
+    "catchment_changes",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("organization_id", String(64), nullable=False, index=True),
+    Column("place_id", String(128), nullable=False),
+    Column("action", String(8), nullable=False),  # add | remove
+    Column("actor", String(128), nullable=False),
+    Column("changed_at", String(32), nullable=False),
+)

@@ -191,7 +191,9 @@ async def run(args: argparse.Namespace) -> None:
 
     for engine in asgi.state.db.engines():
         event.listen(engine.sync_engine, "before_cursor_execute", count)
-    asgi.state.db.client_reader.listeners.append(lambda sql: count(None, None, sql))
+    raw = getattr(asgi.state.db, "raw_listeners", None)  # statements that skip SQLAlchemy (store/driver.py)
+    if raw is not None:
+        raw.append(lambda sql: count(None, None, sql))
     app = App(asgi)
     async with asgi.router.lifespan_context(asgi):
         org_id = await facility(app)

@@ -9,8 +9,9 @@ thread hop each way — about a tenth of a small request's CPU.
 
 - SQLite (a file): one read-only connection in autocommit, its statement run where it is awaited. In WAL
   mode a reader never waits for the writer and holds no snapshot between statements (checkpoints go on).
-- PostgreSQL: one asyncpg connection of its own (the statement prepared once), one request at a time;
-  a broken connection is opened again once, then the error is the caller's.
+- PostgreSQL: a small asyncpg pool of its own (``PG_CONNECTIONS``; the statement prepared once per
+  connection): concurrent requests do not queue behind one round trip. The pool replaces a broken
+  connection by itself; a failed read is the caller's error (a 500, as any database failure).
 - Anything else (an in-memory SQLite database, which no second connection can open): the read
   transaction of the unit of work, as before.
 
@@ -26,6 +27,7 @@ from typing import Any
 
 from ltfu.store.clients import Client, StoredClient
 
+PG_CONNECTIONS = 4
 SQL = "SELECT name, password_hash, is_admin, organization_id, role FROM clients WHERE name = {p}"
 
 
@@ -39,7 +41,7 @@ class ClientReader:
         self._pg_dsn = "postgresql://" + url.split("://", 1)[1] if url.startswith("postgresql+asyncpg://") else None
         self._sqlite: sqlite3.Connection | None = None
         self._pg: Any = None
-        self._pg_lock = asyncio.Lock()
+        self._pg_opening = asyncio.Lock()
 
     async def lookup(self, name: str) -> StoredClient | None:
         if self._sqlite_path is not None:
@@ -72,29 +74,19 @@ class ClientReader:
     async def _lookup_pg(self, name: str) -> tuple[Any, ...] | None:
         import asyncpg
 
+        if self._pg is None:
+            async with self._pg_opening:
+                if self._pg is None:
+                    self._pg = await asyncpg.create_pool(self._pg_dsn, min_size=1, max_size=PG_CONNECTIONS)
         sql = SQL.format(p="$1")
-        async with self._pg_lock:
-            for attempt in (1, 2):
-                try:
-                    if self._pg is None or self._pg.is_closed():
-                        self._pg = await asyncpg.connect(self._pg_dsn)
-                    self._heard(sql)
-                    row = await self._pg.fetchrow(sql, name)
-                    return tuple(row) if row is not None else None
-                except (OSError, asyncpg.exceptions.ConnectionDoesNotExistError,
-                        asyncpg.exceptions.InterfaceError):
-                    await self._drop_pg()
-                    if attempt == 2:
-                        raise
-        return None  # unreachable
-
-    async def _drop_pg(self) -> None:
-        conn, self._pg = self._pg, None
-        if conn is not None:
-            conn.terminate()
+        self._heard(sql)
+        row = await self._pg.fetchrow(sql, name)
+        return tuple(row) if row is not None else None
 
     async def close(self) -> None:
         if self._sqlite is not None:
             self._sqlite.close()
             self._sqlite = None
-        await self._drop_pg()
+        pool, self._pg = self._pg, None
+        if pool is not None:
+            await pool.close()

@@ -228,3 +228,38 @@ def test_generated_schema_is_reproducible() -> None:
         [sys.executable, str(ROOT / "scripts" / "gen_fast_schema.py"), str(SCHEMA)], check=True, capture_output=True
     )
     assert out.stdout == (ROOT / "src" / "ltfu" / "fhir" / "fast_schema.json").read_bytes()
+
+
+def test_the_models_spell_each_checked_primitive_alike() -> None:
+    """fast_path checks a date, url... with Extension.value[x]'s annotation: every other element agrees."""
+    import importlib
+    import types
+    import typing
+
+    def spelling(annotation: Any) -> str:  # without the Optional[...] and List[...] around it
+        while typing.get_origin(annotation) in (typing.Union, types.UnionType, list):
+            annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+        return repr(annotation)
+
+    from fhir.resources.R4B.extension import Extension
+
+    expected = {p: spelling(Extension.model_fields["value" + p[0].upper() + p[1:]].annotation)
+                for p in fast_path.SEMANTIC_PRIMITIVES}
+    checked = 0
+    for name, elements in ELEMENTS.items():
+        module, _, backbone = name.partition("_")
+        try:
+            mod = importlib.import_module(f"fhir.resources.R4B.{module.lower()}")
+        except ImportError:
+            continue
+        model = getattr(mod, module + "".join(p[0].upper() + p[1:] for p in backbone.split("_") if p), None)
+        if model is None:
+            continue
+        fields = {(f.alias or n): f for n, f in model.model_fields.items()}
+        for key, typ in elements.items():
+            typ = typ.removesuffix("[]")
+            if typ in expected and key in fields:
+                got = spelling(fields[key].annotation)
+                assert got == expected[typ], (name, key, got)
+                checked += 1
+    assert checked > 50

@@ -14,6 +14,11 @@
    primitive formats (dates, ids, codes...), choice-type exclusivity. Its errors become issues
    with a FHIRPath ``expression`` (``Patient.name[0].given[1]``).
 
+Between the two, the fast path (``fast_path``): when the walk found nothing, a Rust-compiled validator of
+the official R4 JSON schema, trimmed to our types and tightened with what the R4B models check beyond it,
+accepts a valid resource in a few microseconds instead of the models' ~50-200. Whatever it does not
+accept goes through the models as before, so the issues a client sees do not depend on it.
+
 Issue codes: ``structure`` (not an object, wrong JSON type, unknown element, null/empty, choice
 conflict), ``required`` (missing element, missing ``resourceType``), ``value`` (bad code, bad
 primitive format), ``not-supported`` (resource type we do not accept), ``invalid`` (resource type

@@ -39,28 +39,37 @@ def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]
         yield items[i : i + size]
 
 
-def _person_values(p: Person, keys: Iterable[str]) -> tuple[dict[str, Any], list[dict[str, str]]]:
-    row = dict(
-        person_id=p.id,
-        name=p.name or " ".join(p.tokens),
-        given=" ".join(p.given)[:255],
-        family=" ".join(p.family)[:255],
-        sex=p.sex,
-        birth_date=p.birth.iso if p.birth else None,
-        birth_precision=p.birth.precision if p.birth else None,
-        phones=orjson.dumps(list(p.phones)).decode(),
-        identifiers=orjson.dumps([list(i) for i in p.identifiers]).decode(),
-        parent_id=p.lineage[0] if p.lineage else None,
-        household_id=p.household_id,
-        chw_area_id=p.chw_area_id,
-        unit_id=p.unit_id,
-        unit_code=p.unit_code,
-        facility_code=p.facility_code,
-        lineage=orjson.dumps(list(p.lineage)).decode(),
-        flags=" ".join(p.flags),
-        updated_at=now_instant(),
+_ROW_COLUMNS = ("person_id", "name", "given", "family", "sex", "birth_date", "birth_precision", "phones",
+                "identifiers", "parent_id", "household_id", "chw_area_id", "unit_id", "unit_code", "facility_code",
+                "lineage", "flags", "updated_at")
+_KEY_COLUMNS = ("key", "person_id")
+
+
+def _person_values(p: Person, keys: Iterable[str], now: str) -> tuple[tuple[Any, ...], list[tuple[str, str]]]:
+    """The ``cht_persons`` row (``_ROW_COLUMNS``) and the ``cht_person_keys`` rows of a person."""
+    birth = p.birth
+    row = (
+        p.id,
+        p.name or " ".join(p.tokens),
+        " ".join(p.given)[:255],
+        " ".join(p.family)[:255],
+        p.sex,
+        birth.iso if birth else None,
+        birth.precision if birth else None,
+        orjson.dumps(p.phones).decode(),
+        orjson.dumps(p.identifiers).decode(),
+        p.lineage[0] if p.lineage else None,
+        p.household_id,
+        p.chw_area_id,
+        p.unit_id,
+        p.unit_code,
+        p.facility_code,
+        orjson.dumps(p.lineage).decode(),
+        " ".join(p.flags),
+        now,
     )
-    return row, [{"key": k[:200], "person_id": p.id or ""} for k in sorted(set(keys))]
+    pid = p.id or ""
+    return row, [(k[:200], pid) for k in sorted(set(keys))]
 
 
 @lru_cache(maxsize=1 << 16)
@@ -181,66 +190,62 @@ class ChtIndexRepository:
         if not persons:
             return
         ids = [p.id or "" for p, _ in persons]
-        old_tokens, found = await self._tokens_of(ids)
-        if found:  # a first load (a full sync, new persons) has nothing to replace
-            await self._delete(sorted(found))
+        old_tokens, found = await self._take(ids)
         rows, keys = [], []
         new_tokens: Counter[str] = Counter()
+        now = now_instant()
         for person, person_keys in persons:
-            row, key_rows = _person_values(person, person_keys)
+            row, key_rows = _person_values(person, person_keys, now)
             rows.append(row)
             keys.extend(key_rows)
             new_tokens.update(set(person.tokens))
-        await self._bulk_insert(cht_persons, rows)
-        await self._bulk_insert(cht_person_keys, keys)
+        await self._bulk_insert(cht_persons, _ROW_COLUMNS, rows)
+        await self._bulk_insert(cht_person_keys, _KEY_COLUMNS, keys)
         new_tokens[ALL] += len(rows)
         old_tokens[ALL] += len(found)
         delta = Counter(new_tokens)
         delta.subtract(old_tokens)
         await self._count_tokens({t: n for t, n in delta.items() if n})
 
-    async def _bulk_insert(self, table: Any, rows: list[dict[str, Any]]) -> None:
+    async def _bulk_insert(self, table: Any, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
         """Many rows at the driver's speed: SQLAlchemy's per-row parameter handling is most of a large load's
         time. PostgreSQL: ``COPY`` for a large batch (a full sync), one multi-row statement for a few rows."""
         if not rows:
             return
-        columns = list(rows[0])
-        values = [tuple(r[c] for c in columns) for r in rows]
         if self.conn.dialect.name == "sqlite":
             marks = ", ".join("?" * len(columns))
-            await self.conn.exec_driver_sql(f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({marks})", values)
-        elif len(values) >= _COPY_MIN:
+            await self.conn.exec_driver_sql(f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({marks})", rows)
+        elif len(rows) >= _COPY_MIN:
             raw = await self.conn.get_raw_connection()
-            await raw.driver_connection.copy_records_to_table(table.name, records=values, columns=columns)
+            await raw.driver_connection.copy_records_to_table(table.name, records=rows, columns=list(columns))
         else:
-            await self.conn.execute(insert(table), rows)
+            await self.conn.execute(insert(table), [dict(zip(columns, r, strict=True)) for r in rows])
 
     async def remove_persons(self, ids: Sequence[str]) -> int:
-        old, found = await self._tokens_of(ids)
-        await self._delete(ids)
+        old, found = await self._take(ids)
         old[ALL] += len(found)
         await self._count_tokens({t: -n for t, n in old.items() if n})
         return len(found)
 
-    async def _tokens_of(self, ids: Sequence[str]) -> tuple[Counter[str], set[str]]:
-        """Token counts of the stored versions of ``ids``, and which of the ids are stored."""
+    async def _take(self, ids: Sequence[str]) -> tuple[Counter[str], set[str]]:
+        """Delete the stored versions of ``ids`` with their keys: (their token counts, which ids were stored).
+        One statement per chunk when none is stored (a first load), two otherwise."""
         out: Counter[str] = Counter()
         found: set[str] = set()
         for chunk in _chunks(list(ids)):
             rows = await self.conn.execute(
-                select(cht_persons.c.person_id, cht_persons.c.given, cht_persons.c.family).where(
-                    cht_persons.c.person_id.in_(chunk)
-                )
+                delete(cht_persons)
+                .where(cht_persons.c.person_id.in_(chunk))
+                .returning(cht_persons.c.person_id, cht_persons.c.given, cht_persons.c.family)
             )
+            taken = []
             for r in rows:
-                found.add(r.person_id)
+                taken.append(r.person_id)
                 out.update(set((r.given + " " + r.family).split()))
+            if taken:
+                found.update(taken)
+                await self.conn.execute(delete(cht_person_keys).where(cht_person_keys.c.person_id.in_(taken)))
         return out, found
-
-    async def _delete(self, ids: Sequence[str]) -> None:
-        for chunk in _chunks(list(ids)):
-            await self.conn.execute(delete(cht_person_keys).where(cht_person_keys.c.person_id.in_(chunk)))
-            await self.conn.execute(delete(cht_persons).where(cht_persons.c.person_id.in_(chunk)))
 
     async def _count_tokens(self, delta: dict[str, int]) -> None:
         if not delta:

@@ -134,7 +134,18 @@ cases = Table(
 Index("ix_cases_org_status", cases.c.organization_id, cases.c.status)
 Index("ix_cases_patient", cases.c.patient_id)
 Index("ix_cases_status_window", cases.c.status, cases.c.window_end)
-Index("ix_cases_created", cases.c.created_at)
+# The dashboard's case list: newest first (created_at, case_id), by facility, state, outcome or CHW; a
+# page is an index range read from where the last one stopped (migration 0013, docs/operations.md).
+Index("ix_cases_created_case", cases.c.created_at, cases.c.case_id)
+Index("ix_cases_org_created", cases.c.organization_id, cases.c.created_at, cases.c.case_id)
+Index("ix_cases_status_created", cases.c.status, cases.c.created_at, cases.c.case_id)
+_HAS_OUTCOME = cases.c.outcome.is_not(None)
+Index("ix_cases_outcome_created", cases.c.outcome, cases.c.created_at, cases.c.case_id,
+      sqlite_where=_HAS_OUTCOME, postgresql_where=_HAS_OUTCOME)
+_HAS_CHW = cases.c.chw_id.is_not(None)
+Index("ix_cases_chw_created", cases.c.chw_id, cases.c.created_at, cases.c.case_id,
+      sqlite_where=_HAS_CHW, postgresql_where=_HAS_CHW)
+Index("ix_cases_org_chw", cases.c.organization_id, cases.c.chw_id, sqlite_where=_HAS_CHW, postgresql_where=_HAS_CHW)
 Index("ix_cases_closed", cases.c.closed_at)
 
 # Transactional outbox: written in the same transaction as the state change that causes it.
@@ -165,6 +176,11 @@ outbox = Table(
 Index("ix_outbox_due", outbox.c.status, outbox.c.next_attempt_at)
 Index("ix_outbox_order", outbox.c.order_key, outbox.c.status, outbox.c.id)
 Index("ix_outbox_case", outbox.c.case_id)
+# Rows not yet delivered are few however many were: the deliveries page and the queue depth read these.
+_UNDONE = outbox.c.status != "done"
+Index("ix_outbox_undone_id", outbox.c.id, sqlite_where=_UNDONE, postgresql_where=_UNDONE)
+Index("ix_outbox_undone_state", outbox.c.destination, outbox.c.status, outbox.c.attempts, outbox.c.organization_id,
+      sqlite_where=_UNDONE, postgresql_where=_UNDONE)
 
 delivery_attempts = Table(
     "delivery_attempts",

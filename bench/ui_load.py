@@ -7,7 +7,10 @@ ServiceRequest update, expiry through ``requests.expire_due`` — with a simulat
 requests spread over the last 12 weeks. Then it serves the real app under uvicorn and times each
 page over HTTP (server + transfer), and optionally in headless Chromium (navigation to load event).
 
-    .venv/bin/python bench/ui_load.py --cases 10000 [--database-url postgresql://...] [--browser]
+    .venv/bin/python bench/ui_load.py --cases 10000 [--grow-to 100000] [--database-url postgresql://...] [--browser]
+
+With ``--grow-to`` the seeded cases are then copied (bench/seed_store.py: the same rows with new ids, each
+copy 12 weeks further back) up to each size, and every page is measured again.
 """
 
 from __future__ import annotations
@@ -38,6 +41,9 @@ from ltfu.store import resources as store_resources  # noqa: E402
 from ltfu.store.db import Database  # noqa: E402
 from ltfu.store.uow import unit_of_work  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "bench"))
+from seed_store import Store, analyze, capture, replicate, snapshot  # noqa: E402
+
 FMT = "%Y-%m-%dT%H:%M:%S.%fZ"
 OUTCOMES = {"returning_to_care": 45, "already_returned": 10, "refused": 8, "self_transferred": 10,
             "hospitalized": 4, "moved": 10, "deceased": 8, "not_located": 5}
@@ -58,6 +64,7 @@ class SimClock:
 
 
 async def seed(settings: Settings, n_cases: int, n_facilities: int, seed_value: int) -> dict[str, Any]:
+    """Seed through the services; ``info["before"]`` is the store's snapshot after the facilities (for copies)."""
     rnd = random.Random(seed_value)
     install_hooks()
     clock = SimClock()
@@ -78,6 +85,8 @@ async def seed(settings: Settings, n_cases: int, n_facilities: int, seed_value: 
                 "identifier": [{"system": "https://mfl.example.org/ke", "value": str(10000 + f)}],
                 "endpoint": [{"reference": f"Endpoint/{ep.stored.resource['id']}"}]})
             orgs.append(org.stored.resource["id"])
+    with Store(settings.database_url) as store:
+        before = snapshot(store)
     plan: list[tuple[datetime, str, int]] = []  # (when, action, case index)
     case_ids: list[str] = []
     t0 = time.perf_counter()
@@ -150,25 +159,55 @@ async def seed(settings: Settings, n_cases: int, n_facilities: int, seed_value: 
     print(f"  {len(plan)} CHT acks, reports and cancels, {expired} expiries in {time.perf_counter() - t0:.1f}s",
           flush=True)
     await db.dispose()
-    return {"orgs": orgs, "case": case_ids[len(case_ids) // 2]}
+    return {"orgs": orgs, "case": case_ids[len(case_ids) // 2], "before": before}
 
 
-def measure(base: str, paths: list[str], runs: int) -> list[tuple[str, float, float, float, int]]:
+class Statements:
+    """Counts the SQL statements every engine of this process sends (the server runs in a thread here)."""
+
+    def __init__(self) -> None:
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
+
+        self.n = 0
+        event.listen(Engine, "before_cursor_execute", self._count)
+
+    def _count(self, *_: Any) -> None:
+        self.n += 1
+
+
+def measure(base: str, paths: list[str], runs: int, statements: Statements) -> list[dict[str, Any]]:
+    """Per page: wall median/p95/max, CPU of this process per request, statements per request, bytes.
+
+    The server is a thread of this process, so ``time.process_time`` counts it (and the small cost of the
+    client here): CPU time, unlike wall time, does not depend on what else the machine is doing.
+    """
     s = requests.Session()
     s.auth = ("admin", "bench-admin-1")
     out = []
     for path in paths:
-        r = s.get(base + path, timeout=120)
+        r = s.get(base + path, timeout=300)
         assert r.status_code == 200, (path, r.status_code, r.text[:300])
         times = []
+        n0, cpu0 = statements.n, time.process_time()
         for _ in range(runs):
             t = time.perf_counter()
-            r = s.get(base + path, timeout=120)
+            r = s.get(base + path, timeout=300)
             times.append((time.perf_counter() - t) * 1000)
+        cpu = (time.process_time() - cpu0) * 1000 / runs
         times.sort()
         p95 = times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
-        out.append((path, statistics.median(times), p95, times[-1], len(r.content)))
+        out.append({"path": path, "median": statistics.median(times), "p95": p95, "max": times[-1],
+                    "cpu": cpu, "statements": (statements.n - n0) / runs, "bytes": len(r.content)})
     return out
+
+
+def report(title: str, results: list[dict[str, Any]]) -> None:
+    print(f"\n{title}")
+    print(f"{'page':58} {'cpu ms':>8} {'stmts':>6} {'wall med':>9} {'p95':>7} {'max':>7} {'bytes':>8}")
+    for r in results:
+        print(f"{r['path'][:58]:58} {r['cpu']:8.1f} {r['statements']:6.0f} {r['median']:9.1f} {r['p95']:7.1f} "
+              f"{r['max']:7.1f} {r['bytes']:8d}", flush=True)
 
 
 def browser_measure(base: str, paths: list[str]) -> list[tuple[str, float]]:
@@ -201,6 +240,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--browser", action="store_true", help="also time page loads in headless Chromium")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--grow-to", default="", help="then copy the seeded cases up to these sizes (e.g. 100000)"
+                        " and measure again (bench/seed_store.py)")
+    parser.add_argument("--analyze", action="store_true", help="ANALYZE before measuring (autovacuum's job)")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="ltfu-ui-bench-"))
@@ -214,22 +256,47 @@ def main() -> None:
     from tests.ui.conftest import build_app
 
     org = info["orgs"][1]
-    paths = ["/ui/cases", "/ui/cases?state=completed", f"/ui/cases?facility={org}&state=open&age=8-14",
-             "/ui/cases?q=MRN-005000", "/ui/cases?page=150", f"/ui/cases/{info['case']}", "/ui/deliveries",
-             "/ui/deliveries?state=dead", "/ui/programme", f"/ui/programme?facility={org}",
-             "/ui/programme/weeks.csv", "/metrics"]
-    with ServerThread(build_app(settings)) as srv:
-        results = measure(srv.url, paths, args.runs)
-        print(f"\nHTTP page times with {args.cases} cases ({'PostgreSQL' if 'postgres' in url else 'SQLite'}), "
-              f"{args.runs} runs each after a warm-up:")
-        print(f"{'page':62} {'median ms':>10} {'p95 ms':>8} {'max ms':>8} {'bytes':>8}")
-        for path, med, p95, mx, size in results:
-            print(f"{path[:62]:62} {med:10.1f} {p95:8.1f} {mx:8.1f} {size:8d}")
-        if args.browser:
-            print("\nChromium, navigation start to load event end (ms):")
-            for path, ms in browser_measure(srv.url, paths[:-2] if len(paths) > 2 else paths):
-                print(f"{path[:62]:62} {ms:10.1f}")
+    paths = ["/ui/cases", "/ui/cases?state=completed", "/ui/cases?state=open", f"/ui/cases?facility={org}",
+             f"/ui/cases?facility={org}&state=open&age=8-14", "/ui/cases?outcome=refused", "/ui/cases?chw=chw-007",
+             "/ui/cases?q=MRN-005000", "/ui/cases?page=2", "/ui/cases?page=150", f"/ui/cases/{info['case']}",
+             "/ui/deliveries", "/ui/deliveries?state=dead", "/ui/programme", f"/ui/programme?facility={org}",
+             "/ui/programme/weeks.csv", "/ui/review", "/admin/stats", "/metrics"]
+    db = "PostgreSQL" if "postgres" in url else "SQLite"
+    statements = Statements()
+    sizes = [args.cases, *[int(x) for x in args.grow_to.split(",") if x]]
+    template = capture_template(url, info["before"]) if len(sizes) > 1 else None
+    made = 0
+    for size in sizes:
+        if template is not None and size > args.cases:
+            with Store(url) as store:
+                stored = int(store.rows_sql("SELECT COUNT(*) FROM cases")[0][0])
+            copies = max(0, (size - stored) // template.cases)
+            # each copy is the template's 12 weeks moved further into the past: the store grows with time
+            seconds = replicate(url, template, info["before"], copies, step_days=84, extra=EXTRA,
+                                first_copy=made, progress=False)
+            made += copies
+            print(f"  copied the {template.cases} seeded cases {copies} times in {seconds:.0f}s", flush=True)
+        if args.analyze:
+            analyze(url)
+        with Store(url) as store:
+            stored = int(store.rows_sql("SELECT COUNT(*) FROM cases")[0][0])
+        with ServerThread(build_app(settings)) as srv:
+            results = measure(srv.url, paths, args.runs, statements)
+            report(f"{db}, {stored} stored cases ({args.runs} runs each after a warm-up; cpu and statements "
+                   f"per request, wall ms on a shared machine):", results)
+            if args.browser:
+                print("\nChromium, navigation start to load event end (ms):")
+                for path, ms in browser_measure(srv.url, paths[:-2] if len(paths) > 2 else paths):
+                    print(f"{path[:62]:62} {ms:10.1f}")
 
+
+# identifiers the seeding above makes (copies get ``-c<n>`` appended)
+EXTRA = (r"MRN-\d{6}", r"REQ-\d{6}", r"rep-\d+-\d", r"cht-\d+")
+
+
+def capture_template(url: str, before: Any) -> Any:
+    with Store(url) as store:
+        return capture(store, before, extra=EXTRA)
 
 if __name__ == "__main__":
     main()

@@ -8,7 +8,7 @@ on a shared machine it is steadier than the rate. Compare figures of one run; re
 
     .venv/bin/python bench/write_path.py accept [--route mediator|fhir] [--conc 16] [--duration 8] [--runs 3]
     .venv/bin/python bench/write_path.py bundle [--sizes 1000,10000]
-    .venv/bin/python bench/write_path.py growth [--cases 1000,100000]
+    .venv/bin/python bench/write_path.py growth [--cases 1000,100000,1000000] [--template 500] [--analyze]
 add ``--db postgresql://user@host/fresh_database`` to any of them (default: SQLite in a temporary folder).
 """
 
@@ -123,11 +123,13 @@ class Mediator:
     def __init__(self, db: str, stub_url: str, tmp: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.sqlite = db == "sqlite"
+        self.db_url = f"sqlite:///{tmp}/ltfu.db" if self.sqlite else db
         env = {
             **os.environ,
             "LTFU_ADMIN_PASSWORD": PASSWORD,
             "LTFU_DATA_DIR": str(tmp),
-            "LTFU_DATABASE_URL": db if db != "sqlite" else f"sqlite:///{tmp}/ltfu.db",
+            "LTFU_DATABASE_URL": self.db_url,
             "LTFU_CHT_URL": stub_url,
             "LTFU_CHT_USERNAME": "medic",
             "LTFU_CHT_PASSWORD": "password",
@@ -414,11 +416,11 @@ async def bundle(args: argparse.Namespace) -> None:
             body = defaulters(n, org_id, f"n{n}-{uuid.uuid4().hex[:6]}")
             stop = asyncio.Event()
             prober = asyncio.create_task(probe(session, m.url, org_id, stop))
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), tree_cpu_s(m.proc.pid)
             async with session.post(m.url + "/fhir", json=body, headers=AUTH) as r:
                 result = await r.json(content_type=None)
                 status = r.status
-            seconds = time.perf_counter() - t0
+            seconds, cpu = time.perf_counter() - t0, tree_cpu_s(m.proc.pid) - cpu0
             stop.set()
             seen = await prober
             ok = status == 200 and result.get("type") == "transaction-response"
@@ -426,8 +428,9 @@ async def bundle(args: argparse.Namespace) -> None:
             worst = {k: f"{pct(v, 99) * 1000:.0f}" for k, v in seen.items()}
             print(
                 f"BUNDLE db={'sqlite' if args.db == 'sqlite' else 'postgresql'} defaulters={n} entries={2 * n} "
-                f"status={status} ok={ok} seconds={seconds:.2f} defaulters_per_s={n / seconds:.0f} "
-                f"server_peak_rss_mb={peak_rss_mb(m.proc.pid):.0f} concurrent_p99_ms={pct(lat, 99) * 1000:.0f} "
+                f"status={status} ok={ok} seconds={seconds:.2f} server_cpu_s={cpu:.2f} "
+                f"defaulters_per_s={n / seconds:.0f} server_peak_rss_mb={peak_rss_mb(m.proc.pid):.0f} "
+                f"concurrent_p99_ms={pct(lat, 99) * 1000:.0f} "
                 f"p99_ms_by_kind={worst}",
                 flush=True,
             )
@@ -435,39 +438,113 @@ async def bundle(args: argparse.Namespace) -> None:
     await with_mediator(args, run)
 
 
+def pg_scans(url: str) -> tuple[int, int]:
+    """(sequential scans, index scans) of the ltfu tables so far (PostgreSQL's statistics)."""
+    from seed_store import Store
+
+    with Store(url) as store:
+        rows = store._run(store._pg.fetch(
+            "SELECT COALESCE(SUM(seq_scan), 0), COALESCE(SUM(idx_scan), 0) FROM pg_stat_user_tables"))
+    return int(rows[0][0]), int(rows[0][1])
+
+
+def stored_cases(url: str) -> int:
+    from seed_store import Store
+
+    with Store(url) as store:
+        if store.sqlite:
+            return int(store._lite.execute("SELECT COUNT(*) FROM cases").fetchone()[0])  # type: ignore[union-attr]
+        return int(store._run(store._pg.fetchval("SELECT COUNT(*) FROM cases")))
+
+
+async def template_cases(session: aiohttp.ClientSession, base: str, n: int) -> None:
+    """``n`` CHT-linked patients, each with a new request through /mediator (as a facility EMR sends them)."""
+    sem = asyncio.Semaphore(8)
+
+    async def one(i: int) -> None:
+        async with sem:
+            cht_id = str(uuid.uuid4())
+            s, pat = await post(session, base + "/mediator/patient", {
+                "resourceType": "Patient", "identifier": [{"system": "cht", "value": cht_id}],
+                "name": [{"family": f"F{i % 97}", "given": [f"G{i % 89}"]}], "gender": "female",
+                "birthDate": f"{1960 + i % 40}-01-01"})
+            assert s == 201, pat
+            s, sr = await post(session, base + "/mediator/service-request", {
+                "resourceType": "ServiceRequest", "identifier": [{"system": SR, "value": str(uuid.uuid4())}],
+                "intent": "order", "status": "active", "subject": {"reference": f"Patient/{cht_id}"},
+                "requester": {"reference": "Organization/test-org"}})
+            assert s == 201, sr
+
+    await asyncio.gather(*(one(i) for i in range(n)))
+
+
 async def growth(args: argparse.Namespace) -> None:
-    """Seed the store with defaulter Bundles up to each size, then measure the accept path there."""
+    """Grow the store to each size, then measure the accept path of both routes there.
+
+    The store grows by copies (bench/seed_store.py) of a template the service wrote itself: ``--template``
+    CHT-linked patients with a request each (delivered to the CHT stub, notified to the facility), and a
+    defaulter Bundle of a quarter as many unlinked patients (matched or queued for review).
+    The measured requests are the real routes of the running ``ltfu serve``.
+    """
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from seed_store import analyze, capture, replicate, snapshot
 
     async def run(session: aiohttp.ClientSession, m: Mediator, stubs: Stubs, org_id: str) -> None:
-        stored = 0
+        from seed_store import Store
+
+        def take_snapshot() -> Any:
+            with Store(m.db_url) as store:
+                return snapshot(store)
+
+        def take_template() -> Any:
+            with Store(m.db_url) as store:
+                return capture(store, before, extra=[r"tpl-\d{7}"])
+
+        # the plain drivers run their own event loop (PostgreSQL): off this one, in a thread
+        before = await asyncio.to_thread(take_snapshot)
+        t0 = time.perf_counter()
+        await template_cases(session, m.url, args.template)
+        await drain(stubs, 0, args.template, args.drain_timeout)
+        # a quarter as many again from a defaulter list of unlinked patients (matching, review queue)
+        async with session.post(m.url + "/fhir", json=defaulters(args.template // 4, org_id, "tpl"),
+                                headers=AUTH) as r:
+            assert r.status == 200, await r.text()
+        await settle(stubs, args.drain_timeout)
+        template = await asyncio.to_thread(take_template)
+        rows = sum(len(v) for v in template.rows.values())
+        print(f"template: {template.cases} cases, {rows} rows ({rows / template.cases:.1f} per case) "
+              f"in {time.perf_counter() - t0:.1f}s", flush=True)
+        copies_made = 0
         for target in [int(x) for x in args.cases.split(",")]:
-            t0 = time.perf_counter()
-            while stored < target:
-                n = min(5000, target - stored)
-                async with session.post(
-                    m.url + "/fhir", json=defaulters(n, org_id, f"seed{stored}"), headers=AUTH
-                ) as r:
-                    assert r.status == 200, await r.text()
-                stored += n
-            seeded = time.perf_counter() - t0
-            await drain(stubs, 0, stored, args.drain_timeout)
-            await settle(stubs, args.drain_timeout)  # the seeded cases' notifications too: measure the new ones only
-            cpu0 = m.cpu_s()
-            ok, errors, lat, elapsed = await load(
-                session, m.url, "mediator", org_id, args.conc, args.duration, f"at{target}"
-            )
-            cpu1 = m.cpu_s()
-            t_ui = time.perf_counter()
-            async with session.get(m.url + "/ui/cases", headers=AUTH) as r:
-                await r.read()
-            ui_ms = (time.perf_counter() - t_ui) * 1000
-            print(
-                f"GROWTH db={'sqlite' if args.db == 'sqlite' else 'postgresql'} stored_cases={stored} "
-                f"seed_s={seeded:.1f} req_s={ok / elapsed:.1f} cpu_ms_req={(cpu1 - cpu0) * 1000 / max(ok, 1):.2f} "
-                f"p99_ms={pct(lat, 99) * 1000:.0f} errors={errors} ui_cases_ms={ui_ms:.0f}",
-                flush=True,
-            )
-            stored += ok
+            stored = await asyncio.to_thread(stored_cases, m.db_url)
+            copies = max(0, (target - stored) // template.cases)
+            seconds = await asyncio.to_thread(replicate, m.db_url, template, before, copies, spread_days=365,
+                                              extra=[r"tpl-\d{7}"], first_copy=copies_made, progress=False)
+            copies_made += copies
+            if args.analyze:
+                await asyncio.to_thread(analyze, m.db_url)
+            stored = await asyncio.to_thread(stored_cases, m.db_url)
+            for route in ("mediator", "fhir"):
+                await load(session, m.url, route, org_id, args.conc, 2, f"warm{target}{route}")
+                await settle(stubs, args.drain_timeout)
+                scans0 = await asyncio.to_thread(pg_scans, m.db_url) if not m.sqlite else None
+                cpu0 = m.cpu_s()
+                ok, errors, lat, elapsed = await load(
+                    session, m.url, route, org_id, args.conc, args.duration, f"at{target}{route}")
+                cpu1 = m.cpu_s()
+                scans = ""
+                if scans0 is not None:
+                    s1 = await asyncio.to_thread(pg_scans, m.db_url)
+                    scans = (f" seq_scans_per_req={(s1[0] - scans0[0]) / max(ok, 1):.2f}"
+                             f" idx_scans_per_req={(s1[1] - scans0[1]) / max(ok, 1):.1f}")
+                await settle(stubs, args.drain_timeout)
+                print(
+                    f"GROWTH db={'sqlite' if m.sqlite else 'postgresql'} route={route} stored_cases={stored} "
+                    f"seed_s={seconds:.0f} analyzed={args.analyze} req_s={ok / elapsed:.1f} "
+                    f"cpu_ms_req={(cpu1 - cpu0) * 1000 / max(ok, 1):.2f} p50_ms={pct(lat, 50) * 1000:.0f} "
+                    f"p99_ms={pct(lat, 99) * 1000:.0f} errors={errors}{scans}",
+                    flush=True,
+                )
 
     await with_mediator(args, run)
 
@@ -482,7 +559,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--drain-timeout", type=float, default=300)
     parser.add_argument("--sizes", default="1000,10000")
-    parser.add_argument("--cases", default="1000,100000")
+    parser.add_argument("--cases", default="1000,100000,1000000")
+    parser.add_argument("--template", type=int, default=500, help="growth: cases the service writes, then copied")
+    parser.add_argument("--analyze", action="store_true", help="growth: ANALYZE after seeding (autovacuum's job)")
     args = parser.parse_args()
     if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {1})  # the load and the stubs stay off the mediator's core

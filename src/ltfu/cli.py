@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -14,7 +14,7 @@ from rich.table import Table
 from ltfu.openhim import cli as openhim_cli
 from ltfu.settings import Settings
 from ltfu.store.db import Database
-from ltfu.store.uow import unit_of_work
+from ltfu.store.uow import UnitOfWork, unit_of_work
 
 app = typer.Typer(help="ltfu: the Loss-To-Follow-Up mediator between facilities (FHIR) and CHT.",
                   no_args_is_help=True)
@@ -541,23 +541,44 @@ def facilities_link(
     places: Annotated[list[str], typer.Argument(help="CHT place ids (community units, CHW areas …)")],
 ) -> None:
     """Add CHT places to a facility's catchment (besides units whose link_facility_code is its code)."""
-    from ltfu.fhir.outcome import FhirError
     from ltfu.services import catchment
 
-    settings = _settings()
+    async def run(uow: UnitOfWork) -> tuple[list[str], list[str]]:
+        return await catchment.link(uow, organization, places, allow_unknown=True)
 
-    async def run(db: Database) -> tuple[int, list[str]]:
+    added, unknown = _catchment_change(run)
+    console.print(f"{len(added)} place(s) linked to Organization/{organization}")
+    if unknown:
+        console.print(f"not in the index yet (run `ltfu cht sync`): {', '.join(unknown)}")
+
+
+@facilities_app.command("unlink")
+def facilities_unlink(
+    organization: Annotated[str, typer.Argument(help="The facility's Organization id")],
+    places: Annotated[list[str], typer.Argument(help="CHT place ids linked before")],
+) -> None:
+    """Remove explicitly linked places from a facility's catchment (link_facility_code ones stay)."""
+    from ltfu.services import catchment
+
+    async def run(uow: UnitOfWork) -> list[str]:
+        return await catchment.unlink(uow, organization, places)
+
+    gone = _catchment_change(run)
+    console.print(f"{len(gone)} place(s) unlinked from Organization/{organization}")
+
+
+def _catchment_change(change: Any) -> Any:
+    from ltfu.fhir.outcome import FhirError
+
+    async def run(db: Database) -> Any:
         async with unit_of_work(db) as uow:
-            return await catchment.link(uow, organization, places)
+            return await change(uow)
 
     try:
-        added, unknown = asyncio.run(_with_db(settings, run))
+        return asyncio.run(_with_db(_settings(), run))
     except FhirError as exc:
         err.print(f"[red]{exc.message}[/red]")
         raise typer.Exit(1) from None
-    console.print(f"{added} place(s) linked to Organization/{organization}")
-    if unknown:
-        console.print(f"not in the index yet (run `ltfu cht sync`): {', '.join(unknown)}")
 
 
 @facilities_app.command("show")

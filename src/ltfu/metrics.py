@@ -122,7 +122,8 @@ def observe_delivery(destination: str, result: str, status_code: int | None, lat
 
 
 def count_cht_push(kind: str, result: str) -> None:
-    """A CHT outbound push was handled: kind patient | follow-up; result recorded | duplicate | ignored | rejected."""
+    """A CHT outbound push was handled: kind patient | follow-up;
+    result recorded | duplicate | ignored | rejected | deleted."""
     CHT_PUSH_RECEIPTS.labels(kind, result).inc()
 
 

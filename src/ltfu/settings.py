@@ -94,6 +94,14 @@ class Settings(BaseSettings):
     cht_max_concurrency: int = Field(default=8, ge=1)
     cht_max_rate_per_s: float = Field(default=20.0, gt=0, description="Requests per second toward CHT, at most.")
     cht_timeout_s: float = 30.0
+    cht_version: str | None = Field(
+        default=None,
+        description="cht-core version (e.g. 5.2.0); unset: asked from CHT's `GET /api/info` once per process.",
+    )
+    cht_write_identifiers: bool = Field(
+        default=False,
+        description="Add a linked facility Patient's MRN/UPI to the CHT person (full-doc update, via the outbox).",
+    )
 
     cht_person_types: list[str] = Field(
         default=["person"], description="contact_type ids of person contacts (besides legacy type: person)."

@@ -29,7 +29,13 @@ from tests.support.server import ServerThread
 
 CONN = {"system": "http://terminology.hl7.org/CodeSystem/endpoint-connection-type", "code": "hl7-fhir-rest"}
 CHT_B = "8d0e6f64-4a8e-4b8e-9c77-1f2b3c4d5e6f"  # B's patient's CHT id
-PASSWORDS = {"fa": "facility-a-pw-1", "fb": "facility-b-pw-1", "gw": "gateway-pw-123", "chtc": "cht-push-pw-1"}
+PASSWORDS = {
+    "fa": "facility-a-pw-1",
+    "fb": "facility-b-pw-1",
+    "gw": "gateway-pw-123",
+    "chtc": "cht-push-pw-1",
+    "mt": "matcher-pw-1234",
+}
 
 
 # --------------------------------------------------------------------------- the world: A, B, a shared patient
@@ -103,6 +109,7 @@ def _build(url: str, settings: Settings) -> World:
             await uow.clients.upsert("fb", PASSWORDS["fb"], role="facility", organization_id="org-b")
             await uow.clients.upsert("gw", PASSWORDS["gw"], role="gateway", organization_id=None)
             await uow.clients.upsert("chtc", PASSWORDS["chtc"], role="cht", organization_id=None)
+            await uow.clients.upsert("mt", PASSWORDS["mt"], role="matcher", organization_id=None)
             await uow.openhim_clients.put("emr-a", "facility", "org-a")
             await uow.openhim_clients.put("emr-b", "facility", "org-b")
         await db.dispose()
@@ -166,11 +173,49 @@ def _build(url: str, settings: Settings) -> World:
     subs = _ok(admin.get(f"{url}/fhir/Subscription"))["entry"]
     ids["SB"] = next(s["resource"]["id"] for s in subs if "org-b" in json.dumps(s["resource"]))
     ids["SA"] = next(s["resource"]["id"] for s in subs if "org-a" in json.dumps(s["resource"]))
-    b_keys = ("PB", "SRB", "TB", "EB", "OB", "SB", "SRBS", "TBS", "EBS", "OBS")
+    asyncio.run(_review_items(settings, ids))
+    b_keys = ("PB", "SRB", "TB", "EB", "OB", "SB", "SRBS", "TBS", "EBS", "OBS", "RB", "DG")
     w.b_ids = [ids[k] for k in b_keys] + ["org-b", "ep-b"]
     w.identifiers = ["NID-B-123", "REQ-B-1", "REQ-BS-1", "MFL-B", CHT_B]
     w.markers = [*w.b_ids, *w.identifiers, "SECRET-TOKEN-b", "Bsecretname", "+254700999111", "1984-03-05", "Bnote-"]
     return w
+
+
+# B's community in the CHT index: its patient's CHT person, under a unit linked to B's MFL code.
+CHT_DOCS = [
+    {"_id": "cu-b", "type": "contact", "contact_type": "c_community_health_unit", "name": "Bunit CU",
+     "code": "B-CU-1", "link_facility_code": "MFL-B"},
+    {"_id": "hh-b", "type": "contact", "contact_type": "e_household", "name": "Bsecretname household",
+     "parent": {"_id": "cu-b"}},
+    {"_id": CHT_B, "type": "person", "name": "Oti Bsecretname", "sex": "female", "date_of_birth": "1984-03-05",
+     "phone": "+254700999111", "parent": {"_id": "hh-b", "parent": {"_id": "cu-b"}}},
+    {"_id": "cht-b-twin", "type": "person", "name": "Oti Bsecretname", "sex": "female",
+     "date_of_birth": "1984-03-05", "parent": {"_id": "hh-b", "parent": {"_id": "cu-b"}}},
+]
+
+
+async def _review_items(settings: Settings, ids: dict[str, str]) -> None:
+    """A review item for one case of each facility (as intake opens them: the incoming Patient and its
+    candidates), B's CHT persons flagged as duplicates from B's item, and B's explicit catchment."""
+    from ltfu.services import intake
+    from ltfu.services.cht_index import index_docs
+
+    db = Database(settings)
+    async with unit_of_work(db) as uow:
+        await index_docs(uow, CHT_DOCS)
+        for key, case, patient, org in (("RA", "SRA", "PA", "org-a"), ("RB", "SRB", "PB", "org-b")):
+            sr = (await uow.resources.read("ServiceRequest", ids[case])).resource
+            body = (await uow.resources.read("Patient", ids[patient])).resource
+            decision = await intake.decide(uow, ids[case], sr, body, org)
+            ids[key] = f"review-{key.lower()}-{uuid.uuid4().hex[:8]}"
+            await uow.reviews.create(review_id=ids[key], case_id=ids[case], organization_id=org,
+                                     patient_id=ids[patient], reason="possible",
+                                     proposal=json.dumps(decision.proposal), due_at="2999-01-01T00:00:00.000000Z")
+        ids["DG"] = f"dup-{uuid.uuid4().hex[:8]}"
+        await uow.duplicates.create(group_id=ids["DG"], persons=[CHT_B, "cht-b-twin"], actor="admin",
+                                    review_id=ids["RB"], note="Bnote-dup", evidence={})
+        await uow.cht_index.link_facility("org-b", ["hh-b"])
+    await db.dispose()
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -209,6 +254,7 @@ class Cell:
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     ok_statuses: tuple[int, ...] = ()  # when the cell must actually run (e.g. a search answers 200)
+    form: dict[str, str] | None = None  # a dashboard form (sent instead of the JSON body)
 
 
 def _fill(node: Any, ids: dict[str, str]) -> Any:
@@ -675,6 +721,56 @@ def _ui_cells() -> list[Cell]:
     return cells
 
 
+MATCH_B = {
+    "resourceType": "Parameters",
+    "parameter": [
+        {
+            "name": "resource",
+            "resource": {"resourceType": "Patient", "gender": "female", "name": [{"family": "Oti"}]},
+        }
+    ],
+}
+
+
+def _review_cells() -> list[Cell]:
+    """The matching review queue, ``$match`` and the catchment: a facility sees its own requests' items only
+    (another's is absent: 404), decides none, and never reaches what spans the community (403)."""
+    cells = [
+        Cell("match-Patient", "POST", "/fhir/Patient/$match", MATCH_B, ok_statuses=(403,)),
+        Cell("review-list", "GET", "/admin/review", ok_statuses=(200,)),
+        Cell("review-list-all", "GET", "/admin/review?status=all", ok_statuses=(200,)),
+        Cell("review-list-decided", "GET", "/admin/review?status=decided", ok_statuses=(200,)),
+        Cell("review-get-RB", "GET", "/admin/review/{RB}", ok_statuses=(404,)),
+        Cell("review-duplicates", "GET", "/admin/review/duplicates", ok_statuses=(403,)),
+        Cell("review-duplicates-all", "GET", "/admin/review/duplicates?status=all", ok_statuses=(403,)),
+        Cell("review-duplicates-resolve-DG", "POST", "/admin/review/duplicates/{DG}/resolve", ok_statuses=(403,)),
+        Cell("ui-review", "GET", "/ui/review", ok_statuses=(200,)),
+        Cell("ui-review-all", "GET", "/ui/review?status=all", ok_statuses=(200,)),
+        Cell("ui-review-RB", "GET", "/ui/review/{RB}", ok_statuses=(404,)),
+        Cell("ui-review-resolve-DG", "POST", "/ui/review/duplicates/{DG}/resolve", ok_statuses=(403,)),
+    ]
+    decisions = {
+        "defer": {"action": "defer"},
+        "reject": {"action": "reject"},
+        "link": {"action": "link", "person": CHT_B},
+        "create": {"action": "create", "place": "hh-b"},
+        "flag-duplicate": {"action": "flag-duplicate", "persons": [CHT_B, "cht-b-twin"]},
+    }
+    for name, body in decisions.items():
+        cells.append(Cell(f"review-decide-RB-{name}", "POST", "/admin/review/{RB}", body, ok_statuses=(404,)))
+        form = {k: v if isinstance(v, str) else v[0] for k, v in body.items()}
+        cells.append(Cell(f"ui-review-decide-RB-{name}", "POST", "/ui/review/{RB}", form=form, ok_statuses=(404,)))
+    for org in ("org-b", "org-a"):
+        base = f"/admin/facilities/{org}/catchment"
+        cells += [
+            Cell(f"catchment-get-{org}", "GET", base, ok_statuses=(403,)),
+            Cell(f"catchment-put-{org}", "PUT", base, {"places": ["cu-b"]}, ok_statuses=(403,)),
+            Cell(f"catchment-post-{org}", "POST", base + "/cu-b", ok_statuses=(403,)),
+            Cell(f"catchment-delete-{org}", "DELETE", base + "/hh-b", ok_statuses=(403,)),
+        ]
+    return cells
+
+
 def _rank(cell: Cell) -> int:
     """Cells that would overwrite or delete B's data (where isolation fails) run last, deletes at the very
     end, so that on a server that leaks, the other cells still find B's data to leak."""
@@ -682,7 +778,10 @@ def _rank(cell: Cell) -> int:
     return 2 if "delete" in name else 1 if ("put-" in name or "update" in name or "cht-" in name) else 0
 
 
-CELLS = sorted([*_read_cells(), *_search_cells(), *_ui_cells(), *_bundle_cells(), *_write_cells()], key=_rank)
+CELLS = sorted(
+    [*_read_cells(), *_search_cells(), *_ui_cells(), *_bundle_cells(), *_write_cells(), *_review_cells()],
+    key=_rank,
+)
 ACTORS = {"facility": ("fa", {}), "gateway": ("gw", {"X-OpenHIM-ClientID": "emr-a"})}
 
 
@@ -698,7 +797,17 @@ def _b_state(w: World) -> list[str]:
         json.dumps(e, sort_keys=True) for e in versions.get("entry", []) if any(i in json.dumps(e) for i in w.b_ids)
     ]
     outbox = _ok(admin.get(f"{w.url}/admin/outbox", params={"organization": "org-b", "limit": "1000"}))
-    return sorted(state) + sorted(json.dumps(r, sort_keys=True) for r in outbox["items"])
+    review = [
+        _ok(admin.get(f"{w.url}/admin/review/{w.ids['RB']}")),
+        _ok(admin.get(f"{w.url}/admin/review/duplicates", params={"status": "all"})),
+        {k: v for k, v in _ok(admin.get(f"{w.url}/admin/facilities/org-b/catchment")).items()},
+        _ok(admin.get(f"{w.url}/admin/facilities/org-a/catchment"))["explicit"],
+    ]
+    return (
+        sorted(state)
+        + sorted(json.dumps(r, sort_keys=True) for r in outbox["items"])
+        + [json.dumps(r, sort_keys=True) for r in review]
+    )
 
 
 @pytest.mark.parametrize("actor", list(ACTORS))
@@ -707,10 +816,16 @@ def test_a_gets_nothing_of_b_and_changes_nothing(world: World, actor: str, cell:
     who, extra = ACTORS[actor]
     session = world.session(who)
     path, body = _fill(cell.path, world.ids), _fill(cell.body, world.ids)
-    sent = path + json.dumps(body) + json.dumps(cell.headers)
+    sent = path + json.dumps(body) + json.dumps(cell.form) + json.dumps(cell.headers)
     before = _b_state(world)
     r = session.request(
-        cell.method, world.url + path, json=body, headers={**cell.headers, **extra}, timeout=30, allow_redirects=False
+        cell.method,
+        world.url + path,
+        json=body if cell.form is None else None,
+        data=_fill(cell.form, world.ids),
+        headers={**cell.headers, **extra},
+        timeout=30,
+        allow_redirects=False,
     )
     assert r.status_code < 500, r.text[:300]
     if cell.ok_statuses:
@@ -756,3 +871,33 @@ def test_gateway_needs_a_mapped_openhim_client_and_is_never_admin(world: World) 
     as_b = gw.get(f"{world.url}/fhir/Patient/{world.ids['PB']}", headers={"X-OpenHIM-ClientID": "emr-b"})
     assert as_b.status_code == 200  # the header names who acts: B's own EMR through OpenHIM
     assert gw.get(f"{world.url}/admin/stats", headers={"X-OpenHIM-ClientID": "emr-a"}).status_code == 403
+
+
+def test_review_match_and_catchment_per_role(world: World) -> None:
+    """A facility reads its own items (not to decide); a matcher matches and reviews everyone's but has no
+    admin API; an admin has it all. The gateway acting for A is A."""
+    url, ids = world.url, world.ids
+    for who, extra in ACTORS.values():
+        s = world.session(who)
+        s.headers.update(extra)
+        assert [i["review_id"] for i in s.get(f"{url}/admin/review").json()["items"]] == [ids["RA"]]
+        assert s.get(f"{url}/admin/review/{ids['RA']}").status_code == 200
+        assert s.get(f"{url}/ui/review/{ids['RA']}").status_code == 200
+        own = s.post(f"{url}/admin/review/{ids['RA']}", json={"action": "defer"})
+        assert own.status_code == 403 and own.json()["resourceType"] == "OperationOutcome"
+        assert s.get(f"{url}/admin/facilities/org-a/catchment").status_code == 403
+    matcher = world.session("mt")
+    listed = {i["review_id"] for i in matcher.get(f"{url}/admin/review").json()["items"]}
+    assert {ids["RA"], ids["RB"]} <= listed
+    assert matcher.post(f"{url}/fhir/Patient/$match", json=MATCH_B).status_code == 200
+    groups = matcher.get(f"{url}/admin/review/duplicates").json()["groups"]
+    assert [g["group"] for g in groups] == [ids["DG"]]
+    assert matcher.get(f"{url}/ui/review").status_code == 200
+    for path in ("/admin/facilities/org-b/catchment", "/admin/stats", "/admin/outbox", "/fhir/Patient", "/ui/cases"):
+        assert matcher.get(url + path).status_code == 403, path
+    decided = matcher.post(f"{url}/admin/review/{ids['RA']}", json={"action": "defer"})
+    assert decided.status_code == 200 and decided.json()["decisions"][-1]["actor"] == "mt"
+    admin = world.session("admin")
+    shown = _ok(admin.get(f"{url}/admin/facilities/org-b/catchment"))
+    assert [p["id"] for p in shown["explicit"]] == ["hh-b"]
+    assert [p["id"] for p in shown["by_link_facility_code"]] == ["cu-b"]  # link_facility_code MFL-B

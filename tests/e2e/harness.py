@@ -136,7 +136,8 @@ class Receiver:
 class Loop:
     """Mediator + CHT emulator + receiver, wired like a deployment, in ``tmp``."""
 
-    def __init__(self, tmp: Path, database_url: str, *, workers_in_serve: bool = True) -> None:
+    def __init__(self, tmp: Path, database_url: str, *, workers_in_serve: bool = True,
+                 cht_version: str = "4.11.0") -> None:
         self.tmp = tmp
         self.database_url = database_url
         self.mport, self.cport = free_port(), free_port()
@@ -168,7 +169,7 @@ class Loop:
             "--admin-password", CHT_ADMIN[1], "--mediator-url", self.mediator_url,
             "--credential-key", "ltfu-mediator", "--mediator-username", PUSH_USER,
             "--mediator-password", PUSH_PASSWORD, "--retry-interval", "1", "--chw-delay", "0.5",
-            "--chw-retry-delay", "0.5", "--log-level", "warning",
+            "--chw-retry-delay", "0.5", "--log-level", "warning", "--version", cht_version,
         ], self.env, tmp / "cht.log")
         self.workers: list[Process] = []
 

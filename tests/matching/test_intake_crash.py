@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import orjson
+import pytest
 import requests
 from pydantic import SecretStr
 
@@ -20,11 +21,13 @@ from tests.emulators.cht.emu_support import ADMIN, make_config, seed_area, serve
 from tests.matching.test_review import _org
 
 
+@pytest.mark.parametrize(("version", "path", "place_key", "id_key"),
+                         [("4.11.0", "/api/v1/people", "place", "id"), ("5.2.0", "/api/v1/person", "parent", "_id")])
 async def test_a_retry_after_a_crash_links_the_person_the_first_try_created(
-    server: Api, settings: Settings, tmp_path: Path
+    server: Api, settings: Settings, tmp_path: Path, version: str, path: str, place_key: str, id_key: str
 ) -> None:
     org = _org(server, "a")
-    async with serve(make_config(tmp_path)) as run:
+    async with serve(make_config(tmp_path, cht_version=version)) as run:
         area = (await seed_area(run))["area"]
         patient = requests.post(
             server.url + "/fhir/Patient",
@@ -59,10 +62,11 @@ async def test_a_retry_after_a_crash_links_the_person_the_first_try_created(
         # the first try created the person in CHT, then the worker died before it recorded anything
         status, first, _ = await run.call(
             "POST",
-            "/api/v1/people",
-            json_body={"type": "person", "name": "Zawadi Nekesa", "place": area, "ltfu_source": f"ltfu-case:{case}"},
+            path,
+            json_body={"type": "person", "name": "Zawadi Nekesa", place_key: area, "ltfu_source": f"ltfu-case:{case}"},
         )
         assert status == 200
+        first_id = first[id_key]
         status, area_doc, _ = await run.call("GET", f"/medic/{area}")
         live = settings.model_copy(
             update={"cht_url": run.url, "cht_username": ADMIN[0], "cht_password": SecretStr(ADMIN[1])}
@@ -93,6 +97,6 @@ async def test_a_retry_after_a_crash_links_the_person_the_first_try_created(
             await submitter.close()
             await db.dispose()
         status, found, _ = await run.call("POST", "/medic/_find", json_body={"selector": {"name": "Zawadi Nekesa"}})
-        assert [d["_id"] for d in found["docs"]] == [first["id"]]
+        assert [d["_id"] for d in found["docs"]] == [first_id]
     linked = server.get(f"/fhir/Patient/{patient}").json()
-    assert first["id"] in [i["value"] for i in linked["identifier"]]
+    assert first_id in [i["value"] for i in linked["identifier"]]

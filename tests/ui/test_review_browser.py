@@ -113,6 +113,61 @@ def test_review_pages_have_no_english_left(review_server: tuple[str, str], lang:
         assert not any(w in r.text for w in ("Decision recorded", "Link to", "Not done", "review item")), r.url
 
 
+def test_flag_duplicates_keeps_the_item_open(review_server: tuple[str, str], browser: Any) -> None:
+    """The two Graces are one woman recorded twice in CHT: flagged from the item page, listed on the queue for
+    a CHT admin; the patient still waits for a decision."""
+    url, review_id = review_server
+    page = new_page(browser)
+    page.goto(url + f"/ui/review/{review_id}")
+    page.check("#flag-duplicate input[value='grace']")
+    page.click("button:text('Flag as duplicates in CHT')")
+    assert page.locator("h1").inner_text() == "Not done"  # one ticked is not a duplicate
+    assert "Tick at least two of the candidates" in page.content()
+    page.goto(url + f"/ui/review/{review_id}")
+    page.check("#flag-duplicate input[value='grace']")
+    page.check("#flag-duplicate input[value='grace2']")
+    page.fill("#dup-note", "same woman, registered by two CHWs")
+    page.click("button:text('Flag as duplicates in CHT')")
+    assert page.url.endswith(f"/ui/review/{review_id}?done=flag-duplicate")
+    assert page.locator("#flagged").is_visible()
+    assert page.locator("#status").get_attribute("data-status") == "open"
+    assert "admin · flagged as duplicates in CHT" in page.locator("#decisions").inner_text()
+    assert page.locator("button:text('Defer')").count() == 1  # still to decide
+    screenshot(page, "review-04-flagged")
+    page.goto(url + "/ui/review")
+    rows = page.locator("#duplicates tr[data-group]")
+    assert rows.count() == 1
+    listed = rows.first.locator("li[data-person]").all_inner_texts()
+    assert [t.split(" · ")[0] for t in listed] == ["Grace Akinyi Otieno (grace)", "Grace Atieno Otieno (grace2)"]
+    assert "Otieno household" in listed[0] and "Kanyawegi CU" in listed[0]
+    assert "same woman, registered by two CHWs" in rows.first.inner_text()
+    assert page.locator("#review-count").inner_text() == "1 item"
+    screenshot(page, "review-05-duplicates")
+
+
+@pytest.mark.parametrize("lang", TRANSLATED)
+def test_duplicate_texts_are_translated(review_server: tuple[str, str], lang: str) -> None:
+    url, review_id = review_server
+    patterns = _english_patterns(lang)
+    s = requests.Session()
+    s.auth = ADMIN
+    s.cookies.set("ltfu_lang", lang)
+    pages = [
+        s.get(url + "/ui/review"),
+        s.get(url + f"/ui/review/{review_id}?done=flag-duplicate"),
+        s.get(url + "/ui/review?done=resolve-duplicate"),
+        s.post(url + f"/ui/review/{review_id}", data={"action": "flag-duplicate", "persons": "grace"}),
+        s.post(url + "/ui/review/duplicates/no-such-group/resolve"),
+    ]
+    assert [r.status_code for r in pages] == [200, 200, 200, 422, 404]
+    assert 'id="duplicates"' in pages[0].text and 'id="flagged"' in pages[1].text
+    for r in pages:
+        parser = _Texts()
+        parser.feed(r.text)
+        left = [t for t in parser.texts for p in patterns if p.fullmatch(t)]
+        assert not left, f"{lang} {r.request.method} {r.url}: English left: {sorted(set(left))}"
+
+
 def test_review_queue_side_by_side_and_link(review_server: tuple[str, str], browser: Any) -> None:
     url, review_id = review_server
     page = new_page(browser)
@@ -141,3 +196,13 @@ def test_review_queue_side_by_side_and_link(review_server: tuple[str, str], brow
     assert "admin · linked grace" in page.locator("#decisions").inner_text()
     assert page.locator("button:text('Defer')").count() == 0  # decided: no more actions
     screenshot(page, "review-03-decided")
+
+
+def test_duplicates_dealt_with_in_cht(review_server: tuple[str, str], browser: Any) -> None:
+    url, _ = review_server
+    page = new_page(browser)
+    page.goto(url + "/ui/review")
+    page.click("#duplicates button:text('Dealt with in CHT')")
+    assert page.url.endswith("/ui/review?done=resolve-duplicate")
+    assert "Decision recorded: marked as dealt with in CHT." in page.content()
+    assert page.locator("#duplicates").count() == 0

@@ -107,3 +107,29 @@ def test_quantiles() -> None:
     assert queries.quantile([1.0], 0.9) == 1.0
     assert queries.quantile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.5
     assert round(queries.quantile([float(x) for x in range(1, 11)], 0.9), 6) == 9.1
+
+
+async def test_case_pages_follow_the_last_row_and_the_count_is_capped(db: Database, monkeypatch) -> None:
+    """Older/Newer links carry the last/first row shown: every case once, newest first, both ways."""
+    await _seed(db)
+    monkeypatch.setattr(queries, "PAGE_SIZE", 2)
+    async with db.connect() as conn:
+        first = await queries.list_cases(conn, ADMIN, CaseFilters(), {})
+        assert (first.total, first.pages, first.capped, first.newer_args) == (6, 3, False, None)
+        pages = [first]
+        while pages[-1].older_args:
+            pages.append(await queries.list_cases(conn, ADMIN, CaseFilters.parse(pages[-1].older_args), {}))
+        seen = [r.case_id for p in pages for r in p.rows]
+        assert len(pages) == 3 and [p.page for p in pages] == [1, 2, 3] and len(set(seen)) == 6
+        created = [r.created_at for p in pages for r in p.rows]
+        assert created == sorted(created, reverse=True)
+        back = await queries.list_cases(conn, ADMIN, CaseFilters.parse(pages[2].newer_args), {})
+        assert [r.case_id for r in back.rows] == [r.case_id for r in pages[1].rows] and back.page == 2
+        assert back.older_args and back.newer_args == {}  # page 1 is the plain list
+        filtered = await queries.list_cases(conn, ADMIN, CaseFilters.parse({"state": "open", **first.older_args}), {})
+        assert filtered.rows == pages[1].rows  # a filter stays on the paging links ("open": all six)
+        assert "state" in (await queries.list_cases(conn, ADMIN, CaseFilters(state="open"), {})).older_args
+        monkeypatch.setattr(queries, "COUNT_CAP", 4)
+        capped = await queries.list_cases(conn, ADMIN, CaseFilters(), {})
+        assert (capped.total, capped.capped) == (4, True)
+        assert (await queries.list_cases(conn, ADMIN, CaseFilters.parse({"older": "garbage"}), {})).page == 1

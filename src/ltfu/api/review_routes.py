@@ -1,7 +1,7 @@
 """The matching review queue as JSON: ``GET /admin/review``, ``GET/POST /admin/review/{id}``.
 
-Admin and matcher clients decide; a facility client reads its own requests' items only (area ``review``;
-the scoping is the service's).
+Admin and matcher clients decide and see the flagged CHT duplicates; a facility client reads its own
+requests' items only (area ``review``; the service asks the policy).
 """
 
 from __future__ import annotations
@@ -22,6 +22,20 @@ async def list_items(request: Request) -> Response:
     return JSONResponse({"items": items})
 
 
+async def list_duplicates(request: Request) -> Response:
+    """``GET /admin/review/duplicates?status=open|resolved|all``: for a CHT admin (admin, matcher)."""
+    async with unit_of_work(request.app.state.db, current_actor(request)) as uow:
+        groups = await review.duplicates(uow, request.query_params.get("status", "open"))
+    return JSONResponse({"groups": groups})
+
+
+async def resolve_duplicates(request: Request) -> Response:
+    """``POST /admin/review/duplicates/{group}/resolve``: dealt with in CHT; matching is held back no more."""
+    async with unit_of_work(request.app.state.db, current_actor(request)) as uow:
+        group = await review.resolve_duplicates(uow, request.path_params["group"])
+    return JSONResponse(group)
+
+
 async def get_item(request: Request) -> Response:
     async with unit_of_work(request.app.state.db, current_actor(request)) as uow:
         item = await review.get_item(uow, request.path_params["id"])
@@ -38,6 +52,8 @@ async def decide(request: Request) -> Response:
 
 routes = [
     Route("/admin/review", list_items, methods=["GET"]),
+    Route("/admin/review/duplicates", list_duplicates, methods=["GET"]),
+    Route("/admin/review/duplicates/{group}/resolve", resolve_duplicates, methods=["POST"]),
     Route("/admin/review/{id}", get_item, methods=["GET"]),
     Route("/admin/review/{id}", decide, methods=["POST"]),
 ]

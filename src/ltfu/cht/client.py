@@ -15,6 +15,7 @@ import aiohttp
 import orjson
 
 from ltfu.cht.doc_ids import doc_path
+from ltfu.cht.version import parse_version
 
 if TYPE_CHECKING:
     from ltfu.settings import Settings
@@ -29,7 +30,8 @@ class ChtResponse:
 
 class ChtClient:
     def __init__(self, url: str, username: str | None, password: str | None, *, verify_tls: bool = True,
-                 timeout_s: float = 30.0, max_concurrency: int = 8, max_rate_per_s: float = 20.0) -> None:
+                 timeout_s: float = 30.0, max_concurrency: int = 8, max_rate_per_s: float = 20.0,
+                 version: str | None = None) -> None:
         self.url = url.rstrip("/")
         self._auth = aiohttp.BasicAuth(username, password or "") if username else None
         self._verify = verify_tls
@@ -38,6 +40,7 @@ class ChtClient:
         self._interval = 1.0 / max_rate_per_s
         self._next_slot = 0.0
         self._session: aiohttp.ClientSession | None = None
+        self._version = parse_version(version) if version else None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ChtClient:
@@ -45,7 +48,8 @@ class ChtClient:
         return cls(settings.cht_url, settings.cht_username,
                    settings.cht_password.get_secret_value() if settings.cht_password else None,
                    verify_tls=settings.cht_verify_tls, timeout_s=settings.cht_timeout_s,
-                   max_concurrency=settings.cht_max_concurrency, max_rate_per_s=settings.cht_max_rate_per_s)
+                   max_concurrency=settings.cht_max_concurrency, max_rate_per_s=settings.cht_max_rate_per_s,
+                   version=settings.cht_version)
 
     async def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -81,6 +85,15 @@ class ChtClient:
         self._next_slot = slot + self._interval
         if slot > now:
             await asyncio.sleep(slot - now)
+
+    async def version(self) -> tuple[int, int, int] | None:
+        """The cht-core version: ``LTFU_CHT_VERSION`` when set, else ``GET /api/info`` (asked until it answers,
+        then kept for the life of the client). None when CHT did not say (the caller retries later)."""
+        if self._version is None:
+            resp = await self.request("GET", "/api/info")
+            if resp.status == 200 and isinstance(resp.body, dict):
+                self._version = parse_version(resp.body.get("version"))
+        return self._version
 
     async def create_record(self, record: dict[str, Any]) -> ChtResponse:
         return await self.request("POST", "/api/v2/records", record)

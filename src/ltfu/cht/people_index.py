@@ -140,21 +140,62 @@ def person_doc(patient: dict[str, Any], case_id: str, systems: Any, settings: An
         "phone", "sms") and t.get("value")]
     if phones and (phone := phone_e164(phones[0], settings.match_default_region)):
         doc["phone"] = phone
-    fields: dict[str, str] = settings.match_identifiers
-    mrns = []
+    fields, mrns = identifier_fields(patient, systems, settings.match_identifiers)
+    for key, value in fields.items():
+        doc.setdefault(key, value)
+    if mrns:
+        doc["facility_mrn"] = mrns
+    return doc
+
+
+def identifier_fields(
+    patient: dict[str, Any], systems: Any, mapping: dict[str, str]
+) -> tuple[dict[str, str], list[str]]:
+    """A facility Patient's identifiers as CHT person fields: (top-level fields, ``facility_mrn`` entries).
+
+    ``LTFU_MATCH_IDENTIFIERS`` maps a system to a field (``upi``), or to an identification type
+    (``national_id`` → ``identification_type`` + ``identification_number``); CHT's own ids (``_id``,
+    ``patient_id``, ltfu's CHT systems) are never written; any other system is a facility MRN
+    ``system|value``. Junk values (``N/A``, ``0000``) are left out. The first value of a field wins."""
+    fields: dict[str, str] = {}
+    mrns: list[str] = []
     own = {systems.cht_contact, systems.cht_patient_id, "cht"}
     for ident in patient.get("identifier") or []:
         system, value = (ident or {}).get("system"), (ident or {}).get("value")
         if not isinstance(system, str) or not isinstance(value, str) or system in own or not identifier_value(value):
             continue
-        field = fields.get(system)
+        field = mapping.get(system)
         if field in IDENTIFICATION_TYPES:
-            doc.setdefault("identification_type", field)
-            doc.setdefault("identification_number", value)
-        elif field and field != "_id":
-            doc.setdefault(field, value)
-        else:
+            if "identification_number" not in fields:
+                fields["identification_type"], fields["identification_number"] = field, value
+        elif field in ("_id", "patient_id"):
+            continue
+        elif field:
+            fields.setdefault(field, value)
+        elif f"{system}|{value}" not in mrns:
             mrns.append(f"{system}|{value}")
-    if mrns:
-        doc["facility_mrn"] = mrns
-    return doc
+    return fields, mrns
+
+
+def with_identifiers(doc: dict[str, Any], fields: dict[str, str], mrns: list[str]) -> dict[str, Any]:
+    """``doc`` with the facility's identifiers added; the same doc (equal) when they are all there already.
+
+    A field CHT already holds with another value is left alone (CHT's data is not overwritten; the matcher
+    will see the conflict as a veto); an MRN already listed (same system, same normalised value) is not
+    added twice. ``facility_mrn`` stays a list."""
+    out = dict(doc)
+    if "identification_number" in fields and doc.get("identification_number") in (None, ""):
+        out["identification_type"] = fields["identification_type"]
+        out["identification_number"] = fields["identification_number"]
+    for key, value in fields.items():
+        if key in ("identification_type", "identification_number"):
+            continue
+        if out.get(key) in (None, ""):
+            out[key] = value
+    current = doc.get("facility_mrn")
+    listed = [m for m in (current if isinstance(current, list) else [current]) if isinstance(m, str)]
+    keys = {(m.partition("|")[0], identifier_value(m.partition("|")[2])) for m in listed}
+    added = [m for m in mrns if (m.partition("|")[0], identifier_value(m.partition("|")[2])) not in keys]
+    if added:
+        out["facility_mrn"] = [*listed, *added]
+    return out

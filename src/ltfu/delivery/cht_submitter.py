@@ -17,19 +17,25 @@ import aiohttp
 from ltfu.cht import records
 from ltfu.cht.client import ChtClient, ChtResponse
 from ltfu.cht.contact_shapes import is_person
-from ltfu.cht.people_index import minified_parent, person_doc
+from ltfu.cht.doc_ids import doc_path
+from ltfu.cht.people_index import identifier_fields, minified_parent, person_doc, with_identifiers
+from ltfu.cht.version import has_datasource_create
 from ltfu.delivery.attempt import Attempt, Effect, Handler
 from ltfu.delivery.create_once import Lookup, create_once
 from ltfu.delivery.retry import Verdict, classify
+from ltfu.domain.task_states import TERMINAL
 from ltfu.fhir.systems import Systems
 from ltfu.services import intake, review, tasks
 from ltfu.services.cht_index import index_docs
+from ltfu.services.intake import PERSON_IDENTIFIERS
 from ltfu.settings import Settings
 from ltfu.store.db import Database
 from ltfu.store.outbox import OutboxRow
 from ltfu.store.resources import now_instant
 from ltfu.store.reviews import OPEN
 from ltfu.store.uow import UnitOfWork, unit_of_work
+
+MAX_CONFLICTS = 5  # re-reads after a 409 before the update waits for the next retry
 
 
 def _failure(resp: ChtResponse, what: str) -> Attempt:
@@ -55,11 +61,7 @@ class ChtSubmitter(Handler):
         self.db = db
         self.settings = settings
         self.systems = Systems(settings.base_url)
-        self.client = ChtClient(
-            settings.cht_url, settings.cht_username,
-            settings.cht_password.get_secret_value() if settings.cht_password else None,
-            verify_tls=settings.cht_verify_tls, timeout_s=settings.cht_timeout_s,
-            max_concurrency=settings.cht_max_concurrency, max_rate_per_s=settings.cht_max_rate_per_s)
+        self.client = ChtClient.from_settings(settings)
 
     async def close(self) -> None:
         await self.client.close()
@@ -70,6 +72,8 @@ class ChtSubmitter(Handler):
                 return await self._follow_up(row)
             if row.kind == "cancel":
                 return await self._cancel(row)
+            if row.kind == PERSON_IDENTIFIERS:
+                return await self._write_identifiers(row)
             return Attempt(Verdict.DEAD, error=f"unknown CHT message kind {row.kind!r}")
         except (aiohttp.ClientError, TimeoutError) as exc:
             return Attempt(Verdict.RETRY, error=f"CHT unreachable: {type(exc).__name__}")
@@ -82,9 +86,11 @@ class ChtSubmitter(Handler):
             org = await uow.resources.get("Organization", case.organization_id) if case.organization_id else None
         return case, sr, patient, org.resource if org else None
 
-    async def _record_of(self, form: str, case_id: str) -> Lookup:
-        return await find_existing(self.client, {"form": form.upper(), "fields.case_ref": case_id},
-                                   f"{form} record of the case")
+    async def _record_of(self, form: str, case_id: str, person_id: str | None = None) -> Lookup:
+        selector = {"form": form.upper(), "fields.case_ref": case_id}
+        if person_id is not None:
+            selector["fields.patient_uuid"] = person_id
+        return await find_existing(self.client, selector, f"{form} record of the case")
 
     async def _post(self, record: dict[str, Any], what: str) -> tuple[str | None, Attempt]:
         resp = await self.client.create_record(record)
@@ -106,7 +112,8 @@ class ChtSubmitter(Handler):
     async def _follow_up(self, row: OutboxRow) -> Attempt:
         case_id = row.payload["case_id"]
         case, sr, patient, org = await self._load(case_id)
-        if case.status not in ("requested", "received"):
+        rematched = case.business_status == "awaiting-match" and case.status not in TERMINAL
+        if case.status not in ("requested", "received") and not rematched:
             return Attempt(Verdict.OK, error=f"case already {case.status}; not sent")
         person_id = records.cht_contact_id(patient, self.systems)
         if person_id is None:
@@ -125,13 +132,20 @@ class ChtSubmitter(Handler):
             form, case_id=case_id, patient_uuid=person_id, patient_shortcode=records.cht_shortcode(
                 patient, self.systems) or person.body.get("patient_id"),
             request=sr, organization=org, window_end=case.window_end)
-        record_id, attempt = await create_once(row, lambda: self._record_of(form, case_id),
+        # the record of this case *for this person*: after a person was deleted or merged in CHT
+        # (services/cht_gone.py) the case is sent again to the person it is linked to now
+        record_id, attempt = await create_once(row, lambda: self._record_of(form, case_id, person_id),
                                                lambda: self._post(record, "follow-up record"))
         if attempt.verdict is not Verdict.OK:
             return attempt
 
         async def received(uow: UnitOfWork) -> None:
             current = await uow.cases.get(case_id)
+            if current is not None and current.status in ("received", "accepted", "in-progress", "on-hold") \
+                    and current.business_status == "awaiting-match":  # re-sent to a new person
+                await tasks.transition(uow, case_id, current.status, "received-by-cht",
+                                       case_values={"cht_record_id": record_id, "sent_to_cht_at": now_instant()})
+                return
             if current is None or current.status != "requested":
                 await uow.cases.set(case_id, cht_record_id=record_id, sent_to_cht_at=now_instant())
                 return
@@ -177,11 +191,62 @@ class ChtSubmitter(Handler):
         return person_id, None
 
     async def _create_person(self, doc: dict[str, Any], place_id: str) -> tuple[str | None, Attempt]:
-        """``POST /api/v1/people`` with ``place`` (CHT 3.x–5.x; never without a place: an orphan)."""
-        resp = await self.client.request("POST", "/api/v1/people", {**doc, "place": place_id})
-        if resp.status != 200 or not isinstance(resp.body, dict) or not resp.body.get("id"):
+        """Create the person under ``place_id`` (never without a place: an orphan), in the shape the CHT version
+        takes: 5.2+ cht-datasource ``POST /api/v1/person`` with ``parent`` (answers the stored doc), older
+        ``POST /api/v1/people`` with ``place`` (answers ``{ok, id, rev}``)."""
+        version = await self.client.version()
+        if version is None:
+            return None, Attempt(Verdict.RETRY, error="CHT did not tell its version (GET /api/info)")
+        if has_datasource_create(version):
+            resp = await self.client.request("POST", "/api/v1/person", {**doc, "parent": place_id})
+            key = "_id"
+        else:
+            resp = await self.client.request("POST", "/api/v1/people", {**doc, "place": place_id})
+            key = "id"
+        if resp.status != 200 or not isinstance(resp.body, dict) or not resp.body.get(key):
             return None, _failure(resp, "person creation")
-        return str(resp.body["id"]), Attempt(Verdict.OK, resp.status, resp.latency_ms)
+        return str(resp.body[key]), Attempt(Verdict.OK, resp.status, resp.latency_ms)
+
+    async def _write_identifiers(self, row: OutboxRow) -> Attempt:
+        """The linked facility Patient's MRN/UPI added to the CHT person (``LTFU_CHT_WRITE_IDENTIFIERS``).
+
+        A full-document update (CouchDB has no partial one): GET the doc, add the fields, PUT it with its
+        ``_rev``; a 409 (someone saved the person meanwhile) reads it again. Nothing is written when the
+        fields are there already, so a replay (a crash after the PUT, a lost answer) writes nothing twice."""
+        person_id, patient_id = row.payload["person_id"], row.payload["patient_id"]
+        async with unit_of_work(self.db) as uow:
+            stored = await uow.resources.get("Patient", patient_id)
+        if stored is None:
+            return Attempt(Verdict.OK, error="the Patient is gone; nothing written")
+        fields, mrns = identifier_fields(stored.resource, self.systems, self.settings.match_identifiers)
+        if not fields and not mrns:
+            return Attempt(Verdict.OK, error="the Patient has no identifier to write")
+        latency = 0
+        for _ in range(MAX_CONFLICTS):
+            got = await self.client.get_doc(person_id)
+            latency += got.latency_ms
+            if got.status == 404:
+                return Attempt(Verdict.OK, 404, latency, "the CHT person is gone; nothing written")
+            if got.status != 200:
+                return _failure(got, "person read")
+            if not isinstance(got.body, dict) or not is_person(got.body):
+                return Attempt(Verdict.PERMANENT, got.status, latency, "the linked CHT id is not a person")
+            wanted = with_identifiers(got.body, fields, mrns)
+            if wanted == got.body:
+                return Attempt(Verdict.OK, 200, latency, "the identifiers are in CHT already")
+            put = await self.client.request("PUT", doc_path(person_id), wanted)
+            latency += put.latency_ms
+            if put.status == 409:
+                continue
+            if put.status not in (200, 201) or not isinstance(put.body, dict):
+                return _failure(put, "person update")
+            saved = {**wanted, "_rev": put.body.get("rev", wanted.get("_rev"))}
+
+            async def reindex(uow: UnitOfWork, doc: dict[str, Any] = saved) -> None:
+                await index_docs(uow, [doc])  # the next match finds the person by these identifiers
+
+            return Attempt(Verdict.OK, put.status, latency, on_done=reindex)
+        return Attempt(Verdict.RETRY, 409, latency, "the CHT person kept changing while it was updated (409)")
 
     def _unassignable(self, reason: str, resp: ChtResponse | None = None) -> Attempt:
         return Attempt(Verdict.PERMANENT, resp.status if resp else None, resp.latency_ms if resp else 0,

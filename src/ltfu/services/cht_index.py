@@ -10,6 +10,7 @@ from ltfu.cht.people_index import contact_kind, person_of, place_of
 from ltfu.domain.matching import index_keys
 from ltfu.domain.matching.lineage import DEFAULT_PLACE_LEVELS, resolve_levels
 from ltfu.domain.matching.records import Person, Place
+from ltfu.services.cht_gone import persons_gone
 from ltfu.settings import Settings
 from ltfu.store.uow import UnitOfWork
 
@@ -20,6 +21,7 @@ class IndexStats:
     places: int = 0
     removed: int = 0
     ignored: int = 0
+    reopened: int = 0  # open cases sent back to review because their CHT person was deleted
 
 
 def place_levels(settings: Settings) -> dict[str, str]:
@@ -34,8 +36,12 @@ async def place_with_lineage(
     missing = [i for i in person.lineage if i not in places]
     if missing and known is None:
         places = await uow.cht_index.places(missing)
+    return _placed(person, places, levels or place_levels(uow.settings))
+
+
+def _placed(person: Person, places: dict[str, Place], levels: dict[str, str]) -> Person:
     types = {pid: places[pid].contact_type for pid in person.lineage if pid in places}
-    found = resolve_levels(person.lineage, types, levels or place_levels(uow.settings))
+    found = resolve_levels(person.lineage, types, levels)
     unit = places.get(found["unit"] or "")
     return replace(
         person,
@@ -78,9 +84,11 @@ async def index_docs(uow: UnitOfWork, docs: Sequence[dict[str, Any]]) -> IndexSt
     if wanted:
         known.update(await uow.cht_index.places(wanted))
     levels = place_levels(settings)
-    placed = [await place_with_lineage(uow, p, known, levels) for p in people]
+    placed = [_placed(p, known, levels) for p in people]
     await uow.cht_index.put_persons([(p, index_keys(p)) for p in placed])
     stats.persons, stats.places = len(placed), len(places)
+    if gone:  # a linked person deleted or merged away in CHT: its open cases go back to review
+        stats.reopened = await persons_gone(uow, gone)
     return stats
 
 

@@ -1,7 +1,8 @@
 """Intake of a case whose Patient carries no CHT id: match, then link, create in CHT, or ask a human.
 
 Runs in the CHT delivery worker, never inside the facility's request. Order:
-1. a decision already taken in the review queue for this case wins (decisions are sticky);
+1. a decision already taken in the review queue for this case wins (decisions are sticky: a linked case
+   keeps its person even when the Patient comes back without the CHT id, a created one its place);
 2. a ``certain`` match → the Patient gets the CHT id;
 3. no candidate at all and one place resolved → a new CHT person under that place;
 4. anything else (probable/possible candidates, several places, no place) → the review queue, Task
@@ -32,9 +33,12 @@ from ltfu.fhir.match_patient import person_from_patient
 from ltfu.fhir.systems import POC_CHT_SYSTEM, Systems
 from ltfu.services import catchment, tasks
 from ltfu.services.matching import find_matches
+from ltfu.store.search import unclaimed_patients
 from ltfu.store.uow import UnitOfWork
 
 PLACE_NAME_SCORE = 90.0
+#: outbox kind (destination ``cht``): the linked Patient's identifiers written to the CHT person
+PERSON_IDENTIFIERS = "person-identifiers"
 
 
 def place_system(systems: Systems) -> str:
@@ -50,7 +54,7 @@ class Decision:
     action: str  # link | create | review
     person_id: str | None = None
     place_id: str | None = None
-    reason: str = ""  # link: identifier | score; create: no-candidate | review; review: why
+    reason: str = ""  # link: identifier | score | reviewed; create: no-candidate | review; review: why
     proposal: dict[str, Any] = field(default_factory=dict)
 
 
@@ -139,9 +143,29 @@ def _proposal(patient: dict[str, Any], result: MatchResult, places: list[Place])
     }
 
 
+async def _manual_decision(uow: UnitOfWork, case_id: str) -> Decision | None:
+    """A reviewer's link or create for this case wins over any new matching (sticky): the Patient may have
+    lost the CHT id (the EMR sent it again) or the index changed since."""
+    item = await uow.reviews.for_case(case_id)
+    if item is None or item["status"] not in ("linked", "created"):
+        return None
+    chosen = next(
+        (d for d in reversed(await uow.reviews.decisions(item["review_id"])) if d["action"] in ("link", "create")),
+        None,
+    )
+    if chosen is None:
+        return None
+    if chosen["action"] == "link":
+        return Decision("link", person_id=chosen["person"], reason="reviewed", proposal=item["proposal"])
+    return Decision("create", place_id=chosen["place"], reason="review", proposal=item["proposal"])
+
+
 async def decide(
     uow: UnitOfWork, case_id: str, sr: dict[str, Any], patient: dict[str, Any], organization_id: str | None
 ) -> Decision:
+    manual = await _manual_decision(uow, case_id)
+    if manual is not None:
+        return manual
     settings = uow.settings
     systems = Systems(settings.base_url)
     codes = await catchment.facility_codes(uow, organization_id) if organization_id else []
@@ -172,7 +196,9 @@ async def decide(
 
 
 async def link_patient(uow: UnitOfWork, patient_id: str, person_id: str) -> None:
-    """The Patient gets the CHT contact id (both ltfu's system and the PoC's), once."""
+    """The Patient gets the CHT contact id (both ltfu's system and the PoC's), once. With
+    ``LTFU_CHT_WRITE_IDENTIFIERS`` the Patient's MRN/UPI go to the CHT person too, through the outbox (in this
+    transaction; once per Patient and person), so the next match finds the person by identifier."""
     systems = Systems(uow.settings.base_url)
     stored = await uow.resources.read("Patient", patient_id)
     body = dict(stored.resource)
@@ -186,6 +212,37 @@ async def link_patient(uow: UnitOfWork, patient_id: str, person_id: str) -> None
     body["identifier"] = identifiers
     if body != stored.resource:
         await uow.resources.update(body, patient_id)
+    await retire_pushed_twins(uow, patient_id, person_id)
+    if uow.settings.cht_write_identifiers:
+        await uow.outbox.enqueue(
+            "cht",
+            PERSON_IDENTIFIERS,
+            f"cht-person:{person_id}",
+            {"person_id": person_id, "patient_id": patient_id},
+            dedupe_key=f"cht-identifiers:{patient_id}:{person_id}",
+        )
+
+
+async def retire_pushed_twins(uow: UnitOfWork, patient_id: str, person_id: str) -> None:
+    """One Patient per CHT person in the loop: a Patient ltfu made from CHT's push for this person (nobody's,
+    in no case) is retired once a facility's Patient is linked to the person: ``active: false`` and
+    ``link`` ``replaced-by`` the facility's Patient. It keeps its identifiers (history, and a FHIR search
+    still finds it, marked); look-ups by CHT id (services/patients.py) and later pushes go to the survivor.
+    Another facility's own Patient for the same person is not touched."""
+    systems = Systems(uow.settings.base_url)
+    carriers: list[str] = []
+    for system in (systems.cht_contact, POC_CHT_SYSTEM):
+        carriers += await uow.resources.find_ids_by_token("Patient", "identifier", system, person_id)
+    others = [i for i in dict.fromkeys(carriers) if i != patient_id]
+    for twin in await unclaimed_patients(uow.conn, others):
+        stored = await uow.resources.read("Patient", twin)
+        body = dict(stored.resource)
+        link = {"other": {"reference": f"Patient/{patient_id}"}, "type": "replaced-by"}
+        if body.get("active") is False and link in (body.get("link") or []):
+            continue
+        body["active"] = False
+        body["link"] = [*(x for x in body.get("link") or [] if x.get("type") != "replaced-by"), link]
+        await uow.resources.update(body, twin)
 
 
 async def open_review(

@@ -24,15 +24,22 @@ def match_config(settings: Settings) -> MatchConfig:
 
 
 async def find_matches(uow: UnitOfWork, incoming: Person, *, excluded: Iterable[str] = ()) -> MatchResult:
-    """Candidates from the blocking keys (and by CHT id when the patient carries one), graded."""
+    """Candidates from the blocking keys (and by CHT id when the patient carries one), graded. Persons a
+    reviewer flagged as CHT duplicates of each other (still indexed) bring each other in and are never
+    auto-linked (``cht-duplicate``)."""
     cfg = match_config(uow.settings)
-    found, overflow = await uow.cht_index.candidates(query_keys(incoming), cfg.block_cap)
     by_id = [v for k, v in incoming.identifiers if k == "cht_id"]
-    if by_id:
-        have = {p.id for p in found}
-        found.extend(p for p in await uow.cht_index.persons(by_id) if p.id not in have)
-    freqs = await uow.cht_index.frequencies(incoming.tokens)
-    return match(incoming, found, freqs.get, cfg, excluded=excluded, overflow=bool(overflow))
+    block = await uow.cht_index.block(query_keys(incoming), incoming.tokens, cfg.block_cap, by_id)
+    found = block.persons
+    flagged = await uow.duplicates.flagged_among(p.id for p in found if p.id)
+    partners = {i for ids in flagged.values() for i in ids} - {p.id for p in found}
+    if partners:  # a flagged duplicate's other records are compared too: the reviewer sees them side by side
+        found = [*found, *await uow.cht_index.persons(sorted(partners))]
+        flagged = await uow.duplicates.flagged_among(p.id for p in found if p.id)
+    return match(
+        incoming, found, block.frequencies.get, cfg, excluded=excluded, overflow=bool(block.overflow),
+        duplicates=flagged,
+    )
 
 
 async def match_patient(

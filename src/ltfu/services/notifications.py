@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -113,21 +114,46 @@ async def ensure_facility_subscription(uow: UnitOfWork, org: dict[str, Any]) -> 
     return result.stored
 
 
-async def _next_event_number(uow: UnitOfWork, sub_id: str) -> int:
-    """The first count in a transaction increments the row (locking it until commit); later ones count
-    on from there and the final value is written with the buffered inserts."""
-    key = ("event_number", sub_id)
-    if key in uow.memo:
-        number = uow.memo[key] + 1
-        uow.buffer.set_counter(sub_id, number)
-    else:
-        row = await uow.unbuffered.execute(
-            update(subscription_counters).where(subscription_counters.c.subscription_id == sub_id)
-            .values(events_since_start=subscription_counters.c.events_since_start + 1)
-            .returning(subscription_counters.c.events_since_start))
-        number = int(row.scalar_one())
-    uow.memo[key] = number
-    return number
+@dataclass(frozen=True)
+class _Event:
+    """A Task change a subscription will hear of, numbered when its transaction commits."""
+
+    sub_id: str
+    org_id: str
+    focus: str
+    timestamp: str
+    resources: list[dict[str, Any]]
+    case_id: str | None
+
+
+async def _number_and_queue(uow: UnitOfWork, events: list[_Event]) -> None:
+    """Number the transaction's events and queue them, right before the commit.
+
+    Counting locks the subscription's counter row until the commit. Taken last, that lock covers only
+    the final inserts and the commit, so concurrent requests of one facility do not wait for each
+    other's whole transaction; numbers stay gapless and in commit order. One update per subscription,
+    in subscription order, so two transactions never wait for each other in a cycle."""
+    by_sub: dict[str, list[_Event]] = {}
+    for event in events:
+        by_sub.setdefault(event.sub_id, []).append(event)
+    sc = subscription_counters
+    for sub_id in sorted(by_sub):
+        mine = by_sub[sub_id]
+        row = await uow.unbuffered.execute(  # counters are never buffered: the inserts go out once, after
+            update(sc).where(sc.c.subscription_id == sub_id)
+            .values(events_since_start=sc.c.events_since_start + len(mine)).returning(sc.c.events_since_start))
+        last = row.scalar_one_or_none()
+        if last is None:  # the subscription is gone: nobody to tell
+            continue
+        for number, event in enumerate(mine, start=int(last) - len(mine) + 1):
+            payload = {"subscription": sub_id, "event": number, "timestamp": event.timestamp,
+                       "focus": event.focus, "resources": event.resources}
+            row_id = uow.outbox.enqueue_new(
+                "notify", "event", f"sub:{sub_id}", payload, dedupe_key=f"event:{sub_id}:{number}",
+                case_id=event.case_id, subscription_id=sub_id, organization_id=event.org_id)
+            uow.buffer.add(subscription_events, dict(
+                subscription_id=sub_id, event_number=number, focus=event.focus, case_id=event.case_id,
+                created_at=event.timestamp, outbox_id=row_id))
 
 
 async def emit_task_event(uow: UnitOfWork, task: Stored, context: list[dict[str, Any]] | None = None,
@@ -141,17 +167,9 @@ async def emit_task_event(uow: UnitOfWork, task: Stored, context: list[dict[str,
         sub = await uow.resources.get("Subscription", sub_id)
         if sub is None or sub.resource.get("status") not in LIVE:
             continue
-        number = await _next_event_number(uow, sub_id)
         focus = f"Task/{task.resource['id']}/_history/{task.version_id}"
-        now = now_instant()
-        payload = {"subscription": sub_id, "event": number, "timestamp": now, "focus": focus,
-                   "resources": [task.resource, *(context or [])]}
-        row_id = uow.outbox.enqueue_new(
-            "notify", "event", f"sub:{sub_id}", payload, dedupe_key=f"event:{sub_id}:{number}",
-            case_id=case_id, subscription_id=sub_id, organization_id=org_id)
-        uow.buffer.add(subscription_events, dict(
-            subscription_id=sub_id, event_number=number, focus=focus, case_id=case_id, created_at=now,
-            outbox_id=row_id))
+        event = _Event(sub_id, org_id, focus, now_instant(), [task.resource, *(context or [])], case_id)
+        uow.at_commit.add("subscription-events", event, _number_and_queue)
 
 
 def heartbeat_period(sub: dict[str, Any]) -> int | None:

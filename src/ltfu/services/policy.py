@@ -261,3 +261,30 @@ async def record_created(uow: UnitOfWork, res_type: str, res_id: str) -> None:
 
 def case_in_scope(actor: Actor, case: Any) -> bool:
     return actor.facility is None or (case is not None and case.organization_id == actor.facility)
+
+
+# --------------------------------------------------------------------------- matching review queue
+
+
+def review_scope(actor: Actor) -> str | None:
+    """The Organization whose review items the actor sees; None: all of them (admin, matcher, ltfu itself).
+    Any other role sees none (``-`` matches no Organization)."""
+    if actor.role in ("admin", "matcher", "system"):
+        return None
+    return actor.facility or "-"
+
+
+def may_decide_review(actor: Actor) -> bool:
+    """Deciding links a facility's patient to any CHT person or creates one in CHT: admin and matcher only."""
+    return actor.role in ("admin", "matcher", "system")
+
+
+def require_review_decider(actor: Actor) -> None:
+    if not may_decide_review(actor):
+        raise FhirError.of("forbidden", "Only admin and matcher clients decide review items", status=403)
+
+
+def require_community_reader(actor: Actor, what: str) -> None:
+    """What spans the whole CHT community (the flagged duplicates): admin and matcher, like ``$match``."""
+    if not may_decide_review(actor):
+        raise FhirError.of("forbidden", f"Only admin and matcher clients may {what}", status=403)

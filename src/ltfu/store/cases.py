@@ -57,6 +57,14 @@ class CaseRepository:
              .order_by(cases.c.created_at.desc()).limit(1))
         return (await self.conn.execute(q)).first()
 
+    async def open_for_patients(self, patient_ids: list[str]) -> list[Any]:
+        """Every open (non-terminal) case of these patients."""
+        if not patient_ids:
+            return []
+        q = (select(cases).where(and_(cases.c.patient_id.in_(patient_ids), cases.c.status.not_in(TERMINAL)))
+             .order_by(cases.c.created_at))
+        return list((await self.conn.execute(q)).all())
+
     async def set(self, case_id: str, **values: Any) -> None:
         await self.conn.execute(update(cases).where(cases.c.case_id == case_id).values(**values))
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -29,6 +31,7 @@ from ltfu.store.schema import (
 
 ALL = "*"  # the cht_name_tokens row counting every indexed person
 _CHUNK = 500  # ids per IN (...) list
+_COPY_MIN = 200  # rows from which PostgreSQL's COPY beats an INSERT
 
 
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
@@ -36,43 +39,55 @@ def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]
         yield items[i : i + size]
 
 
-def _person_values(p: Person, keys: Iterable[str]) -> tuple[dict[str, Any], list[dict[str, str]]]:
-    row = dict(
-        person_id=p.id,
-        name=p.name or " ".join(p.tokens),
-        given=" ".join(p.given)[:255],
-        family=" ".join(p.family)[:255],
-        sex=p.sex,
-        birth_date=p.birth.iso if p.birth else None,
-        birth_precision=p.birth.precision if p.birth else None,
-        phones=orjson.dumps(list(p.phones)).decode(),
-        identifiers=orjson.dumps([list(i) for i in p.identifiers]).decode(),
-        parent_id=p.lineage[0] if p.lineage else None,
-        household_id=p.household_id,
-        chw_area_id=p.chw_area_id,
-        unit_id=p.unit_id,
-        unit_code=p.unit_code,
-        facility_code=p.facility_code,
-        lineage=orjson.dumps(list(p.lineage)).decode(),
-        flags=" ".join(p.flags),
-        updated_at=now_instant(),
+_ROW_COLUMNS = ("person_id", "name", "given", "family", "sex", "birth_date", "birth_precision", "phones",
+                "identifiers", "parent_id", "household_id", "chw_area_id", "unit_id", "unit_code", "facility_code",
+                "lineage", "flags", "updated_at")
+_KEY_COLUMNS = ("key", "person_id")
+
+
+def _person_values(p: Person, keys: Iterable[str], now: str) -> tuple[tuple[Any, ...], list[tuple[str, str]]]:
+    """The ``cht_persons`` row (``_ROW_COLUMNS``) and the ``cht_person_keys`` rows of a person."""
+    birth = p.birth
+    row = (
+        p.id,
+        p.name or " ".join(p.tokens),
+        " ".join(p.given)[:255],
+        " ".join(p.family)[:255],
+        p.sex,
+        birth.iso if birth else None,
+        birth.precision if birth else None,
+        orjson.dumps(p.phones).decode(),
+        orjson.dumps(p.identifiers).decode(),
+        p.lineage[0] if p.lineage else None,
+        p.household_id,
+        p.chw_area_id,
+        p.unit_id,
+        p.unit_code,
+        p.facility_code,
+        orjson.dumps(p.lineage).decode(),
+        " ".join(p.flags),
+        now,
     )
-    return row, [{"key": k[:200], "person_id": p.id or ""} for k in sorted(set(keys))]
+    pid = p.id or ""
+    return row, [(k[:200], pid) for k in sorted(set(keys))]
+
+
+@lru_cache(maxsize=1 << 16)
+def _birth(iso: str, precision: str | None) -> BirthDate:
+    """A stored birth date (``YYYY-MM-DD`` or ``YYYY``); dates repeat across persons, so parsed once each."""
+    y, m, d = (int(x) for x in (iso.split("-") + ["01", "01"])[:3])
+    return BirthDate(y, m, d, precision or "year")
 
 
 def person_from_row(r: Any) -> Person:
-    birth = None
-    if r.birth_date:
-        y, m, d = (int(x) for x in (r.birth_date.split("-") + ["01", "01"])[:3])
-        birth = BirthDate(y, m, d, r.birth_precision or "year")
     return Person(
         id=r.person_id,
         given=tuple(r.given.split()),
         family=tuple(r.family.split()),
         sex=r.sex,
-        birth=birth,
+        birth=_birth(r.birth_date, r.birth_precision) if r.birth_date else None,
         phones=tuple(orjson.loads(r.phones)),
-        identifiers=tuple((k, v) for k, v in orjson.loads(r.identifiers)),
+        identifiers=tuple(map(tuple, orjson.loads(r.identifiers))),
         household_id=r.household_id,
         chw_area_id=r.chw_area_id,
         unit_id=r.unit_id,
@@ -82,6 +97,72 @@ def person_from_row(r: Any) -> Person:
         name=r.name,
         lineage=tuple(orjson.loads(r.lineage)),
     )
+
+
+# The columns a query reads, in this order (``_person_from_values``).
+_SCAN_COLUMNS = ("person_id", "name", "given", "family", "sex", "birth_date", "birth_precision", "phones",
+                 "identifiers", "household_id", "chw_area_id", "unit_id", "unit_code", "facility_code", "flags",
+                 "lineage")
+
+
+def _person_from_values(values: Sequence[Any]) -> Person:
+    """``person_from_row`` for the positional values of ``_SCAN_COLUMNS``: the hot loop of every query."""
+    (pid, name, given, family, sex, birth, precision, phones, idents, household, area, unit, unit_code,
+     facility_code, flags, lineage) = values
+    return Person(
+        id=pid,
+        given=tuple(given.split()),
+        family=tuple(family.split()),
+        sex=sex,
+        birth=_birth(birth, precision) if birth else None,
+        phones=tuple(orjson.loads(phones)),
+        identifiers=tuple(map(tuple, orjson.loads(idents))),
+        household_id=household,
+        chw_area_id=area,
+        unit_id=unit,
+        unit_code=unit_code,
+        facility_code=facility_code,
+        flags=tuple(flags.split()),
+        name=name,
+        lineage=tuple(orjson.loads(lineage)),
+    )
+
+
+@dataclass
+class Block:
+    """What one query needs from the index: the candidates, the keys too large to read, name frequencies."""
+
+    persons: list[Person] = field(default_factory=list)
+    overflow: list[str] = field(default_factory=list)
+    frequencies: dict[str, float] = field(default_factory=dict)
+
+
+def _block_sql(keys: int, tokens: int, ids: int) -> Any:
+    """One statement for a whole query (one round trip): each key's size counted up to ``cap + 1`` only (a
+    huge key costs no more than a small one), the persons of the keys within the cap (and of ``ids``), the
+    overflowing keys, and the name-token counts — told apart by ``kind`` (0 person, 1 key, 2 token)."""
+    values = ", ".join(f"(:k{i})" for i in range(keys)) or "(NULL)"
+    by_id = (" UNION SELECT person_id FROM cht_persons WHERE person_id IN ("
+             + ", ".join(f":i{i}" for i in range(ids)) + ")") if ids else ""
+    cols = ", ".join(f"p.{c}" for c in _SCAN_COLUMNS)
+    pad = ", ".join(["NULL"] * (len(_SCAN_COLUMNS) - 1))
+    token_list = ", ".join(f":t{i}" for i in range(tokens))
+    sql = f"""
+WITH q(key) AS (VALUES {values}),
+sized AS (
+  SELECT q.key AS key,
+         (SELECT count(*) FROM (SELECT 1 FROM cht_person_keys k WHERE k.key = q.key LIMIT :over) s) AS n
+  FROM q
+),
+ids AS (
+  SELECT k.person_id FROM cht_person_keys k JOIN sized ON k.key = sized.key WHERE sized.n <= :cap{by_id}
+)
+SELECT 0 AS kind, CAST(NULL AS INTEGER) AS persons, {cols}
+FROM cht_persons p WHERE p.person_id IN (SELECT person_id FROM ids)
+UNION ALL SELECT 1, NULL, sized.key, {pad} FROM sized WHERE sized.n > :cap
+UNION ALL SELECT 2, t.persons, t.token, {pad} FROM cht_name_tokens t WHERE t.token IN ({token_list})
+"""
+    return text(sql)
 
 
 def place_from_row(r: Any) -> Place:
@@ -109,50 +190,62 @@ class ChtIndexRepository:
         if not persons:
             return
         ids = [p.id or "" for p, _ in persons]
-        old_tokens, found = await self._tokens_of(ids)
-        await self._delete(ids)
+        old_tokens, found = await self._take(ids)
         rows, keys = [], []
         new_tokens: Counter[str] = Counter()
+        now = now_instant()
         for person, person_keys in persons:
-            row, key_rows = _person_values(person, person_keys)
+            row, key_rows = _person_values(person, person_keys, now)
             rows.append(row)
             keys.extend(key_rows)
             new_tokens.update(set(person.tokens))
-        await self.conn.execute(insert(cht_persons), rows)
-        if keys:
-            await self.conn.execute(insert(cht_person_keys), keys)
+        await self._bulk_insert(cht_persons, _ROW_COLUMNS, rows)
+        await self._bulk_insert(cht_person_keys, _KEY_COLUMNS, keys)
         new_tokens[ALL] += len(rows)
         old_tokens[ALL] += len(found)
         delta = Counter(new_tokens)
         delta.subtract(old_tokens)
         await self._count_tokens({t: n for t, n in delta.items() if n})
 
+    async def _bulk_insert(self, table: Any, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+        """Many rows at the driver's speed: SQLAlchemy's per-row parameter handling is most of a large load's
+        time. PostgreSQL: ``COPY`` for a large batch (a full sync), one multi-row statement for a few rows."""
+        if not rows:
+            return
+        if self.conn.dialect.name == "sqlite":
+            marks = ", ".join("?" * len(columns))
+            await self.conn.exec_driver_sql(f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({marks})", rows)
+        elif len(rows) >= _COPY_MIN:
+            raw = await self.conn.get_raw_connection()
+            await raw.driver_connection.copy_records_to_table(table.name, records=rows, columns=list(columns))
+        else:
+            await self.conn.execute(insert(table), [dict(zip(columns, r, strict=True)) for r in rows])
+
     async def remove_persons(self, ids: Sequence[str]) -> int:
-        old, found = await self._tokens_of(ids)
-        await self._delete(ids)
+        old, found = await self._take(ids)
         old[ALL] += len(found)
         await self._count_tokens({t: -n for t, n in old.items() if n})
         return len(found)
 
-    async def _tokens_of(self, ids: Sequence[str]) -> tuple[Counter[str], set[str]]:
-        """Token counts of the stored versions of ``ids``, and which of the ids are stored."""
+    async def _take(self, ids: Sequence[str]) -> tuple[Counter[str], set[str]]:
+        """Delete the stored versions of ``ids`` with their keys: (their token counts, which ids were stored).
+        One statement per chunk when none is stored (a first load), two otherwise."""
         out: Counter[str] = Counter()
         found: set[str] = set()
         for chunk in _chunks(list(ids)):
             rows = await self.conn.execute(
-                select(cht_persons.c.person_id, cht_persons.c.given, cht_persons.c.family).where(
-                    cht_persons.c.person_id.in_(chunk)
-                )
+                delete(cht_persons)
+                .where(cht_persons.c.person_id.in_(chunk))
+                .returning(cht_persons.c.person_id, cht_persons.c.given, cht_persons.c.family)
             )
+            taken = []
             for r in rows:
-                found.add(r.person_id)
+                taken.append(r.person_id)
                 out.update(set((r.given + " " + r.family).split()))
+            if taken:
+                found.update(taken)
+                await self.conn.execute(delete(cht_person_keys).where(cht_person_keys.c.person_id.in_(taken)))
         return out, found
-
-    async def _delete(self, ids: Sequence[str]) -> None:
-        for chunk in _chunks(list(ids)):
-            await self.conn.execute(delete(cht_person_keys).where(cht_person_keys.c.person_id.in_(chunk)))
-            await self.conn.execute(delete(cht_persons).where(cht_persons.c.person_id.in_(chunk)))
 
     async def _count_tokens(self, delta: dict[str, int]) -> None:
         if not delta:
@@ -193,6 +286,35 @@ class ChtIndexRepository:
         ids = select(cht_person_keys.c.person_id).where(cht_person_keys.c.key.in_(usable)).distinct()
         rows = await self.conn.execute(select(cht_persons).where(cht_persons.c.person_id.in_(ids)))
         return [person_from_row(r) for r in rows], sorted(overflow)
+
+    async def block(
+        self, keys: Iterable[str], tokens: Iterable[str], cap: int, ids: Iterable[str] = ()
+    ) -> Block:
+        """Everything one query reads, in one statement: the persons under ``keys`` (keys holding more than
+        ``cap`` persons are skipped and reported), the persons with the CHT ``ids``, and the frequencies of
+        the name ``tokens`` (share of indexed persons carrying each)."""
+        wanted = sorted({k[:200] for k in keys})
+        toks = sorted({t[:64] for t in tokens} | {ALL})
+        by_id = sorted(set(ids))
+        params: dict[str, Any] = {"cap": cap, "over": cap + 1}
+        params.update({f"k{i}": k for i, k in enumerate(wanted)})
+        params.update({f"t{i}": t for i, t in enumerate(toks)})
+        params.update({f"i{i}": v for i, v in enumerate(by_id)})
+        out = Block()
+        counts: dict[str, int] = {}
+        rows = await self.conn.execute(_block_sql(len(wanted), len(toks), len(by_id)), params)
+        for row in rows:
+            kind = row[0]
+            if kind == 0:
+                out.persons.append(_person_from_values(row[2:]))
+            elif kind == 1:
+                out.overflow.append(row[2])
+            else:
+                counts[row[2]] = row[1]
+        out.overflow.sort()
+        total = counts.pop(ALL, 0)
+        out.frequencies = {t: n / total for t, n in counts.items() if total > 0 and n > 0}
+        return out
 
     async def frequencies(self, tokens: Iterable[str]) -> dict[str, float]:
         """Share of indexed persons carrying each token."""

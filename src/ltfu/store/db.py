@@ -117,7 +117,9 @@ def _create_engine(settings: Settings) -> AsyncEngine:
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        _sqlite_pragmas(dbapi_conn, "PRAGMA journal_mode=WAL", "PRAGMA foreign_keys=ON")
+        # 64 MB of page cache (SQLite's default is 2 MB): loading a large CHT index inserts blocking keys all
+        # over a B-tree of hundreds of MB, and each page evicted before its next insert is written again
+        _sqlite_pragmas(dbapi_conn, "PRAGMA journal_mode=WAL", "PRAGMA foreign_keys=ON", "PRAGMA cache_size=-65536")
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
@@ -155,7 +157,7 @@ def _create_read_engine(settings: Settings) -> AsyncEngine | None:
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        _sqlite_pragmas(dbapi_conn, "PRAGMA query_only=ON")
+        _sqlite_pragmas(dbapi_conn, "PRAGMA query_only=ON", "PRAGMA cache_size=-16384")  # 16 MB: index pages
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:

@@ -134,7 +134,18 @@ cases = Table(
 Index("ix_cases_org_status", cases.c.organization_id, cases.c.status)
 Index("ix_cases_patient", cases.c.patient_id)
 Index("ix_cases_status_window", cases.c.status, cases.c.window_end)
-Index("ix_cases_created", cases.c.created_at)
+# The dashboard's case list: newest first (created_at, case_id), by facility, state, outcome or CHW; a
+# page is an index range read from where the last one stopped (migration 0013, docs/operations.md).
+Index("ix_cases_created_case", cases.c.created_at, cases.c.case_id)
+Index("ix_cases_org_created", cases.c.organization_id, cases.c.created_at, cases.c.case_id)
+Index("ix_cases_status_created", cases.c.status, cases.c.created_at, cases.c.case_id)
+_HAS_OUTCOME = cases.c.outcome.is_not(None)
+Index("ix_cases_outcome_created", cases.c.outcome, cases.c.created_at, cases.c.case_id,
+      sqlite_where=_HAS_OUTCOME, postgresql_where=_HAS_OUTCOME)
+_HAS_CHW = cases.c.chw_id.is_not(None)
+Index("ix_cases_chw_created", cases.c.chw_id, cases.c.created_at, cases.c.case_id,
+      sqlite_where=_HAS_CHW, postgresql_where=_HAS_CHW)
+Index("ix_cases_org_chw", cases.c.organization_id, cases.c.chw_id, sqlite_where=_HAS_CHW, postgresql_where=_HAS_CHW)
 Index("ix_cases_closed", cases.c.closed_at)
 
 # Transactional outbox: written in the same transaction as the state change that causes it.
@@ -165,6 +176,11 @@ outbox = Table(
 Index("ix_outbox_due", outbox.c.status, outbox.c.next_attempt_at)
 Index("ix_outbox_order", outbox.c.order_key, outbox.c.status, outbox.c.id)
 Index("ix_outbox_case", outbox.c.case_id)
+# Rows not yet delivered are few however many were: the deliveries page and the queue depth read these.
+_UNDONE = outbox.c.status != "done"
+Index("ix_outbox_undone_id", outbox.c.id, sqlite_where=_UNDONE, postgresql_where=_UNDONE)
+Index("ix_outbox_undone_state", outbox.c.destination, outbox.c.status, outbox.c.attempts, outbox.c.organization_id,
+      sqlite_where=_UNDONE, postgresql_where=_UNDONE)
 
 delivery_attempts = Table(
     "delivery_attempts",
@@ -347,3 +363,40 @@ match_decisions = Table(
     Column("evidence", Text, nullable=False),
 )
 Index("ix_match_decisions_patient", match_decisions.c.patient_id, match_decisions.c.action)
+
+# CHT persons a reviewer flagged as one human recorded twice (CHT's own contact merge happens in CHT).
+# Matching never auto-links a member of an open group while another member is still indexed.
+cht_duplicate_groups = Table(
+    "cht_duplicate_groups",
+    metadata,
+    Column("group_id", String(64), primary_key=True),
+    Column("status", String(16), nullable=False),  # open | resolved
+    Column("review_id", String(64), nullable=True),  # the review item it was flagged from
+    Column("flagged_by", String(128), nullable=False),
+    Column("flagged_at", String(32), nullable=False),
+    Column("note", String(500), nullable=False, default=""),
+    Column("evidence", Text, nullable=False),  # JSON: the candidates as the reviewer saw them
+    Column("resolved_by", String(128), nullable=True),
+    Column("resolved_at", String(32), nullable=True),
+)
+Index("ix_cht_duplicate_groups_status", cht_duplicate_groups.c.status)
+
+cht_duplicate_persons = Table(
+    "cht_duplicate_persons",
+    metadata,
+    Column("group_id", String(64), primary_key=True),
+    Column("person_id", String(128), primary_key=True),
+)
+Index("ix_cht_duplicate_persons_person", cht_duplicate_persons.c.person_id)
+
+# Who changed a facility's explicit catchment, and when (``facility_places`` holds the current list).
+catchment_changes = Table(
+    "catchment_changes",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("organization_id", String(64), nullable=False, index=True),
+    Column("place_id", String(128), nullable=False),
+    Column("action", String(8), nullable=False),  # add | remove
+    Column("actor", String(128), nullable=False),
+    Column("changed_at", String(32), nullable=False),
+)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from sqlalchemy import Table, bindparam, insert, text, update
+from sqlalchemy import Table, insert, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import Insert
 
@@ -26,7 +26,6 @@ from ltfu.store.schema import (
     resource_history,
     resources,
     search_index,
-    subscription_counters,
     subscription_events,
 )
 
@@ -64,11 +63,6 @@ _NEXT_IDS = {
         "SELECT 1, nextval(pg_get_serial_sequence('outbox', 'id')) FROM generate_series(1, :o)"
     ),
 }
-_SET_COUNTER = (
-    update(subscription_counters)
-    .where(subscription_counters.c.subscription_id == bindparam("sid"))
-    .values(events_since_start=bindparam("n"))
-)
 
 
 class WriteBuffer:
@@ -76,7 +70,6 @@ class WriteBuffer:
         self._conn = conn
         self._rows: dict[str, list[dict[str, Any]]] = {t.name: [] for t in _ORDER}
         self._ids: dict[str, list[PendingId]] = {resource_history.name: [], outbox.name: []}
-        self._counters: dict[str, int] = {}
         self._pending = False
 
     def add(self, table: Table, row: dict[str, Any], assigned: PendingId | None = None) -> None:
@@ -91,18 +84,12 @@ class WriteBuffer:
             self._rows[table.name].extend(rows)
             self._pending = True
 
-    def set_counter(self, subscription_id: str, value: int) -> None:
-        """The event counter's final value for this transaction (its row is already locked by us)."""
-        self._counters[subscription_id] = value
-        self._pending = True
-
     def discard(self) -> None:
         """Drop what is held (its savepoint was rolled back)."""
         for rows in self._rows.values():
             rows.clear()
         for ids in self._ids.values():
             ids.clear()
-        self._counters.clear()
         self._pending = False
 
     async def flush(self) -> None:
@@ -125,9 +112,6 @@ class WriteBuffer:
                     batch = [_resolved(r) for r in rows[chunk : min(chunk + _CHUNK, end)]]
                     await self._conn.execute(_INSERT[table.name], batch)
                 start = end
-        if self._counters:
-            counters, self._counters = self._counters, {}
-            await self._conn.execute(_SET_COUNTER, [{"sid": k, "n": v} for k, v in counters.items()])
 
     async def _assign_ids(self) -> None:
         history, messages = self._ids[resource_history.name], self._ids[outbox.name]

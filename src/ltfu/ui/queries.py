@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, and_, case, false, func, or_, select, true
+from sqlalchemy import ColumnElement, and_, bindparam, case, false, func, literal, or_, select, text, true
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ltfu.domain.access import Actor
@@ -33,6 +33,9 @@ from ltfu.store.schema import (
 from ltfu.ui.i18n import N_, NC_, Msg
 
 PAGE_SIZE = 50
+# The case list counts at most this many matches ("10,000+ cases"): a count reads every match, and the
+# store keeps growing; pages past it are reached by "Older" links, which read one index range each.
+COUNT_CAP = 10_000
 STATES = ("requested", "received", "accepted", "in-progress", "on-hold", "completed", "failed", "cancelled",
           "rejected")
 # Texts here are gettext msgids (English), translated where they are shown (ltfu.ui.i18n). The states
@@ -155,6 +158,8 @@ class CaseFilters:
     date_to: date | None = None
     q: str | None = None
     page: int = 1
+    older: tuple[str, str] | None = None  # the page after this (created_at, case_id): keyset paging
+    newer: tuple[str, str] | None = None  # the page before it
     errors: list[Msg] = field(default_factory=list)
 
     @classmethod
@@ -186,10 +191,12 @@ class CaseFilters:
         f.q = (params.get("q") or "").strip()[:200] or None
         page = (params.get("page") or "1").strip()
         f.page = int(page) if page.isdigit() and int(page) >= 1 else 1
+        f.older, f.newer = _cursor(params.get("older")), _cursor(params.get("newer"))
         return f
 
     def query_args(self, **override: Any) -> dict[str, str]:
-        """These filters as query parameters (for paging links), with some values replaced."""
+        """These filters as query parameters (for paging links), with some values replaced; the paging
+        cursors only when given in ``override``."""
         args = {"facility": self.facility, "state": self.state, "outcome": self.outcome, "age": self.age,
                 "chw": self.chw, "from": self.date_from.isoformat() if self.date_from else None,
                 "to": self.date_to.isoformat() if self.date_to else None, "q": self.q,
@@ -202,11 +209,15 @@ class CaseFilters:
         return any((self.facility, self.state, self.outcome, self.age, self.chw, self.date_from, self.date_to, self.q))
 
 
-async def _patients_with_identifier(conn: AsyncConnection, value: str) -> list[str]:
+async def _with_identifier(conn: AsyncConnection, res_type: str, value: str) -> list[str]:
     si = search_index
-    q = select(si.c.res_id).where(and_(si.c.res_type == "Patient", si.c.param == "identifier",
+    q = select(si.c.res_id).where(and_(si.c.res_type == res_type, si.c.param == "identifier",
                                        si.c.value == value)).limit(50)
     return list(dict.fromkeys((await conn.execute(q)).scalars()))
+
+
+async def _patients_with_identifier(conn: AsyncConnection, value: str) -> list[str]:
+    return await _with_identifier(conn, "Patient", value)
 
 
 async def _case_conditions(conn: AsyncConnection, scope: Scope, f: CaseFilters,
@@ -237,15 +248,23 @@ async def _case_conditions(conn: AsyncConnection, scope: Scope, f: CaseFilters,
         cond.append(c.created_at < (f.date_to + timedelta(days=1)).isoformat())
     if f.q:
         patient_ids = await _patients_with_identifier(conn, f.q)
-        matches = [c.case_id == f.q, c.request_key.like("%|" + _escape_like(f.q), escape="\\")]
+        # the request's identifier value, whatever its system, from the FHIR index (an indexed lookup,
+        # where ``request_key LIKE '%|value'`` read every case)
+        request_ids = await _with_identifier(conn, "ServiceRequest", f.q)
+        matches = [c.case_id.in_([f.q, *request_ids])]
         if patient_ids:
             matches.append(c.patient_id.in_(patient_ids))
         cond.append(or_(*matches))
     return cond
 
 
-def _escape_like(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+def _cursor(value: str | None) -> tuple[str, str] | None:
+    """``created_at,case_id`` of a paging link; anything else is ignored (page 1)."""
+    created, _, case_id = (value or "").partition(",")
+    if not case_id or len(value or "") > 200 or parse_instant(created) is None:
+        return None
+    return created, case_id
+
 
 
 @dataclass(frozen=True)
@@ -277,9 +296,12 @@ class CaseRow:
 @dataclass
 class CasePage:
     rows: list[CaseRow]
-    total: int
+    total: int  # at most COUNT_CAP
     page: int
     pages: int
+    capped: bool = False  # more than ``total`` match
+    older_args: dict[str, str] | None = None  # query parameters of the next (older) page, if any
+    newer_args: dict[str, str] | None = None
 
 
 def _patient_identifier(patient: dict[str, Any] | None) -> str | None:
@@ -312,24 +334,74 @@ def _case_row(r: Any, patients: dict[str, dict[str, Any]], names: dict[str, str]
 
 async def list_cases(conn: AsyncConnection, scope: Scope, f: CaseFilters, names: dict[str, str],
                      *, now: datetime | None = None) -> CasePage:
+    """A page of cases, newest first. Pages after the first follow a cursor (the last row shown) along
+    an index, so a page costs the same however many cases are stored; a bare ``page=N`` (an old link)
+    still works by offset, within the counted ``COUNT_CAP``."""
     now = now or datetime.now(UTC)
     cond = and_(*await _case_conditions(conn, scope, f, now))
-    total = int((await conn.execute(select(func.count()).select_from(cases).where(cond))).scalar_one())
+    counted = select(literal(1)).select_from(cases).where(cond).limit(COUNT_CAP + 1).subquery()
+    total = int((await conn.execute(select(func.count()).select_from(counted))).scalar_one())
+    capped, total = total > COUNT_CAP, min(total, COUNT_CAP)
     pages = max(1, math.ceil(total / PAGE_SIZE))
-    page = min(f.page, pages)
-    q = (select(cases).where(cond).order_by(cases.c.created_at.desc(), cases.c.case_id.desc())
-         .limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE))
-    rows = (await conn.execute(q)).all()
+    c = cases.c
+    newest_first = (c.created_at.desc(), c.case_id.desc())
+    if f.older or f.newer:
+        at, key = f.older or f.newer  # type: ignore[misc]
+        if f.older:  # (created_at, case_id) < cursor, written so that the index range is plain
+            where = and_(cond, c.created_at <= at, or_(c.created_at < at, c.case_id < key))
+            q = select(cases).where(where).order_by(*newest_first)
+        else:
+            where = and_(cond, c.created_at >= at, or_(c.created_at > at, c.case_id > key))
+            q = select(cases).where(where).order_by(c.created_at, c.case_id)
+        rows = list((await conn.execute(q.limit(PAGE_SIZE + 1))).all())
+        more = len(rows) > PAGE_SIZE
+        rows = rows[:PAGE_SIZE]
+        if f.newer:
+            rows.reverse()
+        page = max(1, f.page)
+        has_older, has_newer = (more, True) if f.older else (True, more)
+        if f.newer and not more:
+            page = 1
+    else:
+        page = min(f.page, pages)
+        q = select(cases).where(cond).order_by(*newest_first).limit(PAGE_SIZE + 1).offset((page - 1) * PAGE_SIZE)
+        rows = list((await conn.execute(q)).all())
+        has_older, has_newer = len(rows) > PAGE_SIZE, page > 1
+        rows = rows[:PAGE_SIZE]
     patients = await _patients(conn, {r.patient_id for r in rows})
-    return CasePage([_case_row(r, patients, names) for r in rows], total, page, pages)
+    older = newer = None
+    if rows and has_older:
+        older = f.query_args(page=str(page + 1), older=f"{rows[-1].created_at},{rows[-1].case_id}", newer=None)
+    if rows and has_newer:
+        newer = (f.query_args(page=None, older=None, newer=None) if page <= 2 else
+                 f.query_args(page=str(page - 1), newer=f"{rows[0].created_at},{rows[0].case_id}", older=None))
+    return CasePage([_case_row(r, patients, names) for r in rows], total, page, max(pages, page), capped, older,
+                    newer)
+
+
+# The distinct CHWs in scope, one index step each (a "loose index scan": ``GROUP BY chw_id`` read every case).
+_CHWS = """
+WITH RECURSIVE chw(id) AS (
+  SELECT MIN(chw_id) FROM cases WHERE chw_id IS NOT NULL {org}
+  UNION ALL
+  SELECT (SELECT MIN(chw_id) FROM cases WHERE chw_id IS NOT NULL AND chw_id > chw.id {org}) FROM chw
+  WHERE chw.id IS NOT NULL
+)
+SELECT id, (SELECT task_id FROM cases WHERE chw_id = chw.id {org} ORDER BY created_at DESC, case_id DESC LIMIT 1)
+FROM chw WHERE id IS NOT NULL LIMIT 500
+"""
 
 
 async def chws(conn: AsyncConnection, scope: Scope) -> list[tuple[str, str]]:
-    """(chw id, display) of the CHWs who reported on cases in scope; the name from one of their Tasks."""
-    q = (select(cases.c.chw_id, func.min(cases.c.task_id))
-         .where(and_(scope.condition(cases.c.organization_id), cases.c.chw_id.is_not(None)))
-         .group_by(cases.c.chw_id).limit(500))
-    pairs = (await conn.execute(q)).all()
+    """(chw id, display) of the CHWs who reported on cases in scope; the name from their latest Task."""
+    if scope.sees_nothing:
+        return []
+    if scope.is_admin:
+        q = text(_CHWS.format(org=""))
+    else:
+        q = text(_CHWS.format(org="AND organization_id = :org")).bindparams(
+            bindparam("org", scope.organization_id))
+    pairs = [(chw, task) for chw, task in (await conn.execute(q)).all()]
     if not pairs:
         return []
     tq = select(resources.c.res_id, resources.c.content).where(and_(
@@ -540,7 +612,8 @@ async def list_deliveries(conn: AsyncConnection, scope: Scope, names: dict[str, 
                           destination: str | None = None, facility: str | None = None,
                           limit: int = 200) -> list[DeliveryRow]:
     """Dead and retrying outbox rows (newest first)."""
-    cond = [scope.condition(outbox.c.organization_id), _failing(state)]
+    # ``status != 'done'`` is implied by _failing; said so the planner takes the partial index of undone rows
+    cond = [scope.condition(outbox.c.organization_id), outbox.c.status != "done", _failing(state)]
     if destination:
         cond.append(outbox.c.destination == destination)
     if facility:

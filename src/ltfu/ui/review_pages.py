@@ -1,6 +1,7 @@
 """``/ui/review``: the matching review queue for people. The incoming patient and up to 5 candidates side by
 side, each field marked agree/partial/disagree with its weight, the candidates' household → CHW area → unit,
-the proposed places; link, create under a place, not a match, defer. Plain forms, no script. The decisions
+the proposed places; link, create under a place, not a match, defer, flag candidates as one person recorded
+twice in CHT. The queue lists the flagged duplicates for a CHT admin. Plain forms, no script. The decisions
 go through :mod:`ltfu.services.review` (audited, sticky), as the JSON API's do.
 """
 
@@ -14,10 +15,10 @@ from starlette.responses import RedirectResponse, Response
 from ltfu.api.access import current_actor
 from ltfu.api.http import nudge_workers
 from ltfu.fhir.outcome import FhirError
-from ltfu.services import review
+from ltfu.services import policy, review
 from ltfu.store.uow import unit_of_work
 from ltfu.ui.i18n import N_, NC_
-from ltfu.ui.routes import Page, _forbidden, _form, _not_found, _same_origin
+from ltfu.ui.routes import Page, _forbidden, _form_lists, _not_found, _same_origin
 
 FIELDS = ("given", "family", "birthDate", "sex", "phone", "place", "identifier")
 # What the page shows for the codes of the matching and of the review queue (translated in the template).
@@ -47,6 +48,7 @@ REASON_LABELS = {
     "no-place": N_("no place found"),
     "ambiguous-place": N_("several possible places"),
     "review": N_("needs review"),
+    "cht-person-gone": N_("CHT person deleted or merged"),
 }
 # The context of the review items' statuses and of the decisions (a state, not a verb or a filter).
 STATUS_CONTEXT = "review status"
@@ -64,6 +66,8 @@ ACTION_LABELS = {
     "create": NC_("review decision", "created a person"),
     "reject": NC_("review decision", "not a match"),
     "defer": NC_("review decision", "deferred"),
+    "flag-duplicate": NC_("review decision", "flagged as duplicates in CHT"),
+    "resolve-duplicate": NC_("review decision", "marked as dealt with in CHT"),
 }
 # The queue's filter: which items to show.
 FILTER_LABELS = {"open": N_("Open"), "decided": N_("Decided"), "all": N_("All")}
@@ -73,6 +77,7 @@ ERROR_MESSAGES = {
     409: N_("This item was already decided."),
     422: N_("Choose one of the candidates or of the places shown."),
 }
+FLAG_ERROR = N_("Tick at least two of the candidates to flag them as duplicates.")
 LABELS = {
     "FIELD_LABELS": FIELD_LABELS,
     "VERDICT_LABELS": VERDICT_LABELS,
@@ -126,9 +131,11 @@ def _grid(item: dict[str, Any]) -> list[dict[str, Any]]:
 async def review_list(request: Request) -> Response:
     page = await Page.load(request)
     status = request.query_params.get("status", "open")
+    actor = current_actor(request)
     try:
-        async with unit_of_work(request.app.state.db, current_actor(request)) as uow:
+        async with unit_of_work(request.app.state.db, actor) as uow:
             items = await review.list_items(uow, status)
+            groups = await review.duplicates(uow) if policy.may_decide_review(actor) else []
     except FhirError:
         return page.render(
             "error.html",
@@ -144,6 +151,7 @@ async def review_list(request: Request) -> Response:
         items=items,
         status=status,
         done=request.query_params.get("done"),
+        duplicates=[g for g in groups if g["active"]],
         **LABELS,
     )
 
@@ -155,8 +163,10 @@ async def review_item(request: Request) -> Response:
     if request.method == "POST":
         if not _same_origin(request):
             return _forbidden(page)
-        form = await _form(request)
-        body = {k: v for k, v in form.items() if k in ("action", "person", "place") and v}
+        form = await _form_lists(request)
+        body: dict[str, Any] = {k: v[0] for k, v in form.items() if k in ("action", "person", "place", "note") and v}
+        if body.get("action") == "flag-duplicate":
+            body["persons"] = form.get("persons", [])
         try:
             async with unit_of_work(request.app.state.db, actor) as uow:
                 await review.act(uow, review_id, body)
@@ -165,8 +175,12 @@ async def review_item(request: Request) -> Response:
                 return _not_found(page, N_("No review item here, or not one you may see."))
             status = exc.status or 400
             message = ERROR_MESSAGES.get(status, N_("The decision could not be recorded."))
+            if status == 422 and body.get("action") == "flag-duplicate":
+                message = FLAG_ERROR
             return page.render("error.html", status, title=page._("Not done"), message=page._(message))
         nudge_workers(request)
+        if body.get("action") == "flag-duplicate":  # the item stays open: back to it
+            return RedirectResponse(page.url(f"/ui/review/{review_id}", {"done": "flag-duplicate"}), status_code=303)
         return RedirectResponse(page.url("/ui/review", {"done": body.get("action", "")}), status_code=303)
     try:
         async with unit_of_work(request.app.state.db, actor) as uow:
@@ -183,13 +197,32 @@ async def review_item(request: Request) -> Response:
         item=item,
         grid=_grid(item),
         names=names,
-        can_decide=actor.role in ("admin", "matcher", "system"),
+        can_decide=policy.may_decide_review(actor),
         summary=_patient_summary(item["proposal"]["patient"]),
+        done=request.query_params.get("done"),
         **LABELS,
     )
 
 
+async def resolve_duplicates(request: Request) -> Response:
+    """A CHT admin dealt with a flagged group (merged in CHT, or not the same person after all)."""
+    page = await Page.load(request)
+    if not _same_origin(request):
+        return _forbidden(page)
+    await _form_lists(request)
+    try:
+        async with unit_of_work(request.app.state.db, current_actor(request)) as uow:
+            await review.resolve_duplicates(uow, request.path_params["group"])
+    except FhirError as exc:
+        if exc.status == 404:
+            return _not_found(page, N_("No flagged duplicates here."))
+        return page.render("error.html", exc.status or 400, title=page._("Not done"),
+                           message=page._(ERROR_MESSAGES[403]))
+    return RedirectResponse(page.url("/ui/review", {"done": "resolve-duplicate"}), status_code=303)
+
+
 routes_review = [
     ("/ui/review", review_list, ["GET"]),
+    ("/ui/review/duplicates/{group}/resolve", resolve_duplicates, ["POST"]),
     ("/ui/review/{review_id}", review_item, ["GET", "POST"]),
 ]

@@ -220,13 +220,18 @@ def _same_origin(request: Request) -> bool:
     return origin in allowed
 
 
-async def _form(request: Request) -> dict[str, str]:
+async def _form_lists(request: Request) -> dict[str, list[str]]:
+    """Every value of every field (checkboxes); an oversized form is empty."""
     body = b""
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_FORM_BYTES:
             return {}
-    return {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
+    return parse_qs(body.decode("utf-8", "replace"))
+
+
+async def _form(request: Request) -> dict[str, str]:
+    return {k: v[0] for k, v in (await _form_lists(request)).items()}
 
 
 def _forbidden(page: Page) -> HTMLResponse:

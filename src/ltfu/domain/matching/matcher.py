@@ -19,7 +19,7 @@ from dataclasses import replace
 from ltfu.domain.matching.config import MatchConfig
 from ltfu.domain.matching.records import UNIQUE_KINDS, Candidate, FieldScore, MatchResult, Person
 from ltfu.domain.matching.rules import demographic_veto, demographics_disagree, identifiers
-from ltfu.domain.matching.scoring import Frequency, score
+from ltfu.domain.matching.scoring import Frequency, score, weight_bound
 
 GRADES = ("certain", "probable", "possible")  # the match-grade codes we emit (certainly-not is never listed)
 
@@ -49,8 +49,11 @@ def match(
     *,
     excluded: Iterable[str] = (),
     overflow: bool = False,
+    duplicates: Iterable[str] = (),
 ) -> MatchResult:
-    """Grade every candidate; ``excluded`` ids (permanent "not a match" decisions) are never proposed."""
+    """Grade every candidate; ``excluded`` ids (permanent "not a match" decisions) are never proposed;
+    ``duplicates`` (persons a reviewer flagged as one human recorded twice in CHT) are never ``certain``,
+    as persons sharing a unique identifier are not."""
     cfg = cfg or MatchConfig()
     never = set(excluded)
     pool = _with_household_phones([c for c in candidates if c.id not in never])
@@ -60,6 +63,17 @@ def match(
     id_holders: dict[str, list[str]] = {}
     for person in pool:
         evidence = identifiers(incoming, person)
+        if not evidence.agreeing:
+            if evidence.conflicting:
+                vetoed.append((person.id or "", "identifier-conflict:" + ",".join(evidence.conflicting)))
+                continue
+            veto = demographic_veto(incoming, person, cfg)
+            if veto:
+                vetoed.append((person.id or "", veto))
+                continue
+            # cannot reach a grade whatever its names score: never proposed, so not scored (speed only)
+            if _posterior(weight_bound(incoming, person, freq, cfg) + 1e-9 + prior_bits) < cfg.possible_p:
+                continue
         s = score(incoming, person, freq, cfg)
         unique_agree = [k for k in evidence.agreeing if k in UNIQUE_KINDS]
         id_fields = tuple(
@@ -78,13 +92,6 @@ def match(
                 grade, reasons = "probable", ("id-demographic-mismatch",)
             graded.append(Candidate(person, grade, weight, _posterior(weight + prior_bits), fields, reasons))
             continue
-        if evidence.conflicting:
-            vetoed.append((person.id or "", "identifier-conflict:" + ",".join(evidence.conflicting)))
-            continue
-        veto = demographic_veto(incoming, person, cfg)
-        if veto:
-            vetoed.append((person.id or "", veto))
-            continue
         p = _posterior(weight + prior_bits)
         if p >= cfg.certain_p and s.names_agree and (s.strong or s.weight >= cfg.certain_min_weight):
             graded.append(Candidate(person, "certain", weight, p, fields, ("score",)))
@@ -94,7 +101,7 @@ def match(
             why = "names-not-certain" if p >= cfg.certain_p and not s.names_agree else "score"
             graded.append(Candidate(person, grade_p, weight, p, fields, (why,)))
     reasons: list[str] = ["block-overflow"] if overflow else []
-    graded = _settle(graded, id_holders, cfg, reasons)
+    graded = _settle(graded, id_holders, cfg, reasons, set(duplicates))
     return MatchResult(tuple(graded), tuple(reasons), len(pool), tuple(vetoed))
 
 
@@ -134,10 +141,16 @@ def _lead(top: Candidate, other: Candidate) -> float:
 
 
 def _settle(
-    graded: list[Candidate], id_holders: dict[str, list[str]], cfg: MatchConfig, reasons: list[str]
+    graded: list[Candidate],
+    id_holders: dict[str, list[str]],
+    cfg: MatchConfig,
+    reasons: list[str],
+    flagged: set[str],
 ) -> list[Candidate]:
-    """At most one ``certain``, and only when nothing else comes close; identifier duplicates → review."""
+    """At most one ``certain``, and only when nothing else comes close; identifier duplicates and flagged
+    duplicates → review."""
     shared = {pid for holders in id_holders.values() if len(holders) > 1 for pid in holders}
+    shared |= {c.person_id for c in graded if c.person_id in flagged}
     if shared:
         reasons.append("cht-duplicate")
         graded = [_downgrade(c, "possible", "cht-duplicate") if c.person_id in shared else c for c in graded]

@@ -49,7 +49,8 @@ def name_tokens(text: str | None) -> tuple[str, ...]:
     """``"Mrs. Wanjikũ  wa-Kamau"`` → ``("WANJIKU", "WA", "KAMAU")``: accents, punctuation and titles gone."""
     if not text:
         return ()
-    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().upper()
+    ascii_text = text if text.isascii() else unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    ascii_text = ascii_text.upper()
     tokens = [t for t in _NON_LETTER.split(ascii_text) if t]
     return tuple(t for t in tokens if t not in TITLES and len(t) > 1)
 

@@ -136,6 +136,46 @@ def compare_place(incoming: Person, candidate: Person, cfg: MatchConfig) -> Fiel
     return None
 
 
+def _part_bound(incoming: tuple[str, ...], candidate: tuple[str, ...], freq: Frequency, cfg: MatchConfig) -> float:
+    """At least :func:`_part`'s weight, without string distances: a token not found exactly counts at the
+    best non-exact level. _part = the best token's weight plus what each other token adds (h), so it is at
+    most max over tokens b of (u_b − h_b) + Σ h, with u ≥ a token's weight and h ≥ what it adds."""
+    if not incoming or not candidate:
+        return cfg.name_missing_weight
+    other = max(cfg.name_close_weight, cfg.name_near_weight, cfg.name_disagree_weight)
+    mismatch = max(0.0, cfg.name_extra_mismatch_weight) if len(candidate) > 1 else 0.0
+    total, best = 0.0, -float("inf")
+    for a in incoming:
+        if a in candidate:
+            u = cfg.name_exact_weight(freq(a))
+            h = max(0.0, u * cfg.name_extra_token_factor)
+        else:
+            u, h = other, mismatch
+        total += h
+        best = max(best, u - h)
+    return best + total
+
+
+def weight_bound(incoming: Person, candidate: Person, freq: Frequency, cfg: MatchConfig) -> float:
+    """An upper bound of ``score(...).weight`` at a fraction of its cost (names by exact tokens only, the
+    other fields as :func:`score` compares them): the matcher skips scoring a candidate whose bound cannot
+    reach a grade. A new name level must keep ``_part_bound`` above ``_part`` (tests/matching check it)."""
+    straight = _part_bound(incoming.given, candidate.given, freq, cfg) + _part_bound(
+        incoming.family, candidate.family, freq, cfg
+    )
+    swapped = _part_bound(incoming.family, candidate.given, freq, cfg) + _part_bound(
+        incoming.given, candidate.family, freq, cfg
+    )
+    place = compare_place(incoming, candidate, cfg)
+    return (
+        max(straight, swapped - cfg.swap_penalty)
+        + compare_birth(incoming, candidate, cfg).weight
+        + compare_sex(incoming, candidate, cfg).weight
+        + compare_phone(incoming, candidate, cfg).weight
+        + (place.weight if place is not None else 0.0)
+    )
+
+
 def score(incoming: Person, candidate: Person, freq: Frequency, cfg: MatchConfig) -> Score:
     given, family, swapped = compare_names(incoming, candidate, freq, cfg)
     birth = compare_birth(incoming, candidate, cfg)

@@ -27,14 +27,15 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from ltfu.domain.matching import query_keys
 from ltfu.emulators.population import Community, Incoming, absent_patient, facility_patient
 from ltfu.fhir.match_patient import person_from_patient
 from ltfu.fhir.systems import Systems
 from ltfu.services.cht_index import index_docs
-from ltfu.services.matching import find_matches
+from ltfu.services.matching import find_matches, match_config
 from ltfu.settings import Settings
 from ltfu.store.db import Database
-from ltfu.store.uow import unit_of_work
+from ltfu.store.uow import UnitOfWork, unit_of_work
 
 BATCH = 5000
 
@@ -117,6 +118,7 @@ async def run(args: argparse.Namespace) -> dict:
     print(f"index: {persons} persons in {build_s:.1f} s wall, {build_cpu:.1f} s CPU "
           f"({INDEX_CPU[0]:.1f} s indexing), peak RSS {build_rss:.0f} MB", file=sys.stderr)
     systems = Systems(settings.base_url)
+    cfg = match_config(settings)
     latencies: list[float] = []
     stats: dict[str, Counter] = defaultdict(Counter)
     totals: Counter = Counter()
@@ -127,13 +129,21 @@ async def run(args: argparse.Namespace) -> dict:
         t0, c0 = time.perf_counter(), time.process_time()
         query = person_from_patient(item.patient, systems, settings.match_identifiers, settings.match_default_region)
         async with db.connect() as conn:
-            from ltfu.store.uow import UnitOfWork
-
             result = await find_matches(UnitOfWork(conn, db), query)
-        latencies.append((time.perf_counter() - t0) * 1000)
-        cpu.append((time.process_time() - c0) * 1000)
+            latencies.append((time.perf_counter() - t0) * 1000)
+            cpu.append((time.process_time() - c0) * 1000)
+            ids = [c.person_id for c in result.candidates]
+            missed = None
+            if item.truth and item.truth not in ids:  # why: never a candidate (blocking), vetoed, or graded too low
+                pool, _ = await UnitOfWork(conn, db).cht_index.candidates(query_keys(query), cfg.block_cap)
+                missed = (
+                    "missed-not-retrieved"
+                    if item.truth not in {p.id for p in pool}
+                    else "missed-vetoed"
+                    if item.truth in {v for v, _ in result.vetoed}
+                    else "missed-below-possible"
+                )
         best = result.best
-        ids = [c.person_id for c in result.candidates]
         certain = best is not None and best.grade == "certain"
         outcome = (
             "certain-correct"
@@ -161,6 +171,8 @@ async def run(args: argparse.Namespace) -> dict:
             totals["review-top3"] += 1
         totals[outcome] += 1
         totals["present" if item.truth else "absent"] += 1
+        if missed:
+            totals[missed] += 1
         high = best is not None and best.weight >= args.examples_min_weight
         if args.examples and outcome in args.examples.split(",") and examples[outcome] < 12 and high:
             examples[outcome] += 1
@@ -179,6 +191,10 @@ async def run(args: argparse.Namespace) -> dict:
         for tag in item.tags:
             stats[tag][outcome] += 1
             stats[tag]["n"] += 1
+            if missed:
+                stats[tag][missed] += 1
+            if result.decision == "review":
+                stats[tag]["review"] += 1
         if item.twin:
             totals["twin-n"] += 1
             totals["twin-" + outcome] += 1
@@ -188,6 +204,7 @@ async def run(args: argparse.Namespace) -> dict:
             totals["absent-linked"] += 1
         if result.decision == "review":
             totals["review"] += 1
+            totals["review-absent"] += not item.truth
             if item.truth in ids:
                 totals["review-truth-present"] += 1
     n = len(latencies)
@@ -216,11 +233,14 @@ async def run(args: argparse.Namespace) -> dict:
         "review_rate": round(totals["review"] / n, 4),
         "review_top3": round(totals["review-top3"] / max(totals["review-truth-present"], 1), 4),
         "absent_wrongly_linked": round(totals["absent-linked"] / max(totals["absent"], 1), 4),
+        "review_present_absent": [totals["review"] - totals["review-absent"], totals["review-absent"]],
+        "missed": {k: totals[k] for k in ("missed-not-retrieved", "missed-vetoed", "missed-below-possible")},
         "by_tag": {
             tag: {
                 **{k: v for k, v in sorted(c.items()) if k != "n"},
                 "n": c["n"],
                 "recall": round((c["certain-correct"] + c["review-with-truth"]) / c["n"], 4),
+                "review_rate": round(c["review"] / c["n"], 4),
             }
             for tag, c in sorted(stats.items())
         },

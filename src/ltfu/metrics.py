@@ -122,7 +122,8 @@ def observe_delivery(destination: str, result: str, status_code: int | None, lat
 
 
 def count_cht_push(kind: str, result: str) -> None:
-    """A CHT outbound push was handled: kind patient | follow-up; result recorded | duplicate | ignored | rejected."""
+    """A CHT outbound push was handled: kind patient | follow-up;
+    result recorded | duplicate | ignored | rejected | deleted."""
     CHT_PUSH_RECEIPTS.labels(kind, result).inc()
 
 
@@ -158,10 +159,28 @@ def routing_copy(scope: Scope) -> Scope:
             "method": scope["method"], "headers": [], "query_string": b""}
 
 
+_TEMPLATE = "ltfu.route_template"  # the answer, kept in the request's scope: asked by several layers
+
+
 def route_template(scope: Scope, original: Scope) -> str:
-    """The template of the route ``original`` (the scope as it came in) matches, or ``unmatched``."""
-    routes = getattr(getattr(scope.get("app"), "router", None), "routes", None) or []
-    return _template(routes, original) or "unmatched"
+    """The template of the route ``original`` (the scope as it came in) matches, or ``unmatched``.
+
+    Once routed, the scope names its route (``scope["route"]``, set by Starlette's router) and the mount
+    prefix is what routing added to ``root_path``: no second walk through the routes. A request that
+    matched no ``Route`` (a 404, a rewritten path) is matched again from the original scope.
+    """
+    found = scope.get(_TEMPLATE)
+    if found is not None:
+        return found
+    route = scope.get("route")
+    if type(route) is Route:
+        prefix = scope.get("root_path", "")[len(original.get("root_path", "")):]
+        found = prefix + route.path
+    else:
+        routes = getattr(getattr(scope.get("app"), "router", None), "routes", None) or []
+        found = _template(routes, original) or "unmatched"
+    scope[_TEMPLATE] = found
+    return found
 
 
 class MetricsMiddleware:

@@ -55,8 +55,9 @@ class Settings(BaseSettings):
         default=None, description=f"Password of the `admin` client, at least {ADMIN_PASSWORD_MIN} characters."
     )
     sqlite_inline_writes: bool = Field(
-        default=False, description="SQLite: run the writer's statements on the event loop's thread (no thread "
-                                   "hop per statement; for a fast local disk, see store/sqlite_inline.py)."
+        default=True, description="SQLite: run the writer's statements on the event loop's thread (no thread "
+                                  "hop per statement; checkpoints on a thread of their own; see "
+                                  "store/sqlite_inline.py). Off: every statement through aiosqlite's thread."
     )
 
     # Authentication (HTTP Basic, argon2)

@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from ltfu.api.app import create_app
 from ltfu.settings import Settings
 from tests.contract.recordings import Bindings, load
@@ -75,6 +77,7 @@ def _recorded_pushes(chws: dict[str, str]) -> list[tuple[int, str, dict]]:
     ]
 
 
+@pytest.mark.usefixtures("db")  # an empty schema: earlier PostgreSQL tests leave Patients behind
 async def test_recorded_pushes_against_the_mediator(db_url: str, tmp_path: Path) -> None:
     config = make_config(
         tmp_path,

@@ -257,3 +257,43 @@ def test_a_phone_two_household_members_share_is_a_household_phone() -> None:
     assert [f.level for f in best.fields if f.field == "phone"] == ["household"]
     alone = match(incoming, [mother], common).best
     assert [f.level for f in alone.fields if f.field == "phone"] == ["exact"]
+
+
+def test_a_given_name_both_sides_have_and_disagree_on_is_never_certain() -> None:
+    """Lucy Mwende is not Grace Mwende, even born the same day: the best token agreeing is not enough when
+    another given name both records carry disagrees (siblings share ethnic names)."""
+    incoming = person(given="Lucy Mwende", family="Musyoka", sex="F", dob="2021-04-07", phones=("+254710000001",))
+    sister = person("s", "Grace Mwende", "Musyoka", "F", "2021-04-07", ("+254710000001",))
+    result = match(incoming, [sister], common)
+    assert result.best is None or result.best.grade != "certain"
+    given = match(incoming, [sister], common, MatchConfig(possible_p=0.0)).best.fields[0]
+    assert given.level == "exact-other-differs"
+    assert given.verdict == "partial"
+    assert given.weight == CFG.name_exact_weight(0.01) + CFG.name_extra_mismatch_weight
+    same = person("p", "Lucy Mwende", "Musyoka", "F", "2021-04-07", ("+254710000001",))
+    assert match(incoming, [same], common).best.grade == "certain"
+
+
+def test_a_second_given_name_missing_on_one_side_is_no_conflict() -> None:
+    """An EMR often records only one of the given names: Mwende alone agrees with Lucy Mwende."""
+    incoming = person(given="Mwende", family="Musyoka", sex="F", dob="2021-04-07", phones=("+254710000001",))
+    cht = person("p", "Lucy Mwende", "Musyoka", "F", "2021-04-07", ("+254710000001",))
+    result = match(incoming, [cht], common)
+    assert result.best.fields[0].level == "exact"
+    assert result.best.grade == "certain"
+
+
+def test_within_a_household_the_phone_does_not_make_the_lead() -> None:
+    """The patient gave a relative's phone: the member holding it must not win on the phone alone over a
+    member whose names agree as well (the phone tells the household, not the person)."""
+    phone = ("+254713000001",)
+    holder = person("a", "Rinda Mutua", "Wake", "M", "1998", phone, household="h")
+    sibling = person("b", "Emmanuel Mutua", "Wake", "M", "2011-10-08", household="h")
+    incoming = person(given="Mutua", family="Wake", sex="M", phones=phone)
+    result = match(incoming, [holder, sibling], common)
+    assert result.best.person_id == "a"
+    assert result.best.grade != "certain"
+    assert "conflict" in result.reasons
+    # in another household the own phone is real evidence and the lead stands
+    stranger = person("b", "Emmanuel Mutua", "Wake", "M", "2011-10-08", household="h2")
+    assert match(incoming, [holder, stranger], common).best.grade == "certain"

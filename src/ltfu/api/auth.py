@@ -1,7 +1,8 @@
 """HTTP Basic authentication of API clients (pure ASGI middleware: cheap on every request).
 
-Each request reads its client's row (one primary-key SELECT), so a removed client, a changed role
-or a changed password takes effect at once in every process. argon2 costs tens of milliseconds by
+Each request reads its client's row (one primary-key SELECT at the driver, no transaction:
+``store/client_reader.py``), so a removed client, a changed role or a changed password takes effect at
+once in every process. argon2 costs tens of milliseconds by
 design, so it runs in a small thread pool (never on the event loop), and a check that succeeded is
 remembered, keyed by an HMAC of the credentials under a per-process random key, together with the
 hash it matched: a new password gives a new hash and the remembered success no longer counts.
@@ -34,7 +35,6 @@ from ltfu.fhir.outcome import FhirError, Issue
 from ltfu.settings import Settings
 from ltfu.store.clients import Client, dummy_hash, verify_password
 from ltfu.store.db import Database
-from ltfu.store.uow import read_unit_of_work
 
 OPEN_PATHS = ("/health", "/ready", "/fhir/metadata")  # probes and clients bootstrap without credentials
 CACHE_ENTRIES = 10_000
@@ -85,8 +85,7 @@ class BasicAuthMiddleware:
             name, _, password = base64.b64decode(header[6:].strip(), validate=True).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
             return None
-        async with read_unit_of_work(self.db) as uow:  # a snapshot: never waits for a writer
-            stored = await uow.clients.lookup(name)
+        stored = await self.db.client_reader.lookup(name)  # never waits for a writer
         key = hmac.new(_KEY, header, hashlib.sha256).digest()
         if stored is not None and self._verified.get(key) == stored.password_hash:
             self._verified.move_to_end(key)

@@ -23,6 +23,10 @@ async def patient(request: Request) -> Response:
     try:
         raw = await json_body(request)
         person = parse_person(raw)
+        if raw.get("_deleted") is True:  # a tombstone (deleted, or merged away by cht-conf)
+            reopened = await cht_people.deleted(request.app.state.db, current_actor(request), person.id)
+            count_cht_push("patient", "deleted")
+            return JSONResponse({"status": "deleted", "cases_to_review": reopened})
         stored, created = await cht_people.receive(request.app.state.db, current_actor(request), person, raw,
                                                    request.app.state.cht_users)
     except FhirError:

@@ -23,6 +23,7 @@ from ltfu.cht.version import has_datasource_create
 from ltfu.delivery.attempt import Attempt, Effect, Handler
 from ltfu.delivery.create_once import Lookup, create_once
 from ltfu.delivery.retry import Verdict, classify
+from ltfu.domain.task_states import TERMINAL
 from ltfu.fhir.systems import Systems
 from ltfu.services import intake, review, tasks
 from ltfu.services.cht_index import index_docs
@@ -85,9 +86,11 @@ class ChtSubmitter(Handler):
             org = await uow.resources.get("Organization", case.organization_id) if case.organization_id else None
         return case, sr, patient, org.resource if org else None
 
-    async def _record_of(self, form: str, case_id: str) -> Lookup:
-        return await find_existing(self.client, {"form": form.upper(), "fields.case_ref": case_id},
-                                   f"{form} record of the case")
+    async def _record_of(self, form: str, case_id: str, person_id: str | None = None) -> Lookup:
+        selector = {"form": form.upper(), "fields.case_ref": case_id}
+        if person_id is not None:
+            selector["fields.patient_uuid"] = person_id
+        return await find_existing(self.client, selector, f"{form} record of the case")
 
     async def _post(self, record: dict[str, Any], what: str) -> tuple[str | None, Attempt]:
         resp = await self.client.create_record(record)
@@ -109,7 +112,8 @@ class ChtSubmitter(Handler):
     async def _follow_up(self, row: OutboxRow) -> Attempt:
         case_id = row.payload["case_id"]
         case, sr, patient, org = await self._load(case_id)
-        if case.status not in ("requested", "received"):
+        rematched = case.business_status == "awaiting-match" and case.status not in TERMINAL
+        if case.status not in ("requested", "received") and not rematched:
             return Attempt(Verdict.OK, error=f"case already {case.status}; not sent")
         person_id = records.cht_contact_id(patient, self.systems)
         if person_id is None:
@@ -128,13 +132,20 @@ class ChtSubmitter(Handler):
             form, case_id=case_id, patient_uuid=person_id, patient_shortcode=records.cht_shortcode(
                 patient, self.systems) or person.body.get("patient_id"),
             request=sr, organization=org, window_end=case.window_end)
-        record_id, attempt = await create_once(row, lambda: self._record_of(form, case_id),
+        # the record of this case *for this person*: after a person was deleted or merged in CHT
+        # (services/cht_gone.py) the case is sent again to the person it is linked to now
+        record_id, attempt = await create_once(row, lambda: self._record_of(form, case_id, person_id),
                                                lambda: self._post(record, "follow-up record"))
         if attempt.verdict is not Verdict.OK:
             return attempt
 
         async def received(uow: UnitOfWork) -> None:
             current = await uow.cases.get(case_id)
+            if current is not None and current.status in ("received", "accepted", "in-progress", "on-hold") \
+                    and current.business_status == "awaiting-match":  # re-sent to a new person
+                await tasks.transition(uow, case_id, current.status, "received-by-cht",
+                                       case_values={"cht_record_id": record_id, "sent_to_cht_at": now_instant()})
+                return
             if current is None or current.status != "requested":
                 await uow.cases.set(case_id, cht_record_id=record_id, sent_to_cht_at=now_instant())
                 return

@@ -8,7 +8,6 @@ savepoint and answers per entry, so one bad patient does not sink a 400-patient 
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -23,11 +22,11 @@ from ltfu.services import policy
 from ltfu.services import resources as ops
 from ltfu.store.resources import Stored
 from ltfu.store.uow import UnitOfWork
+from ltfu.turns import turn
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 # Within the POSTs, what others point at goes first (a defaulter list may put each Patient after its request).
 _CREATE_FIRST = {"Endpoint": 0, "Organization": 1, "Practitioner": 2, "Patient": 3, "Appointment": 4}
-_YIELD_EVERY = 64  # entries between two turns of the event loop (other requests are served meanwhile)
 Token = tuple[str | None, str, bool]
 
 
@@ -254,9 +253,8 @@ async def transaction(uow: UnitOfWork, bundle: dict[str, Any], search: Search) -
 
     order = sorted(range(len(entries)), key=rank)
     await _prefetch(uow, entries, set(existing))
-    for n, i in enumerate(order):
-        if n % _YIELD_EVERY == _YIELD_EVERY - 1:
-            await asyncio.sleep(0)
+    for i in order:
+        await turn()  # other requests are served meanwhile
         e = entries[i]
         if i in existing:
             results[i] = EntryResult("200 OK", existing[i])

@@ -10,6 +10,7 @@ from ltfu.cht.people_index import contact_kind, person_of, place_of
 from ltfu.domain.matching import index_keys
 from ltfu.domain.matching.lineage import DEFAULT_PLACE_LEVELS, resolve_levels
 from ltfu.domain.matching.records import Person, Place
+from ltfu.services.cht_gone import persons_gone
 from ltfu.settings import Settings
 from ltfu.store.uow import UnitOfWork
 
@@ -20,6 +21,7 @@ class IndexStats:
     places: int = 0
     removed: int = 0
     ignored: int = 0
+    reopened: int = 0  # open cases sent back to review because their CHT person was deleted
 
 
 def place_levels(settings: Settings) -> dict[str, str]:
@@ -85,6 +87,8 @@ async def index_docs(uow: UnitOfWork, docs: Sequence[dict[str, Any]]) -> IndexSt
     placed = [_placed(p, known, levels) for p in people]
     await uow.cht_index.put_persons([(p, index_keys(p)) for p in placed])
     stats.persons, stats.places = len(placed), len(places)
+    if gone:  # a linked person deleted or merged away in CHT: its open cases go back to review
+        stats.reopened = await persons_gone(uow, gone)
     return stats
 
 

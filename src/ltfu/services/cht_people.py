@@ -8,7 +8,8 @@ from typing import Any, Protocol
 from ltfu.cht.inbound import ChtPerson
 from ltfu.domain.access import Actor
 from ltfu.fhir.systems import POC_CHT_SYSTEM, Systems
-from ltfu.services.cht_index import index_person_doc
+from ltfu.services import patients
+from ltfu.services.cht_index import index_docs, index_person_doc
 from ltfu.services.resources import identity_keys
 from ltfu.store.db import Database
 from ltfu.store.receipts import content_hash
@@ -58,6 +59,14 @@ async def receive(db: Database, actor: Actor, person: ChtPerson, raw: dict[str, 
         return await upsert(uow, person, raw)
 
 
+async def deleted(db: Database, actor: Actor, person_id: str) -> int:
+    """A pushed tombstone ``{_id, _deleted: true}``: the person leaves the index and the open cases linked to
+    it go back to review (services/cht_gone.py); how many. Its Patient stays (history and closed cases)."""
+    async with unit_of_work(db, actor) as uow:
+        stats = await index_docs(uow, [{"_id": person_id, "_deleted": True}])
+    return stats.reopened
+
+
 async def upsert(uow: UnitOfWork, person: ChtPerson, raw: dict[str, Any]) -> tuple[Stored, bool]:
     """(the Patient, whether it was created). An unchanged re-send writes nothing."""
     systems = Systems(uow.settings.base_url)
@@ -69,6 +78,7 @@ async def upsert(uow: UnitOfWork, person: ChtPerson, raw: dict[str, Any]) -> tup
     ids = await uow.resources.find_ids_by_token("Patient", "identifier", systems.cht_contact, person.id)
     if not ids:  # a Patient the facility or the PoC API registered with the CHT id
         ids = await uow.resources.find_ids_by_token("Patient", "identifier", POC_CHT_SYSTEM, person.id)
+    ids = await patients.current(uow, ids)  # not the pushed twin retired when a facility's Patient was linked
     current = await uow.resources.get("Patient", ids[0]) if ids else None
     if current is not None and seen and seen[0] == digest:
         return current, False

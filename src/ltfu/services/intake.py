@@ -33,6 +33,7 @@ from ltfu.fhir.match_patient import person_from_patient
 from ltfu.fhir.systems import POC_CHT_SYSTEM, Systems
 from ltfu.services import catchment, tasks
 from ltfu.services.matching import find_matches
+from ltfu.store.search import unclaimed_patients
 from ltfu.store.uow import UnitOfWork
 
 PLACE_NAME_SCORE = 90.0
@@ -211,6 +212,7 @@ async def link_patient(uow: UnitOfWork, patient_id: str, person_id: str) -> None
     body["identifier"] = identifiers
     if body != stored.resource:
         await uow.resources.update(body, patient_id)
+    await retire_pushed_twins(uow, patient_id, person_id)
     if uow.settings.cht_write_identifiers:
         await uow.outbox.enqueue(
             "cht",
@@ -219,6 +221,28 @@ async def link_patient(uow: UnitOfWork, patient_id: str, person_id: str) -> None
             {"person_id": person_id, "patient_id": patient_id},
             dedupe_key=f"cht-identifiers:{patient_id}:{person_id}",
         )
+
+
+async def retire_pushed_twins(uow: UnitOfWork, patient_id: str, person_id: str) -> None:
+    """One Patient per CHT person in the loop: a Patient ltfu made from CHT's push for this person (nobody's,
+    in no case) is retired once a facility's Patient is linked to the person: ``active: false`` and
+    ``link`` ``replaced-by`` the facility's Patient. It keeps its identifiers (history, and a FHIR search
+    still finds it, marked); look-ups by CHT id (services/patients.py) and later pushes go to the survivor.
+    Another facility's own Patient for the same person is not touched."""
+    systems = Systems(uow.settings.base_url)
+    carriers: list[str] = []
+    for system in (systems.cht_contact, POC_CHT_SYSTEM):
+        carriers += await uow.resources.find_ids_by_token("Patient", "identifier", system, person_id)
+    others = [i for i in dict.fromkeys(carriers) if i != patient_id]
+    for twin in await unclaimed_patients(uow.conn, others):
+        stored = await uow.resources.read("Patient", twin)
+        body = dict(stored.resource)
+        link = {"other": {"reference": f"Patient/{patient_id}"}, "type": "replaced-by"}
+        if body.get("active") is False and link in (body.get("link") or []):
+            continue
+        body["active"] = False
+        body["link"] = [*(x for x in body.get("link") or [] if x.get("type") != "replaced-by"), link]
+        await uow.resources.update(body, twin)
 
 
 async def open_review(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+import weakref
 from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
@@ -30,16 +32,47 @@ async def find_matches(uow: UnitOfWork, incoming: Person, *, excluded: Iterable[
     cfg = match_config(uow.settings)
     by_id = [v for k, v in incoming.identifiers if k == "cht_id"]
     block = await uow.cht_index.block(query_keys(incoming), incoming.tokens, cfg.block_cap, by_id)
-    found = block.persons
-    flagged = await uow.duplicates.flagged_among(p.id for p in found if p.id)
-    partners = {i for ids in flagged.values() for i in ids} - {p.id for p in found}
-    if partners:  # a flagged duplicate's other records are compared too: the reviewer sees them side by side
-        found = [*found, *await uow.cht_index.persons(sorted(partners))]
-        flagged = await uow.duplicates.flagged_among(p.id for p in found if p.id)
+    found, flagged = await _with_flagged_duplicates(uow, block.persons)
     return match(
         incoming, found, block.frequencies.get, cfg, excluded=excluded, overflow=bool(block.overflow),
         duplicates=flagged,
     )
+
+
+# Open duplicate groups (``person → its partners``) per process, read again every DUPLICATES_TTL_S: matching
+# pays no statement for them (most queries touch no group). A flag or a resolution in this process is seen at
+# once (``forget_flagged_duplicates``); in another replica or worker within DUPLICATES_TTL_S.
+DUPLICATES_TTL_S = 10.0
+_open_groups: weakref.WeakKeyDictionary[Any, tuple[float, dict[str, frozenset[str]]]] = weakref.WeakKeyDictionary()
+
+
+def forget_flagged_duplicates(db: Any) -> None:
+    _open_groups.pop(db, None)
+
+
+async def _open_duplicate_groups(uow: UnitOfWork) -> dict[str, frozenset[str]]:
+    cached = _open_groups.get(uow.db)
+    now = time.monotonic()
+    if cached is None or now - cached[0] > DUPLICATES_TTL_S:
+        cached = (now, await uow.duplicates.open_members())
+        _open_groups[uow.db] = cached
+    return cached[1]
+
+
+async def _with_flagged_duplicates(uow: UnitOfWork, found: list[Person]) -> tuple[list[Person], set[str]]:
+    """(the candidates plus the other indexed records of any flagged duplicate among them, the flagged ids).
+
+    A person counts as flagged while another person of its group is still indexed (the index is read here,
+    not cached: CHT's merge deletes the merged-away record and the sync drops it)."""
+    groups = await _open_duplicate_groups(uow)
+    hit = [p.id for p in found if p.id in groups]
+    if not hit:
+        return found, set()
+    have = {p.id for p in found}
+    partners = sorted({j for i in hit for j in groups[i]} - have)
+    pool = [*found, *(await uow.cht_index.persons(partners) if partners else [])]
+    ids = {p.id for p in pool}
+    return pool, {i for i in ids if i and i in groups and groups[i] & ids}
 
 
 async def match_patient(

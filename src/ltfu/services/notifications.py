@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 
 from ltfu.domain.callbacks import MASK, CallbackRefused, check_address, split_header
 from ltfu.fhir.outcome import FhirError
@@ -70,13 +70,18 @@ def _subscription_for(systems: Systems, org_id: str, endpoint: dict[str, Any], h
     }
 
 
+_sc = subscription_counters.c
+_SUBSCRIPTIONS_OF = (select(_sc.subscription_id).where(_sc.organization_id == bindparam("o"))
+                     .order_by(_sc.subscription_id))
+_BUMP_COUNTER = (update(subscription_counters).where(_sc.subscription_id == bindparam("sid"))
+                 .values(events_since_start=_sc.events_since_start + bindparam("n")).returning(_sc.events_since_start))
+
+
 async def subscriptions_of(uow: UnitOfWork, org_id: str) -> list[str]:
     key = ("subscriptions_of", org_id)  # asked for every event and request of the facility: once per transaction
     if key not in uow.memo:  # the write buffer never holds subscription_counters rows
-        rows = await uow.unbuffered.execute(
-            select(subscription_counters.c.subscription_id).where(subscription_counters.c.organization_id == org_id)
-            .order_by(subscription_counters.c.subscription_id))
-        uow.memo[key] = list(rows.scalars())
+        rows = await uow.fetch(_SUBSCRIPTIONS_OF, {"o": org_id}, see_buffer=False)
+        uow.memo[key] = [r[0] for r in rows]
     return list(uow.memo[key])
 
 
@@ -97,8 +102,10 @@ async def ensure_facility_subscription(uow: UnitOfWork, org: dict[str, Any]) -> 
     if endpoint is None:
         return None
     systems = Systems(uow.settings.base_url)
+    sub_ids = await subscriptions_of(uow, org["id"])
+    await uow.callbacks.prime([("Endpoint", endpoint["id"]), *(("Subscription", s) for s in sub_ids)])
     headers = await uow.callbacks.headers("Endpoint", endpoint["id"])
-    for sub_id in await subscriptions_of(uow, org["id"]):
+    for sub_id in sub_ids:
         current = await uow.resources.get("Subscription", sub_id)
         if current is None or current.resource.get("status") == "off":
             continue
@@ -136,13 +143,11 @@ async def _number_and_queue(uow: UnitOfWork, events: list[_Event]) -> None:
     by_sub: dict[str, list[_Event]] = {}
     for event in events:
         by_sub.setdefault(event.sub_id, []).append(event)
-    sc = subscription_counters
     for sub_id in sorted(by_sub):
         mine = by_sub[sub_id]
-        row = await uow.unbuffered.execute(  # counters are never buffered: the inserts go out once, after
-            update(sc).where(sc.c.subscription_id == sub_id)
-            .values(events_since_start=sc.c.events_since_start + len(mine)).returning(sc.c.events_since_start))
-        last = row.scalar_one_or_none()
+        # counters are never buffered: the inserts go out once, after
+        rows = await uow.fetch(_BUMP_COUNTER, {"sid": sub_id, "n": len(mine)}, see_buffer=False)
+        last = rows[0][0] if rows else None
         if last is None:  # the subscription is gone: nobody to tell
             continue
         for number, event in enumerate(mine, start=int(last) - len(mine) + 1):

@@ -21,6 +21,7 @@ from typing import Any
 from ltfu.fhir.outcome import FhirError
 from ltfu.services import policy, tasks
 from ltfu.services.intake import link_patient
+from ltfu.services.matching import forget_flagged_duplicates
 from ltfu.store.resources import now_instant
 from ltfu.store.reviews import OPEN
 from ltfu.store.uow import UnitOfWork
@@ -156,6 +157,7 @@ async def flag_duplicates(
             note=note or "",
             evidence={"patient": item["proposal"].get("patient"), "candidates": shown},
         )
+        forget_flagged_duplicates(uow.db)
     await _record(uow, item, "flag-duplicate", evidence={"group": group, "persons": persons, "candidates": shown})
     return group
 
@@ -200,6 +202,7 @@ async def resolve_duplicates(uow: UnitOfWork, group_id: str) -> dict[str, Any]:
         raise FhirError.of("not-found", f"Duplicate group {group_id} is not known", status=404)
     if group["status"] == "open":
         await uow.duplicates.resolve(group_id, uow.actor.name or uow.actor.role)
+        forget_flagged_duplicates(uow.db)
     return await uow.duplicates.get(group_id) or group
 
 

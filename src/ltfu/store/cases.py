@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+from collections import namedtuple
 from typing import Any
 
 from sqlalchemy import and_, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ltfu.domain.task_states import TERMINAL
+from ltfu.store.driver import Driver, compiled
 from ltfu.store.schema import cases
 from ltfu.store.write_buffer import WriteBuffer
 
 _BY_KEY = select(cases).where(cases.c.request_key == bindparam("k"))
 _BY_KEYS = select(cases).where(cases.c.request_key.in_(bindparam("ks", expanding=True)))
 _BY_ID = select(cases).where(cases.c.case_id == bindparam("i"))
+# A case row read at the driver (store/driver.py), with the attribute access of SQLAlchemy's rows.
+CaseRow = namedtuple("CaseRow", [c.name for c in cases.columns])  # type: ignore[misc]  # noqa: PYI024
 
 
 class CaseRepository:
@@ -21,6 +25,7 @@ class CaseRepository:
         self.conn = conn
         self.buffer = buffer
         self._absent: set[str] = set()  # request keys known to have no case (prefetched or checked)
+        self.driver: Driver | None = None  # set by the unit of work
 
     async def add(self, **values: Any) -> None:
         """A new case; with a buffer it waits there (its request key was checked absent under lock)."""
@@ -36,6 +41,11 @@ class CaseRepository:
     async def by_request_key(self, request_key: str) -> Any:
         if request_key in self._absent:
             return None
+        if self.driver is not None:
+            if self.buffer is not None:
+                await self.buffer.flush()
+            rows = await self.driver.fetch(compiled(_BY_KEY, self.driver.dialect), {"k": request_key})
+            return CaseRow(*rows[0]) if rows else None
         return (await self.conn.execute(_BY_KEY, {"k": request_key})).first()
 
     async def prefetch_request_keys(self, keys: list[str]) -> None:
@@ -56,6 +66,14 @@ class CaseRepository:
         q = (select(cases).where(and_(cases.c.patient_id == patient_id, cases.c.status.not_in(TERMINAL)))
              .order_by(cases.c.created_at.desc()).limit(1))
         return (await self.conn.execute(q)).first()
+
+    async def open_for_patients(self, patient_ids: list[str]) -> list[Any]:
+        """Every open (non-terminal) case of these patients."""
+        if not patient_ids:
+            return []
+        q = (select(cases).where(and_(cases.c.patient_id.in_(patient_ids), cases.c.status.not_in(TERMINAL)))
+             .order_by(cases.c.created_at))
+        return list((await self.conn.execute(q)).all())
 
     async def set(self, case_id: str, **values: Any) -> None:
         await self.conn.execute(update(cases).where(cases.c.case_id == case_id).values(**values))

@@ -1,8 +1,8 @@
 """Database engines, transactions and migrations for SQLite (embedded default) and PostgreSQL.
 
 SQLite: one write connection (a single writer anyway: queuing on the pool is cheaper than lock
-contention) — its statements on the event loop's own thread with ``LTFU_SQLITE_INLINE_WRITES``
-(``sqlite_inline``) — and a small pool of read-only connections. In WAL mode readers never wait for the writer, so reads
+contention) — its statements on the event loop's own thread (``sqlite_inline``; ``LTFU_SQLITE_INLINE_WRITES``,
+on by default) — and a small pool of read-only connections. In WAL mode readers never wait for the writer, so reads
 (FHIR reads and searches, the dashboard, authentication) go on while a large Bundle or the workers write.
 PostgreSQL: one pool; every statement gets a custom plan (see ``_create_engine``).
 """
@@ -10,7 +10,7 @@ PostgreSQL: one pool; every statement gets a custom plan (see ``_create_engine``
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from ltfu.settings import Settings
 from ltfu.store import sqlite_inline
+from ltfu.store.client_reader import ClientReader
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -33,8 +34,12 @@ class Database:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.is_sqlite = settings.is_sqlite
-        self.engine: AsyncEngine = _create_engine(settings)
+        self.checkpointer: sqlite_inline.Checkpointer | None = None
+        self.engine: AsyncEngine = _create_engine(settings, self)
         self.read_engine: AsyncEngine = _create_read_engine(settings) or self.engine
+        # Told the SQL of each statement sent to a driver without SQLAlchemy (``driver``, ``client_reader``).
+        self.raw_listeners: list[Callable[[str], None]] = []
+        self.client_reader = ClientReader(self)  # authentication's per-request read (opens on first use)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
@@ -73,7 +78,10 @@ class Database:
             await conn.run_sync(_run_upgrade)
 
     async def dispose(self) -> None:
+        await self.client_reader.close()
         await self.engine.dispose()
+        if self.checkpointer is not None:
+            self.checkpointer.close()
         if self.read_engine is not self.engine:
             await self.read_engine.dispose()
 
@@ -98,7 +106,7 @@ def _private_file(db_file: Path) -> None:
             companion.chmod(0o600)
 
 
-def _create_engine(settings: Settings) -> AsyncEngine:
+def _create_engine(settings: Settings, owner: Database) -> AsyncEngine:
     url = settings.sqlalchemy_url
     if not settings.is_sqlite:
         # asyncpg prepares every statement; after five runs PostgreSQL may switch a prepared statement
@@ -112,7 +120,10 @@ def _create_engine(settings: Settings) -> AsyncEngine:
         _private_file(Path(path))
     # One connection: SQLite has a single writer anyway, and queuing on the pool is cheaper
     # than lock contention and busy-waiting inside the driver.
-    inline = _inline(path) if settings.sqlite_inline_writes else {}
+    inline: dict[str, Any] = {}
+    if settings.sqlite_inline_writes and path and path != ":memory:":
+        owner.checkpointer = sqlite_inline.Checkpointer(path, SQLITE_BUSY_TIMEOUT_MS)
+        inline["async_creator"] = sqlite_inline.creator(path, SQLITE_BUSY_TIMEOUT_MS, owner.checkpointer)
     engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=120, **inline)
 
     @event.listens_for(engine.sync_engine, "connect")
@@ -132,11 +143,6 @@ def _create_engine(settings: Settings) -> AsyncEngine:
 
 def _sqlite_path(url: str) -> str:
     return url.split(":///", 1)[1] if ":///" in url else ""
-
-
-def _inline(path: str) -> dict[str, Any]:
-    """The writer of a file database runs its statements on the loop's thread (``sqlite_inline``)."""
-    return {"async_creator": sqlite_inline.creator(path, SQLITE_BUSY_TIMEOUT_MS)} if path and path != ":memory:" else {}
 
 
 def _sqlite_pragmas(dbapi_conn: Any, *extra: str) -> None:

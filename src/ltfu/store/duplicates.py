@@ -2,12 +2,13 @@
 
 A group is *active* while it is open and at least two of its persons are still in the CHT index: once a CHT
 admin merged them in CHT (the merged-away contact is deleted, and the sync drops it from the index), the
-group stops holding matching back without anyone closing it here.
+group stops holding matching back without anyone closing it here (matching checks the index when one of
+its candidates is in a group: ``services.matching``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -15,9 +16,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ltfu.store.resources import now_instant
-from ltfu.store.schema import cht_duplicate_groups, cht_duplicate_persons, cht_persons
-
-_CHUNK = 500  # ids per IN list (SQLite's bound-parameter limit)
+from ltfu.store.schema import cht_duplicate_groups, cht_duplicate_persons
 
 
 def _group(r: Any, persons: list[str]) -> dict[str, Any]:
@@ -67,24 +66,19 @@ class DuplicateRepository:
         )
         return next((r[0] for r in rows if r[1] == len(wanted)), None)
 
-    async def flagged_among(self, person_ids: Iterable[str]) -> dict[str, set[str]]:
-        """For each of ``person_ids`` in an open group: the other persons of its groups still indexed."""
-        ids = list(dict.fromkeys(person_ids))
-        if not ids:
-            return {}
+    async def open_members(self) -> dict[str, frozenset[str]]:
+        """Every person of an open group → the other persons of its open groups (indexed or not)."""
         me, other = cht_duplicate_persons.alias("me"), cht_duplicate_persons.alias("other")
+        rows = await self.conn.execute(
+            select(me.c.person_id, other.c.person_id.label("partner"))
+            .join(cht_duplicate_groups, cht_duplicate_groups.c.group_id == me.c.group_id)
+            .join(other, (other.c.group_id == me.c.group_id) & (other.c.person_id != me.c.person_id))
+            .where(cht_duplicate_groups.c.status == "open")
+        )
         out: dict[str, set[str]] = {}
-        for start in range(0, len(ids), _CHUNK):
-            rows = await self.conn.execute(
-                select(me.c.person_id, other.c.person_id.label("partner"))
-                .join(cht_duplicate_groups, cht_duplicate_groups.c.group_id == me.c.group_id)
-                .join(other, (other.c.group_id == me.c.group_id) & (other.c.person_id != me.c.person_id))
-                .join(cht_persons, cht_persons.c.person_id == other.c.person_id)
-                .where(cht_duplicate_groups.c.status == "open", me.c.person_id.in_(ids[start : start + _CHUNK]))
-            )
-            for r in rows:
-                out.setdefault(r.person_id, set()).add(r.partner)
-        return out
+        for r in rows:
+            out.setdefault(r.person_id, set()).add(r.partner)
+        return {k: frozenset(v) for k, v in out.items()}
 
     async def get(self, group_id: str) -> dict[str, Any] | None:
         row = (

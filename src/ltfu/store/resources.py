@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ltfu.fhir.outcome import FhirError
 from ltfu.fhir.search_params import index_rows
+from ltfu.store.driver import Driver, compiled
 from ltfu.store.schema import resource_history, resources, search_index
 from ltfu.store.write_buffer import PendingId, WriteBuffer
 
@@ -105,6 +106,7 @@ class ResourceRepository:
         # Current rows are looked up without flushing the buffer: every resource it holds is in _rows.
         self._unbuffered = unbuffered or conn
         self._rows: dict[tuple[str, str], _Row | None] = {}
+        self.driver: Driver | None = None  # set by the unit of work (store/driver.py)
         self._tokens: dict[tuple[str, str, str | None, str], list[str]] = {}
 
     def forget(self) -> None:
@@ -202,6 +204,11 @@ class ResourceRepository:
     async def _current_row(self, res_type: str, res_id: str) -> _Row | None:
         key = (res_type, res_id)
         if key not in self._rows:
+            if self.driver is not None:  # no flush first: every resource the buffer holds is in _rows
+                found = await self.driver.fetch(compiled(_CURRENT, self.driver.dialect), {"t": res_type, "i": res_id})
+                row = found[0] if found else None
+                self._rows[key] = _Row(row[0], bool(row[1]), row[2], row[3]) if row else None
+                return self._rows[key]
             row = (await self._unbuffered.execute(_CURRENT, {"t": res_type, "i": res_id})).first()
             self._rows[key] = _Row(row.version_id, row.deleted, row.last_updated, row.content) if row else None
         return self._rows[key]
@@ -300,6 +307,18 @@ class ResourceRepository:
         key = (res_type, param, system, value)
         if key not in self._tokens:
             params = {"t": res_type, "p": param, "v": value}
+            if self.driver is not None:
+                if self.buffer is not None:
+                    await self.buffer.flush()  # the search index sees this transaction's own rows
+                statement = _ROWS_BY_TOKEN if system is None else _ROWS_BY_TOKEN_SYSTEM
+                if system is not None:
+                    params["s"] = system
+                ids = []
+                for r in await self.driver.fetch(compiled(statement, self.driver.dialect), params):
+                    self._rows[(res_type, r[0])] = _Row(r[1], bool(r[2]), r[3], r[4])
+                    ids.append(r[0])
+                self._tokens[key] = list(dict.fromkeys(ids))
+                return list(self._tokens[key])
             if system is None:
                 result = await self.conn.execute(_ROWS_BY_TOKEN, params)
             else:

@@ -82,13 +82,13 @@ class ReviewRepository:
             .values(status=status, decided_at=None if status in OPEN else now_instant())
         )
 
-    async def reopen(self, review_id: str, *, reason: str, proposal: str) -> None:
-        """Back to open after a rejection, with the new proposal (the rejected candidates left out)."""
-        await self.conn.execute(
-            update(match_reviews)
-            .where(match_reviews.c.review_id == review_id)
-            .values(status="open", reason=reason[:64], proposal=proposal, decided_at=None)
-        )
+    async def reopen(self, review_id: str, *, reason: str, proposal: str, due_at: str | None = None) -> None:
+        """Back to open after a rejection, with the new proposal (the rejected candidates left out); with
+        ``due_at`` a new deadline (an item reopened because its CHT person went away)."""
+        values: dict[str, Any] = {"status": "open", "reason": reason[:64], "proposal": proposal, "decided_at": None}
+        if due_at is not None:
+            values["due_at"] = due_at
+        await self.conn.execute(update(match_reviews).where(match_reviews.c.review_id == review_id).values(**values))
 
     async def due(self, now: str) -> list[dict[str, Any]]:
         rows = await self.conn.execute(

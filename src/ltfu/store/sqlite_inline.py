@@ -8,10 +8,14 @@ IMMEDIATE`` may wait up to ``busy_timeout`` for another process's writer (``ltfu
 so it is first tried without waiting and goes to a worker thread only when the lock is taken. No
 thread hop while this process is the only writer.
 
-The price: while SQLite waits for the disk (a commit's WAL write, now and then a checkpoint) the event
-loop waits too. On a fast local disk that is microseconds and this halves the CPU of a small write
-request; on a slow or shared disk the stalls cost more than the hops (measured on the shared bench
-machine: half the CPU per request, a third of the rate). Hence opt-in: ``LTFU_SQLITE_INLINE_WRITES``.
+The price: while SQLite waits for the disk the event loop waits too. A commit in WAL mode with
+``synchronous=NORMAL`` does not sync: it appends to the WAL file (the page cache, microseconds). What does
+sync is a checkpoint (the WAL copied back into the database file, fsync'd), which SQLite by default runs
+inside the commit that crosses 1,000 pages — on the loop, stalling every request for as long as the disk
+takes (on a shared disk, tens of milliseconds). So the inline writer never checkpoints itself
+(``wal_autocheckpoint=0``): a ``Checkpointer`` thread with its own connection runs a PASSIVE checkpoint
+(it never blocks the writer nor the readers) once the WAL has grown past ``CHECKPOINT_BYTES``. The
+default writer since issue 14 (``LTFU_SQLITE_INLINE_WRITES``, on by default).
 (Handing only the commit to a thread was tried: the two threads then fight over the interpreter lock.)
 
 SQLAlchemy's aiosqlite dialect drives these objects through ``create_async_engine(async_creator=...)``;
@@ -21,11 +25,66 @@ they implement exactly the part of aiosqlite's API it uses.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import sqlite3
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ltfu.turns import turn
+
 _WAITS_FOR_LOCK = ("BEGIN IMMEDIATE", "BEGIN EXCLUSIVE")
+CHECKPOINT_BYTES = 4 * 1024 * 1024  # about SQLite's own threshold (1,000 pages of 4 KiB)
+
+
+class Checkpointer:
+    """Copies the WAL back into the database file on a thread of its own (PASSIVE: waits for nobody).
+
+    ``maybe()`` is called after each commit of the inline writer: a ``stat`` of the WAL file, and a wake-up
+    of the thread when it has grown past ``CHECKPOINT_BYTES``.
+    """
+
+    def __init__(self, path: str, busy_timeout_ms: int) -> None:
+        self.path = path
+        self.wal = path + "-wal"
+        self.busy_timeout_ms = busy_timeout_ms
+        self._wake = threading.Event()
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        self.runs = 0
+
+    def maybe(self) -> None:
+        try:
+            size = os.stat(self.wal).st_size
+        except OSError:
+            return
+        if size >= CHECKPOINT_BYTES and not self._wake.is_set():
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="ltfu-sqlite-checkpoint", daemon=True)
+                self._thread.start()
+            self._wake.set()
+
+    def _run(self) -> None:
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            conn.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
+            while not self._stop:
+                self._wake.wait()
+                if self._stop:
+                    break
+                with contextlib.suppress(sqlite3.Error):  # a busy checkpoint is retried after the next commit
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    self.runs += 1
+                self._wake.clear()
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self._stop = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
 
 
 class InlineCursor:
@@ -49,6 +108,7 @@ class InlineCursor:
     async def execute(self, sql: str, parameters: Any = ()) -> InlineCursor:
         if not sql.lstrip().upper().startswith(_WAITS_FOR_LOCK):
             self._cursor.execute(sql, parameters)
+            await self._owner.turn()
             return self
         conn = self._cursor.connection
         conn.execute("PRAGMA busy_timeout=0")
@@ -65,6 +125,7 @@ class InlineCursor:
 
     async def executemany(self, sql: str, seq_of_parameters: Iterable[Any]) -> InlineCursor:
         self._cursor.executemany(sql, seq_of_parameters)
+        await self._owner.turn()
         return self
 
     async def fetchone(self) -> Any:
@@ -93,10 +154,14 @@ class _Immediate:
 
 
 class InlineConnection:
-    def __init__(self, conn: sqlite3.Connection, busy_timeout_ms: int) -> None:
+    def __init__(self, conn: sqlite3.Connection, busy_timeout_ms: int,
+                 checkpointer: Checkpointer | None = None) -> None:
         self._conn = conn
         self.busy_timeout_ms = busy_timeout_ms
         self._tx = _Immediate()
+        self._checkpointer = checkpointer
+        if checkpointer is not None:
+            conn.execute("PRAGMA wal_autocheckpoint=0")  # never inside a commit on the loop: see Checkpointer
 
     @property
     def isolation_level(self) -> str | None:
@@ -115,8 +180,20 @@ class InlineConnection:
     async def create_function(self, *args: Any, **kw: Any) -> None:
         self._conn.create_function(*args, **kw)
 
+    async def turn(self) -> None:
+        """Statements run here never wait, so a long unit of work (a 10,000-patient list) would keep the
+        event loop to itself: let it turn now and then (``ltfu.turns``)."""
+        await turn()
+
+    @property
+    def sqlite(self) -> sqlite3.Connection:
+        """The driver's connection, for statements run directly on it (same thread, same transaction)."""
+        return self._conn
+
     async def commit(self) -> None:
         self._conn.commit()
+        if self._checkpointer is not None:
+            self._checkpointer.maybe()
 
     async def rollback(self) -> None:
         self._conn.rollback()
@@ -128,13 +205,13 @@ class InlineConnection:
         self._conn.close()
 
 
-def creator(path: str, busy_timeout_ms: int) -> Callable[[], Any]:
+def creator(path: str, busy_timeout_ms: int, checkpointer: Checkpointer | None = None) -> Callable[[], Any]:
     """``async_creator`` for ``create_async_engine``: a fresh inline connection to ``path``."""
 
     async def connect() -> InlineConnection:
         # Used from the loop's thread and, for a contended BEGIN IMMEDIATE, from a worker thread: never
         # both at once (the pool hands a connection to one unit of work at a time).
         conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        return InlineConnection(conn, busy_timeout_ms)
+        return InlineConnection(conn, busy_timeout_ms, checkpointer)
 
     return connect

@@ -25,6 +25,7 @@ from ltfu.store.catchment import CatchmentAuditRepository
 from ltfu.store.cht_index import ChtIndexRepository
 from ltfu.store.clients import ClientRepository
 from ltfu.store.db import Database
+from ltfu.store.driver import Driver, compiled, driver_of
 from ltfu.store.duplicates import DuplicateRepository
 from ltfu.store.openhim_clients import OpenHIMClientRepository
 from ltfu.store.outbox import OutboxRepository
@@ -94,6 +95,7 @@ class UnitOfWork:
         self.buffer = self._flushing.buffer
         self.db = db
         self.actor = actor
+        self.driver: Driver | None = None
         # Per-transaction answers to lookups the services repeat (e.g. a facility's subscriptions).
         self.memo: dict[Any, Any] = {}
         self.at_commit = CommitQueue()
@@ -115,6 +117,23 @@ class UnitOfWork:
 
     async def flush(self) -> None:
         await self.buffer.flush()
+
+    def attach(self, driver: Driver | None) -> None:
+        """Hot statements go to the driver directly (``store/driver.py``) when there is one."""
+        self.driver = driver
+        self.buffer.driver = driver
+        self.resources.driver = driver
+        self.cases.driver = driver
+
+    async def fetch(self, statement: Any, params: dict[str, Any], *, see_buffer: bool = True) -> list[tuple[Any, ...]]:
+        """Rows of a statement built once (module level), as tuples: at the driver when there is one.
+        ``see_buffer=False``: the statement reads no table the write buffer holds rows for (no flush)."""
+        if self.driver is not None:
+            if see_buffer:
+                await self.buffer.flush()
+            return await self.driver.fetch(compiled(statement, self.driver.dialect), params)
+        conn = self.conn if see_buffer else self.unbuffered
+        return [tuple(r) for r in await conn.execute(statement, params)]
 
     @property
     def settings(self) -> Settings:
@@ -170,6 +189,7 @@ _LOCK_MANY = text(f"SELECT count(pg_advisory_xact_lock({_LOCK_SPACE}, b)) FROM "
 async def unit_of_work(db: Database, actor: Actor = SYSTEM) -> AsyncIterator[UnitOfWork]:
     async with db.transaction() as conn:
         uow = UnitOfWork(conn, db, actor)
+        uow.attach(await driver_of(conn, db.raw_listeners))
         yield uow
         await uow.at_commit.run(uow)
         await uow.flush()
@@ -179,4 +199,6 @@ async def unit_of_work(db: Database, actor: Actor = SYSTEM) -> AsyncIterator[Uni
 async def read_unit_of_work(db: Database, actor: Actor = SYSTEM) -> AsyncIterator[UnitOfWork]:
     """A unit of work for requests that only read: a snapshot that never waits for writers (SQLite)."""
     async with db.read_transaction() as conn:
-        yield UnitOfWork(conn, db, actor)
+        uow = UnitOfWork(conn, db, actor)
+        uow.attach(await driver_of(conn, db.raw_listeners))
+        yield uow

@@ -20,6 +20,7 @@ from sqlalchemy import Table, insert, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import Insert
 
+from ltfu.store.driver import Driver, compiled
 from ltfu.store.schema import (
     cases,
     outbox,
@@ -46,7 +47,7 @@ class PendingId:
 
 # Flush order: a table's rows may hold PendingIds of the tables before it.
 _ORDER: tuple[Table, ...] = (resource_history, resources, search_index, cases, outbox, subscription_events)
-_CHUNK = 2000  # rows per executemany
+_CHUNK = 2000  # rows per executemany (on the inline SQLite writer the loop turns between two)
 _INSERT: dict[str, Insert] = {t.name: insert(t) for t in _ORDER}
 _ID_COLUMN = {resource_history.name: "seq", outbox.name: "id"}
 # The numbers for the held history and outbox rows, taken in one statement before they are inserted
@@ -71,6 +72,7 @@ class WriteBuffer:
         self._rows: dict[str, list[dict[str, Any]]] = {t.name: [] for t in _ORDER}
         self._ids: dict[str, list[PendingId]] = {resource_history.name: [], outbox.name: []}
         self._pending = False
+        self.driver: Driver | None = None  # set by the unit of work: the inserts go straight to the driver
 
     def add(self, table: Table, row: dict[str, Any], assigned: PendingId | None = None) -> None:
         """Queue one row; ``assigned`` receives the database's id (history and outbox rows only)."""
@@ -110,7 +112,11 @@ class WriteBuffer:
                     if chunk > start:
                         await asyncio.sleep(0)  # a long list: other requests get a turn between chunks
                     batch = [_resolved(r) for r in rows[chunk : min(chunk + _CHUNK, end)]]
-                    await self._conn.execute(_INSERT[table.name], batch)
+                    if self.driver is not None:
+                        c = compiled(_INSERT[table.name], self.driver.dialect, list(batch[0]))
+                        await self.driver.execute_many(c, batch)
+                    else:
+                        await self._conn.execute(_INSERT[table.name], batch)
                 start = end
 
     async def _assign_ids(self) -> None:
@@ -118,13 +124,20 @@ class WriteBuffer:
         if not history and not messages:
             return
         if self._conn.dialect.name == "sqlite":
-            last_seq, last_id = (await self._conn.execute(_NEXT_IDS["sqlite"])).one()
+            if self.driver is not None:
+                ((last_seq, last_id),) = await self.driver.fetch(compiled(_NEXT_IDS["sqlite"], self.driver.dialect), {})
+            else:
+                last_seq, last_id = (await self._conn.execute(_NEXT_IDS["sqlite"])).one()
             numbers = [
                 list(range(last_seq + 1, last_seq + 1 + len(history))),
                 list(range(last_id + 1, last_id + 1 + len(messages))),
             ]
         else:
-            rows = await self._conn.execute(_NEXT_IDS["postgresql"], {"h": len(history), "o": len(messages)})
+            counts = {"h": len(history), "o": len(messages)}
+            if self.driver is not None:
+                rows = await self.driver.fetch(compiled(_NEXT_IDS["postgresql"], self.driver.dialect), counts)
+            else:
+                rows = await self._conn.execute(_NEXT_IDS["postgresql"], counts)
             numbers = [[], []]
             for which, value in rows:
                 numbers[which].append(int(value))

@@ -48,6 +48,7 @@ REASON_LABELS = {
     "no-place": N_("no place found"),
     "ambiguous-place": N_("several possible places"),
     "review": N_("needs review"),
+    "cht-person-gone": N_("CHT person deleted or merged"),
 }
 # The context of the review items' statuses and of the decisions (a state, not a verb or a filter).
 STATUS_CONTEXT = "review status"

@@ -126,6 +126,20 @@ def _downgrade(candidate: Candidate, grade: str, reason: str) -> Candidate:
     )
 
 
+def _phone_weight(candidate: Candidate) -> float:
+    return sum(f.weight for f in candidate.fields if f.field == "phone")
+
+
+def _lead(top: Candidate, other: Candidate) -> float:
+    """How far ``top`` is ahead of ``other``. Within one household the phone is left out: the phone a patient
+    gives is often a relative's, so it tells which household, not which member (the names and the birth date
+    must tell them apart)."""
+    lead = top.weight - other.weight
+    if top.person.household_id and top.person.household_id == other.person.household_id:
+        lead -= _phone_weight(top) - _phone_weight(other)
+    return lead
+
+
 def _settle(
     graded: list[Candidate],
     id_holders: dict[str, list[str]],
@@ -145,7 +159,7 @@ def _settle(
         return graded
     top, rest = graded[0], graded[1:]
     by_identifier = "identifier" in top.reasons
-    close = [c for c in rest if c.grade == "certain" or (not by_identifier and top.weight - c.weight < cfg.margin_bits)]
+    close = [c for c in rest if c.grade == "certain" or (not by_identifier and _lead(top, c) < cfg.margin_bits)]
     if close:
         reasons.append("conflict")
         top = _downgrade(top, "probable", "conflict")

@@ -49,7 +49,13 @@ def _part(
             weight += other_weight * cfg.name_extra_token_factor
         elif other_level == "disagree" and len(candidate) > 1:
             weight += cfg.name_extra_mismatch_weight
+            level = TOKEN_CONFLICT.get(level, level)
     return FieldScore(name, level, weight, *shown)
+
+
+# A part whose best token agrees while another token both sides have disagrees (Lucy Mwende ≠ Grace Mwende):
+# the level says so, and such names never agree enough for ``certain``.
+TOKEN_CONFLICT = {"exact": "exact-other-differs", "close": "close-other-differs", "near": "near-other-differs"}
 
 
 def compare_names(
@@ -188,6 +194,7 @@ def score(incoming: Person, candidate: Person, freq: Frequency, cfg: MatchConfig
             given.level == "exact" or (given.level == "close" and birth.level == "day" and phone.level == "exact")
         )
         and family.level not in ("disagree", "missing")
+        and not family.level.endswith("-other-differs")
         and birth.level not in ("disagree", "other-day"),
         swapped=swapped,
         # an exact birth date, an own phone, or a birth year/shifted date together with the household phone

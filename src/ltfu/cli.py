@@ -66,6 +66,7 @@ def serve(
 
     from ltfu.api.app import create_app
     from ltfu.api.server import server_config
+    from ltfu.gc_tuning import tune_gc
     from ltfu.logs import configure_logging
 
     settings = _settings()
@@ -77,7 +78,9 @@ def serve(
         err.print("[yellow]LTFU_PUBLIC_URL is not set: links (Location, fullUrl) follow each request's Host "
                   "header. Set it to the address clients use.[/yellow]")
     console.print(f"ltfu listening on http://{host}:{port}  (FHIR at /fhir, PoC API at /mediator; data: {where})")
-    uvicorn.Server(server_config(create_app(settings), settings, host, port)).run()
+    config = server_config(create_app(settings), settings, host, port)
+    tune_gc(settings)
+    uvicorn.Server(config).run()
 
 
 @db_app.command("upgrade")
@@ -293,12 +296,14 @@ def purge(
 def worker() -> None:
     """Run delivery workers and the expiry sweeper alone (several may share one PostgreSQL)."""
     from ltfu.delivery.runtime import Runtime
+    from ltfu.gc_tuning import tune_gc
     from ltfu.logs import configure_logging
     from ltfu.services.workflow import install_hooks
 
     settings = _settings()
     configure_logging()
     install_hooks()
+    tune_gc(settings)
 
     async def run(db: Database) -> None:
         import signal

@@ -84,19 +84,35 @@ class Worker:
         return True
 
     async def _deliver(self, row: OutboxRow) -> None:
+        """Send ``row``; while that succeeds, claim and send the next due message of its order key, up to a
+        batch. An ordered lane (one facility's notifications) then moves many messages per round instead
+        of one; each is still claimed only once the one before it is done."""
+        for _ in range(self.batch - 1):
+            if not await self._send(row):
+                return
+            async with unit_of_work(self.db) as uow:
+                after = await uow.outbox.claim(self.name, 1, self.lease_s, tuple(self.handlers),
+                                               order_key=row.order_key)
+            if not after:
+                return
+            row = after[0]
+        await self._send(row)  # the last one claimed: sent, not left leased
+
+    async def _send(self, row: OutboxRow) -> bool:
+        """One attempt, recorded; True when it succeeded."""
         handler = self.handlers[row.destination]
         try:
             attempt = await handler.send(row)
         except Exception as exc:  # noqa: BLE001 - a bug in one message must not stop the others
             log.error("delivery of outbox row %s crashed: %s", row.id, type(exc).__name__)
             attempt = Attempt(Verdict.RETRY, error=f"internal error: {type(exc).__name__}")
-        await self._record(row, handler, attempt)
+        return await self._record(row, handler, attempt)
 
-    async def _record(self, row: OutboxRow, handler: Handler, attempt: Attempt) -> None:
+    async def _record(self, row: OutboxRow, handler: Handler, attempt: Attempt) -> bool:
         async with unit_of_work(self.db) as uow:
             if not await uow.outbox.still_leased_by(row.id, self.name):
                 log.warning("lease on outbox row %s lost; its result is dropped (it will be retried)", row.id)
-                return
+                return False
             error = attempt.error or ""
             if attempt.verdict is Verdict.OK:
                 await uow.outbox.record_attempt(row.id, attempt.status_code, attempt.latency_ms, "ok", attempt.error)
@@ -105,7 +121,7 @@ class Worker:
                     await attempt.on_done(uow)
                 await uow.outbox.done(row.id)
                 self.sent += 1
-                return
+                return True
             wait = self.policy.next_step(attempt.verdict, row.attempts)
             if wait is None:
                 await uow.outbox.record_attempt(row.id, attempt.status_code, attempt.latency_ms, "dead", error)
@@ -120,6 +136,7 @@ class Worker:
                 await uow.outbox.record_attempt(row.id, attempt.status_code, attempt.latency_ms, "retry", error)
                 metrics.observe_delivery(row.destination, "retry", attempt.status_code, attempt.latency_ms)
                 await uow.outbox.retry_later(row.id, wait, error)
+        return False
 
 
 def _alive(pid: int) -> bool:

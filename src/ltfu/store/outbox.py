@@ -104,8 +104,10 @@ class OutboxRepository:
         self.buffer.add(outbox, row, assigned)
         return assigned
 
-    async def claim(self, worker: str, limit: int, lease_s: float, destinations: tuple[str, ...]) -> list[OutboxRow]:
-        """Due rows at the head of their order key, leased to ``worker`` and marked as (maybe) sent.
+    async def claim(self, worker: str, limit: int, lease_s: float, destinations: tuple[str, ...],
+                    order_key: str | None = None) -> list[OutboxRow]:
+        """Due rows at the head of their order key (of ``order_key`` only, when given), leased to ``worker``
+        and marked as (maybe) sent.
 
         The returned rows say whether an *earlier* claim took them (``maybe_sent``)."""
         now = now_instant()
@@ -124,6 +126,8 @@ class OutboxRepository:
             .order_by(outbox.c.next_attempt_at, outbox.c.id)
             .limit(limit)
         )
+        if order_key is not None:
+            q = q.where(outbox.c.order_key == order_key)
         if self.skip_locked:
             q = q.with_for_update(skip_locked=True, of=outbox)
         rows = (await self.conn.execute(q)).all()

@@ -45,9 +45,8 @@ async def _numbers(db: Database) -> dict[str, int]:
         return {focus.split("/")[1]: number for focus, number in rows}
 
 
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)  # SQLite runs one writer at a time by design
 async def test_concurrent_transactions_of_one_facility_do_not_wait_for_each_other(db: Database) -> None:
-    if db.is_sqlite:
-        pytest.skip("SQLite runs one writer at a time by design")
     sub_id = await _subscription(db)
     emitted, release = asyncio.Event(), asyncio.Event()
 

@@ -16,6 +16,7 @@ SQLAlchemy's type processing. ``Database.raw_listeners`` hear every statement (t
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -58,7 +59,7 @@ def compiled(statement: ClauseElement, dialect: Dialect, column_keys: Sequence[s
     return found
 
 
-class Driver:
+class Driver(ABC):
     """Runs compiled statements on the unit of work's driver connection."""
 
     def __init__(self, dialect: Dialect, listeners: list[Callable[[str], None]]) -> None:
@@ -69,11 +70,11 @@ class Driver:
         for listener in self._listeners:
             listener(sql)
 
-    async def fetch(self, c: Compiled, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-        raise NotImplementedError
+    @abstractmethod
+    async def fetch(self, c: Compiled, params: dict[str, Any]) -> list[tuple[Any, ...]]: ...
 
-    async def execute_many(self, c: Compiled, rows: list[dict[str, Any]]) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    async def execute_many(self, c: Compiled, rows: list[dict[str, Any]]) -> None: ...
 
 
 class SqliteDriver(Driver):

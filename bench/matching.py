@@ -31,6 +31,7 @@ from ltfu.domain.matching import query_keys
 from ltfu.emulators.population import Community, Incoming, absent_patient, facility_patient
 from ltfu.fhir.match_patient import person_from_patient
 from ltfu.fhir.systems import Systems
+from ltfu.gc_tuning import tune_gc
 from ltfu.services.cht_index import index_docs
 from ltfu.services.matching import find_matches, match_config
 from ltfu.settings import Settings
@@ -111,6 +112,7 @@ async def run(args: argparse.Namespace) -> dict:
     )
     db = Database(settings)
     await db.upgrade()
+    tune_gc(settings)  # as ``ltfu cht sync``, ``serve`` and ``worker`` do
     c0 = time.process_time()
     incoming, build_s, persons = await build(db, args.persons, args.incoming, args.seed)
     build_cpu = time.process_time() - c0

@@ -34,6 +34,12 @@ _CHUNK = 500  # ids per IN (...) list
 _COPY_MIN = 200  # rows from which PostgreSQL's COPY beats an INSERT
 
 
+_PG_DELETE_KEYS = text(
+    "DELETE FROM cht_person_keys WHERE (key, person_id) IN "
+    "(SELECT * FROM unnest(CAST(:k AS varchar[]), CAST(:p AS varchar[])))"
+)
+
+
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
@@ -41,13 +47,18 @@ def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]
 
 _ROW_COLUMNS = ("person_id", "name", "given", "family", "sex", "birth_date", "birth_precision", "phones",
                 "identifiers", "parent_id", "household_id", "chw_area_id", "unit_id", "unit_code", "facility_code",
-                "lineage", "flags", "updated_at")
+                "lineage", "flags", "block_keys", "updated_at")
 _KEY_COLUMNS = ("key", "person_id")
 
 
 def _person_values(p: Person, keys: Iterable[str], now: str) -> tuple[tuple[Any, ...], list[tuple[str, str]]]:
-    """The ``cht_persons`` row (``_ROW_COLUMNS``) and the ``cht_person_keys`` rows of a person."""
+    """The ``cht_persons`` row (``_ROW_COLUMNS``) and the ``cht_person_keys`` rows of a person.
+
+    The row lists its keys (``block_keys``): replacing or removing a person deletes exactly those key rows by
+    their primary key, so ``cht_person_keys`` needs no second index on ``person_id`` (a second B-tree that
+    every write of a full build would update at random places)."""
     birth = p.birth
+    stored = sorted({k[:200] for k in keys})
     row = (
         p.id,
         p.name or " ".join(p.tokens),
@@ -66,10 +77,11 @@ def _person_values(p: Person, keys: Iterable[str], now: str) -> tuple[tuple[Any,
         p.facility_code,
         orjson.dumps(p.lineage).decode(),
         " ".join(p.flags),
+        orjson.dumps(stored).decode(),
         now,
     )
     pid = p.id or ""
-    return row, [(k[:200], pid) for k in sorted(set(keys))]
+    return row, [(k, pid) for k in stored]
 
 
 @lru_cache(maxsize=1 << 16)
@@ -199,6 +211,7 @@ class ChtIndexRepository:
             rows.append(row)
             keys.extend(key_rows)
             new_tokens.update(set(person.tokens))
+        keys.sort()  # in key order: a large batch fills the key B-tree page by page, not all over it
         await self._bulk_insert(cht_persons, _ROW_COLUMNS, rows)
         await self._bulk_insert(cht_person_keys, _KEY_COLUMNS, keys)
         new_tokens[ALL] += len(rows)
@@ -236,16 +249,24 @@ class ChtIndexRepository:
             rows = await self.conn.execute(
                 delete(cht_persons)
                 .where(cht_persons.c.person_id.in_(chunk))
-                .returning(cht_persons.c.person_id, cht_persons.c.given, cht_persons.c.family)
+                .returning(cht_persons.c.person_id, cht_persons.c.given, cht_persons.c.family, cht_persons.c.block_keys)
             )
-            taken = []
+            taken: list[tuple[str, str]] = []
             for r in rows:
-                taken.append(r.person_id)
+                found.add(r.person_id)
                 out.update(set((r.given + " " + r.family).split()))
-            if taken:
-                found.update(taken)
-                await self.conn.execute(delete(cht_person_keys).where(cht_person_keys.c.person_id.in_(taken)))
+                taken.extend((k, r.person_id) for k in orjson.loads(r.block_keys))
+            await self._delete_keys(taken)
         return out, found
+
+    async def _delete_keys(self, rows: list[tuple[str, str]]) -> None:
+        """Delete ``(key, person_id)`` rows by their primary key."""
+        if not rows:
+            return
+        if self.conn.dialect.name == "sqlite":
+            await self.conn.exec_driver_sql("DELETE FROM cht_person_keys WHERE key = ? AND person_id = ?", rows)
+        else:
+            await self.conn.execute(_PG_DELETE_KEYS, {"k": [k for k, _ in rows], "p": [p for _, p in rows]})
 
     async def _count_tokens(self, delta: dict[str, int]) -> None:
         if not delta:

@@ -87,6 +87,8 @@ async def build(db: Database, persons: int, incoming: int, seed: int) -> tuple[l
             await flush()
     if batch:
         await flush()
+    async with unit_of_work(db) as uow:  # as ``ChtSync`` does after a large load
+        await uow.cht_index.analyze()
     build_s = time.perf_counter() - start
     while len(absent) < absent_n:
         mrn += 1

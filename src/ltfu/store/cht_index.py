@@ -347,6 +347,12 @@ class ChtIndexRepository:
         total = counts.pop(ALL, 0)
         return {t: n / total for t, n in counts.items() if total > 0 and n > 0}
 
+    async def analyze(self) -> None:
+        """Refresh the planner's statistics of the index tables after a large load (PostgreSQL; autovacuum
+        would do it later, and a query planned meanwhile sees the tables as they were, e.g. empty)."""
+        if self.conn.dialect.name != "sqlite":
+            await self.conn.execute(text("ANALYZE cht_persons, cht_person_keys, cht_name_tokens, cht_places"))
+
     async def count_persons(self) -> int:
         return (await self.conn.execute(select(func.count()).select_from(cht_persons))).scalar_one()
 

@@ -275,3 +275,24 @@ async def test_migration_0019_gives_stored_persons_their_key_lists(db: Database)
         await index_docs(uow, [person_doc("old", "Peter Kamau")])
     assert ("ph:+254700000001", "old") not in await _key_rows(db)
     assert ("np:M600:O350", "old") not in await _key_rows(db)
+
+
+async def test_a_page_indexed_twice_leaves_the_index_as_once(db: Database) -> None:
+    """A crash after indexing a page but before its seq is stored re-reads the page: nothing doubles."""
+    page = [UNIT, AREA, HOUSE] + [
+        person_doc(f"p{i}", f"Grace Wambui {name}", date_of_birth=f"1988-11-2{i}", phone="+254712345678")
+        for i, name in enumerate(["Otieno", "Kamau", "Otieno"])
+    ]
+
+    async def state() -> tuple:
+        async with unit_of_work(db) as uow:
+            freq = await uow.cht_index.frequencies(["GRACE", "OTIENO", "KAMAU"])
+            return await _key_rows(db), freq, await uow.cht_index.count_persons()
+
+    async with unit_of_work(db) as uow:
+        await index_docs(uow, page)
+    once = await state()
+    async with unit_of_work(db) as uow:
+        await index_docs(uow, page)
+    assert await state() == once
+    assert once[1] == {"GRACE": 1.0, "OTIENO": 2 / 3, "KAMAU": 1 / 3}

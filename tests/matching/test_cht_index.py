@@ -248,10 +248,10 @@ async def test_migration_0019_gives_stored_persons_their_key_lists(db: Database)
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS))
         cfg.attributes["connection"] = sync_conn
-        (command.downgrade if target == "0013" else command.upgrade)(cfg, target)
+        (command.downgrade if target == "0018" else command.upgrade)(cfg, target)
 
     async with db.transaction() as conn:
-        await conn.run_sync(migrate, "0013")
+        await conn.run_sync(migrate, "0018")
         await conn.execute(
             text(
                 "INSERT INTO cht_persons (person_id, name, given, family, phones, identifiers, lineage, flags,"

@@ -5,7 +5,7 @@ A person's key rows are deleted by their primary key from the list its ``cht_per
 at random places — goes. Existing rows get their lists from the key table before the index is dropped.
 
 Revision ID: 0019
-Revises: 0013
+Revises: 0018
 """
 
 from alembic import op
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 
 revision = "0019"
-down_revision = "0013"
+down_revision = "0018"
 branch_labels = None
 depends_on = None
 

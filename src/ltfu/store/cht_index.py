@@ -35,6 +35,12 @@ _CHUNK = 500  # ids per IN (...) list
 _COPY_MIN = 200  # rows from which PostgreSQL's COPY beats an INSERT
 
 
+_PG_DELETE_KEYS = text(
+    "DELETE FROM cht_person_keys WHERE (key, person_id) IN "
+    "(SELECT * FROM unnest(CAST(:k AS varchar[]), CAST(:p AS varchar[])))"
+)
+
+
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
@@ -58,14 +64,20 @@ _ROW_COLUMNS = (
     "facility_code",
     "lineage",
     "flags",
+    "block_keys",
     "updated_at",
 )
 _KEY_COLUMNS = ("key", "person_id")
 
 
 def _person_values(p: Person, keys: Iterable[str], now: str) -> tuple[tuple[Any, ...], list[tuple[str, str]]]:
-    """The ``cht_persons`` row (``_ROW_COLUMNS``) and the ``cht_person_keys`` rows of a person."""
+    """The ``cht_persons`` row (``_ROW_COLUMNS``) and the ``cht_person_keys`` rows of a person.
+
+    The row lists its keys (``block_keys``): replacing or removing a person deletes exactly those key rows by
+    their primary key, so ``cht_person_keys`` needs no second index on ``person_id`` (a second B-tree that
+    every write of a full build would update at random places)."""
     birth = p.birth
+    stored = sorted({k[:200] for k in keys})
     row = (
         p.id,
         p.name or " ".join(p.tokens),
@@ -84,10 +96,11 @@ def _person_values(p: Person, keys: Iterable[str], now: str) -> tuple[tuple[Any,
         p.facility_code,
         orjson.dumps(p.lineage).decode(),
         " ".join(p.flags),
+        orjson.dumps(stored).decode(),
         now,
     )
     pid = p.id or ""
-    return row, [(k[:200], pid) for k in sorted(set(keys))]
+    return row, [(k, pid) for k in stored]
 
 
 @lru_cache(maxsize=1 << 16)
@@ -273,6 +286,7 @@ class ChtIndexRepository:
             rows.append(row)
             keys.extend(key_rows)
             new_tokens.update(set(person.tokens))
+        keys.sort()  # in key order: a large batch fills the key B-tree page by page, not all over it
         await self._bulk_insert(cht_persons, _ROW_COLUMNS, rows)
         await self._bulk_insert(cht_person_keys, _KEY_COLUMNS, keys)
         new_tokens[ALL] += len(rows)
@@ -310,16 +324,24 @@ class ChtIndexRepository:
             rows = await self.conn.execute(
                 delete(cht_persons)
                 .where(cht_persons.c.person_id.in_(chunk))
-                .returning(cht_persons.c.person_id, cht_persons.c.given, cht_persons.c.family)
+                .returning(cht_persons.c.person_id, cht_persons.c.given, cht_persons.c.family, cht_persons.c.block_keys)
             )
-            taken = []
+            taken: list[tuple[str, str]] = []
             for r in rows:
-                taken.append(r.person_id)
+                found.add(r.person_id)
                 out.update(set((r.given + " " + r.family).split()))
-            if taken:
-                found.update(taken)
-                await self.conn.execute(delete(cht_person_keys).where(cht_person_keys.c.person_id.in_(taken)))
+                taken.extend((k, r.person_id) for k in orjson.loads(r.block_keys))
+            await self._delete_keys(taken)
         return out, found
+
+    async def _delete_keys(self, rows: list[tuple[str, str]]) -> None:
+        """Delete ``(key, person_id)`` rows by their primary key."""
+        if not rows:
+            return
+        if self.conn.dialect.name == "sqlite":
+            await self.conn.exec_driver_sql("DELETE FROM cht_person_keys WHERE key = ? AND person_id = ?", rows)
+        else:
+            await self.conn.execute(_PG_DELETE_KEYS, {"k": [k for k, _ in rows], "p": [p for _, p in rows]})
 
     async def _count_tokens(self, delta: dict[str, int]) -> None:
         if not delta:
@@ -407,6 +429,12 @@ class ChtIndexRepository:
         counts = {r.token: r.persons for r in rows}
         total = counts.pop(ALL, 0)
         return {t: n / total for t, n in counts.items() if total > 0 and n > 0}
+
+    async def analyze(self) -> None:
+        """Refresh the planner's statistics of the index tables after a large load (PostgreSQL; autovacuum
+        would do it later, and a query planned meanwhile sees the tables as they were, e.g. empty)."""
+        if self.conn.dialect.name != "sqlite":
+            await self.conn.execute(text("ANALYZE cht_persons, cht_person_keys, cht_name_tokens, cht_places"))
 
     async def count_persons(self) -> int:
         return (await self.conn.execute(select(func.count()).select_from(cht_persons))).scalar_one()

@@ -21,6 +21,7 @@ from sqlalchemy import and_, case, func, insert, not_, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ltfu.store import tallies
 from ltfu.store.resources import now_instant
 from ltfu.store.schema import delivery_attempts, outbox
 from ltfu.store.write_buffer import PendingId, WriteBuffer
@@ -224,7 +225,16 @@ class OutboxRepository:
         return list((await self.conn.execute(q.order_by(outbox.c.id.desc()).limit(limit))).all())
 
     async def depth(self) -> dict[tuple[str, str], tuple[int, str | None]]:
-        """(destination, status) → (count, oldest next_attempt_at) for pending and dead rows."""
-        q = (select(outbox.c.destination, outbox.c.status, func.count(), func.min(outbox.c.next_attempt_at))
-             .where(outbox.c.status != "done").group_by(outbox.c.destination, outbox.c.status))
-        return {(d, s): (n, oldest) for d, s, n, oldest in (await self.conn.execute(q)).all()}
+        """(destination, status) → (count, oldest next_attempt_at) for pending and dead rows (the oldest of
+        pending rows only). The counts are kept by triggers (``store/tallies.py``); the oldest is one step
+        along the partial index of pending rows per destination."""
+        counts = {(d or "", s or ""): n for (d, s), n in tallies.summed(await tallies.read(self.conn, "outbox"), 0, 1)
+                  if s != "done"}
+        out: dict[tuple[str, str], tuple[int, str | None]] = {}
+        for (dest, status), n in counts.items():
+            oldest = None
+            if status == "pending":
+                oldest = (await self.conn.execute(select(func.min(outbox.c.next_attempt_at)).where(and_(
+                    outbox.c.status == "pending", outbox.c.destination == dest)))).scalar_one_or_none()
+            out[(dest, status)] = (n, oldest)
+        return out

@@ -44,9 +44,11 @@ ON CONFLICT (metric, scope, key) DO UPDATE SET n = tallies.n + excluded.n
 """)
 # SQLite: the fold's transaction holds the write lock from its first statement, so both see the same deltas.
 _FOLD_SQLITE = (
-    text("INSERT INTO tallies (metric, scope, key, n) SELECT metric, scope, key, SUM(n) FROM tally_deltas "
-         "WHERE true GROUP BY metric, scope, key "
-         "ON CONFLICT (metric, scope, key) DO UPDATE SET n = tallies.n + excluded.n"),
+    text(
+        "INSERT INTO tallies (metric, scope, key, n) SELECT metric, scope, key, SUM(n) FROM tally_deltas "
+        "WHERE true GROUP BY metric, scope, key "
+        "ON CONFLICT (metric, scope, key) DO UPDATE SET n = tallies.n + excluded.n"
+    ),
     text("DELETE FROM tally_deltas"),
 )
 _DROP_ZEROS = text("DELETE FROM tallies WHERE n = 0")

@@ -142,7 +142,7 @@ class Settings(BaseSettings):
     poll_interval_s: float = 0.5
     delivery_timeout_s: float = 30.0
     delivery_concurrency: int = Field(
-        default=32, ge=1, description="Deliveries one worker process has in flight at once (an ordered lane, "
+        default=16, ge=1, description="Deliveries one worker process has in flight at once (an ordered lane, "
         "e.g. one facility's notifications, counts once). CHT calls are bounded again by LTFU_CHT_MAX_CONCURRENCY.")
     notify_max_events: int = Field(
         default=20, ge=1, description="Due events of one subscription sent together in one notification Bundle "

@@ -49,6 +49,9 @@ class Worker:
         self.wake = asyncio.Event()
         self.sent = 0
         self._running: set[asyncio.Task[None]] = set()
+        # Claims are made for a quarter of the slots at a time (or when idle), not for each slot that frees:
+        # a claim scans the due heads of every lane, the dearest statement of a delivery under a backlog.
+        self._refill = max(1, self.concurrency // 4)
 
     async def release_dead_workers(self) -> None:
         """Leases of crashed workers on this host (their process is gone) are freed, so a restart does
@@ -84,7 +87,7 @@ class Worker:
     async def _fill(self) -> int:
         """Claim due rows for the free slots and start their deliveries; how many were started."""
         free = self.concurrency - len(self._running)
-        if free <= 0:
+        if free <= 0 or (self._running and free < self._refill):
             return 0
         async with unit_of_work(self.db) as uow:
             rows = await uow.outbox.claim(self.name, free, self.lease_s, tuple(self.handlers))

@@ -68,10 +68,13 @@ class Stubs:
         report = {"report_id": f"r-{rid}", "case_ref": record["case_ref"], "patient_uuid": record["patient_uuid"],
                   "method": "phone", "contacted": "yes", "outcome": "returning_to_care", "attempt_no": 1,
                   "reported_date": int(time.time() * 1000)}
-        for _ in range(20):
-            async with self.session.post(self.mediator + "/cht/follow-up", json=report, headers=AUTH) as r:
-                if r.status < 500 and r.status != 409:
-                    return
+        for _ in range(20):  # like CHT's outbound push: again until it is acknowledged
+            try:
+                async with self.session.post(self.mediator + "/cht/follow-up", json=report, headers=AUTH) as r:
+                    if r.status < 500 and r.status != 409:
+                        return
+            except aiohttp.ClientError:
+                pass
             await asyncio.sleep(0.1)
 
     async def medic_doc(self, request: web.Request) -> web.Response:
@@ -213,7 +216,11 @@ async def main(args: argparse.Namespace) -> None:
                   f"load+stubs {own / max(done, 1) * 1000:.1f} ms; load average {os.getloadavg()[0]:.1f}")
     for p in procs:
         p.terminate()
-        p.wait(15)
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:  # a loaded machine: it was still finishing deliveries
+            p.kill()
+            p.wait()
     log.close()
     await runner.cleanup()
 

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy.engine import Dialect
@@ -34,8 +35,16 @@ class Compiled:
     names: tuple[str, ...]  # parameter names in positional order
     defaults: dict[str, Any]  # values bound at build time (a LIMIT)
 
+    # The parameters in order, picked in C: an executemany of a long list calls ``args`` for every row.
+    _pick: Callable[[dict[str, Any]], tuple[Any, ...]] | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_pick", itemgetter(*self.names) if len(self.names) > 1 else None)
+
     def args(self, params: dict[str, Any]) -> tuple[Any, ...]:
         if not self.defaults:
+            if self._pick is not None:
+                return self._pick(params)
             return tuple(params[n] for n in self.names)
         return tuple(params[n] if n in params else self.defaults[n] for n in self.names)
 

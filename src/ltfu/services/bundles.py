@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+import orjson
+
 from ltfu.fhir.outcome import FhirError, Issue, information
 from ltfu.fhir.rest import parse_etag
 from ltfu.fhir.search_params import parse_search
@@ -64,6 +66,22 @@ class EntryResult:
 
 
 Search = Callable[[UnitOfWork, str, list[tuple[str, str]]], Awaitable[dict[str, Any]]]
+
+
+async def response_json(kind: str, results: list[EntryResult], include_resource: bool) -> bytes:
+    """The ``<kind>-response`` Bundle as JSON, rendered entry by entry with turns: the answer to a
+    20,000-entry list is tens of MB, and one ``orjson.dumps`` of it would hold the loop that long and
+    a second copy of it as dicts. ``results`` is emptied as it goes (each stored copy let go of)."""
+    parts = [b'{"resourceType":"Bundle","type":' + orjson.dumps(f"{kind}-response") + b',"entry":[']
+    results.reverse()
+    while results:
+        await turn()
+        parts.append(orjson.dumps(results.pop().to_fhir(include_resource)))
+        parts.append(b",")
+    if parts[-1] == b",":
+        parts.pop()
+    parts.append(b"]}")
+    return b"".join(parts)
 
 
 def _entries(bundle: dict[str, Any], max_entries: int) -> list[dict[str, Any]]:

@@ -48,6 +48,7 @@ class PendingId:
 # Flush order: a table's rows may hold PendingIds of the tables before it.
 _ORDER: tuple[Table, ...] = (resource_history, resources, search_index, cases, outbox, subscription_events)
 _CHUNK = 500  # rows per executemany: on the inline SQLite writer the loop turns between two (a few ms each)
+COPY_ROWS = 100  # a run this long goes to PostgreSQL as one COPY (a bulk load) instead of INSERTs
 _INSERT: dict[str, Insert] = {t.name: insert(t) for t in _ORDER}
 _ID_COLUMN = {resource_history.name: "seq", outbox.name: "id"}
 # The numbers for the held history and outbox rows, taken in one statement before they are inserted
@@ -107,6 +108,11 @@ class WriteBuffer:
             start = 0
             for end in range(1, len(rows) + 1):  # one executemany per run of rows with the same columns
                 if end < len(rows) and rows[end].keys() == rows[start].keys():
+                    continue
+                if self.driver is not None and self.driver.copies and end - start >= COPY_ROWS:
+                    c = compiled(_INSERT[table.name], self.driver.dialect, list(rows[start]))
+                    await self.driver.copy(table.name, c.names, [c.args(_resolved(r)) for r in rows[start:end]])
+                    start = end
                     continue
                 for chunk in range(start, end, _CHUNK):
                     if chunk > start:

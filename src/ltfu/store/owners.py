@@ -6,11 +6,13 @@ from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ltfu.store.schema import resource_owners
+from ltfu.store.write_buffer import WriteBuffer
 
 
 class OwnerRepository:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: AsyncConnection, buffer: WriteBuffer | None = None) -> None:
         self.conn = conn
+        self.buffer = buffer
 
     async def get(self, res_type: str, res_id: str) -> str | None:
         row = await self.conn.execute(
@@ -26,3 +28,12 @@ class OwnerRepository:
             await self.conn.execute(
                 insert(resource_owners).values(res_type=res_type, res_id=res_id, organization_id=organization_id)
             )
+
+    async def record_new(self, res_type: str, res_id: str, organization_id: str) -> None:
+        """The owner of a resource whose id was just minted in this transaction (nobody can own it yet):
+        the insert waits in the write buffer, no look-up first."""
+        if self.buffer is None:
+            await self.record(res_type, res_id, organization_id)
+        else:
+            self.buffer.add(resource_owners, {"res_type": res_type, "res_id": res_id,
+                                              "organization_id": organization_id})

@@ -119,8 +119,9 @@ async def bind_patients(uow: UnitOfWork, ids: list[str]) -> list[str]:
     if seen or uow.actor.facility is None:
         return seen
     free = await _unclaimed(uow, ids)
-    if len(free) == 1:
-        await record_created(uow, "Patient", free[0])
+    org = uow.actor.facility
+    if len(free) == 1 and org != "-" and await uow.owners.record("Patient", free[0], org) != org:
+        return []  # another facility claimed it in the meantime (its transaction committed first)
     return free
 
 

@@ -21,6 +21,7 @@ from ltfu.store.uow import unit_of_work
 
 log = logging.getLogger("ltfu.cht_sync")
 SEQ_NAME = "medic"
+ANALYZE_AFTER = 10_000  # persons indexed by one sync from which the planner's statistics are refreshed
 
 
 class SyncError(Exception):
@@ -75,6 +76,9 @@ class ChtSync:
             result.removed += stats.removed
             result.seq = last
             if len(rows) < self.page:
+                if result.persons >= ANALYZE_AFTER:
+                    async with unit_of_work(self.db) as uow:
+                        await uow.cht_index.analyze()
                 return result
 
     async def run(self, stop: asyncio.Event) -> None:

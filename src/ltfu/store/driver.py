@@ -73,7 +73,9 @@ def compiled(statement: ClauseElement, dialect: Dialect, column_keys: Sequence[s
         names = tuple(c.positiontup or ())
         if not names and c.params:
             raise ValueError("a statement for the driver needs a positional paramstyle")
-        defaults = {k: v for k, v in c.params.items() if v is not None and k in names and not c.binds[k].required}
+        # Values bound at build time; an INSERT's columns are REQUIRED (always given): not defaults.
+        defaults = {k: v for k, v in c.params.items()
+                    if v is not None and k in names and not (k in c.binds and c.binds[k].required)}
         found = Compiled(c.string, names, defaults)
         _COMPILED[key] = found
     return found
@@ -81,6 +83,8 @@ def compiled(statement: ClauseElement, dialect: Dialect, column_keys: Sequence[s
 
 class Driver(ABC):
     """Runs compiled statements on the unit of work's driver connection."""
+
+    copies = False  # ``copy`` is there: many rows into one table in one bulk load
 
     def __init__(self, dialect: Dialect, listeners: list[Callable[[str], None]]) -> None:
         self.dialect = dialect
@@ -95,6 +99,9 @@ class Driver(ABC):
 
     @abstractmethod
     async def execute_many(self, c: Compiled, rows: list[dict[str, Any]]) -> None: ...
+
+    async def copy(self, table: str, columns: tuple[str, ...], records: list[tuple[Any, ...]]) -> None:
+        raise NotImplementedError
 
 
 class SqliteDriver(Driver):
@@ -134,6 +141,15 @@ class AsyncpgDriver(Driver):
         await self._begun()
         self._heard(c.sql)
         await self._conn.executemany(c.sql, c.args_of(rows))
+
+    copies = True
+
+    async def copy(self, table: str, columns: tuple[str, ...], records: list[tuple[Any, ...]]) -> None:
+        """``COPY table (columns) FROM STDIN`` (binary): a defaulter list's 260,000 index rows cost the
+        server a fraction of as many INSERTs. Same transaction, same constraints and triggers."""
+        await self._begun()
+        self._heard(f"COPY {table} ({', '.join(columns)}) FROM STDIN")
+        await self._conn.copy_records_to_table(table, records=records, columns=list(columns))
 
 
 async def driver_of(conn: AsyncConnection, listeners: list[Callable[[str], None]]) -> Driver | None:

@@ -29,7 +29,6 @@ CREATE FUNCTION ltfu_number_events() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     s record;
     last bigint;
-    ids bigint[];
 BEGIN
     -- numbered already by an earlier firing of this commit (its id has changed)
     PERFORM 1 FROM outbox WHERE id = NEW.id AND {_WAITING};
@@ -44,16 +43,18 @@ BEGIN
             DELETE FROM outbox WHERE {_WAITING} AND subscription_id = s.subscription_id;
             CONTINUE;
         END IF;
-        ids := ARRAY(SELECT nextval(pg_get_serial_sequence('outbox', 'id')) FROM generate_series(1, s.k) ORDER BY 1);
-        WITH waiting AS (
+        WITH waiting AS (  -- in the order they were queued
             SELECT id, row_number() OVER (ORDER BY id) AS rn FROM outbox
              WHERE {_WAITING} AND subscription_id = s.subscription_id
+        ), fresh AS (  -- as many new ids, in their order: ids follow the numbers
+            SELECT v, row_number() OVER (ORDER BY v) AS rn
+              FROM (SELECT nextval(pg_get_serial_sequence('outbox', 'id')) AS v FROM generate_series(1, s.k)) AS taken
         ), numbered AS (
-            UPDATE outbox o SET id = ids[w.rn::int], status = 'pending',
+            UPDATE outbox o SET id = f.v, status = 'pending',
                    dedupe_key = 'event:' || s.subscription_id || ':' || (last - s.k + w.rn),
                    payload = '{{"event":' || (last - s.k + w.rn) || ',' || substr(o.payload, 2)
-              FROM waiting w WHERE o.id = w.id
-            RETURNING o.id, o.payload::json AS p, o.case_id, last - s.k + w.rn AS n
+              FROM waiting w JOIN fresh f USING (rn) WHERE o.id = w.id
+            RETURNING o.id, o.payload::jsonb AS p, o.case_id, last - s.k + w.rn AS n
         )
         INSERT INTO subscription_events (subscription_id, event_number, focus, case_id, created_at, outbox_id)
         SELECT s.subscription_id, n, p ->> 'focus', case_id, p ->> 'timestamp', id FROM numbered;

@@ -10,13 +10,14 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ltfu.domain.matching.blocking import QueryKey
 from ltfu.domain.matching.normalise import BirthDate
 from ltfu.domain.matching.records import Person, Place
 from ltfu.store.resources import now_instant
@@ -29,9 +30,18 @@ from ltfu.store.schema import (
     facility_places,
 )
 
+if TYPE_CHECKING:
+    from ltfu.store.db import Database
+
 ALL = "*"  # the cht_name_tokens row counting every indexed person
 _CHUNK = 500  # ids per IN (...) list
 _COPY_MIN = 200  # rows from which PostgreSQL's COPY beats an INSERT
+
+
+_PG_DELETE_KEYS = text(
+    "DELETE FROM cht_person_keys WHERE (key, person_id) IN "
+    "(SELECT * FROM unnest(CAST(:k AS varchar[]), CAST(:p AS varchar[])))"
+)
 
 
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
@@ -39,15 +49,38 @@ def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]
         yield items[i : i + size]
 
 
-_ROW_COLUMNS = ("person_id", "name", "given", "family", "sex", "birth_date", "birth_precision", "phones",
-                "identifiers", "parent_id", "household_id", "chw_area_id", "unit_id", "unit_code", "facility_code",
-                "lineage", "flags", "updated_at")
+_ROW_COLUMNS = (
+    "person_id",
+    "name",
+    "given",
+    "family",
+    "sex",
+    "birth_date",
+    "birth_precision",
+    "phones",
+    "identifiers",
+    "parent_id",
+    "household_id",
+    "chw_area_id",
+    "unit_id",
+    "unit_code",
+    "facility_code",
+    "lineage",
+    "flags",
+    "block_keys",
+    "updated_at",
+)
 _KEY_COLUMNS = ("key", "person_id")
 
 
 def _person_values(p: Person, keys: Iterable[str], now: str) -> tuple[tuple[Any, ...], list[tuple[str, str]]]:
-    """The ``cht_persons`` row (``_ROW_COLUMNS``) and the ``cht_person_keys`` rows of a person."""
+    """The ``cht_persons`` row (``_ROW_COLUMNS``) and the ``cht_person_keys`` rows of a person.
+
+    The row lists its keys (``block_keys``): replacing or removing a person deletes exactly those key rows by
+    their primary key, so ``cht_person_keys`` needs no second index on ``person_id`` (a second B-tree that
+    every write of a full build would update at random places)."""
     birth = p.birth
+    stored = sorted({k[:200] for k in keys})
     row = (
         p.id,
         p.name or " ".join(p.tokens),
@@ -66,10 +99,11 @@ def _person_values(p: Person, keys: Iterable[str], now: str) -> tuple[tuple[Any,
         p.facility_code,
         orjson.dumps(p.lineage).decode(),
         " ".join(p.flags),
+        orjson.dumps(stored).decode(),
         now,
     )
     pid = p.id or ""
-    return row, [(k[:200], pid) for k in sorted(set(keys))]
+    return row, [(k, pid) for k in stored]
 
 
 @lru_cache(maxsize=1 << 16)
@@ -100,15 +134,46 @@ def person_from_row(r: Any) -> Person:
 
 
 # The columns a query reads, in this order (``_person_from_values``).
-_SCAN_COLUMNS = ("person_id", "name", "given", "family", "sex", "birth_date", "birth_precision", "phones",
-                 "identifiers", "household_id", "chw_area_id", "unit_id", "unit_code", "facility_code", "flags",
-                 "lineage")
+_SCAN_COLUMNS = (
+    "person_id",
+    "name",
+    "given",
+    "family",
+    "sex",
+    "birth_date",
+    "birth_precision",
+    "phones",
+    "identifiers",
+    "household_id",
+    "chw_area_id",
+    "unit_id",
+    "unit_code",
+    "facility_code",
+    "flags",
+    "lineage",
+)
 
 
 def _person_from_values(values: Sequence[Any]) -> Person:
     """``person_from_row`` for the positional values of ``_SCAN_COLUMNS``: the hot loop of every query."""
-    (pid, name, given, family, sex, birth, precision, phones, idents, household, area, unit, unit_code,
-     facility_code, flags, lineage) = values
+    (
+        pid,
+        name,
+        given,
+        family,
+        sex,
+        birth,
+        precision,
+        phones,
+        idents,
+        household,
+        area,
+        unit,
+        unit_code,
+        facility_code,
+        flags,
+        lineage,
+    ) = values
     return Person(
         id=pid,
         given=tuple(given.split()),
@@ -137,32 +202,57 @@ class Block:
     frequencies: dict[str, float] = field(default_factory=dict)
 
 
-def _block_sql(keys: int, tokens: int, ids: int) -> Any:
-    """One statement for a whole query (one round trip): each key's size counted up to ``cap + 1`` only (a
-    huge key costs no more than a small one), the persons of the keys within the cap (and of ``ids``), the
-    overflowing keys, and the name-token counts — told apart by ``kind`` (0 person, 1 key, 2 token)."""
-    values = ", ".join(f"(:k{i})" for i in range(keys)) or "(NULL)"
-    by_id = (" UNION SELECT person_id FROM cht_persons WHERE person_id IN ("
-             + ", ".join(f":i{i}" for i in range(ids)) + ")") if ids else ""
+def _block_sql(groups: Sequence[int], tokens: int, ids: int) -> Any:
+    """One statement for a whole query (one round trip): each key's size counted up to its cap + 1 only (a
+    huge key costs no more than a small one), the persons of the keys within their cap (and of ``ids``), the
+    overflowing keys of the first group (the block cap; the other groups' caps are silent), and the
+    name-token counts — told apart by ``kind`` (0 person, 1 key, 2 token). ``groups``: keys per cap."""
+    ctes, sized = [], []
+    for g, n in enumerate(groups):
+        values = ", ".join(f"(:k{g}_{i})" for i in range(n)) or "(NULL)"
+        ctes.append(f"q{g}(key) AS (VALUES {values})")
+        sized.append(
+            f"SELECT q{g}.key AS key, {g} AS grp, CAST(:cap{g} AS INTEGER) AS cap, (SELECT count(*) FROM "
+            f"(SELECT 1 FROM cht_person_keys k WHERE k.key = q{g}.key LIMIT :over{g}) s) AS n FROM q{g}"
+        )
+    by_id = (
+        (
+            " UNION SELECT person_id FROM cht_persons WHERE person_id IN ("
+            + ", ".join(f":i{i}" for i in range(ids))
+            + ")"
+        )
+        if ids
+        else ""
+    )
     cols = ", ".join(f"p.{c}" for c in _SCAN_COLUMNS)
     pad = ", ".join(["NULL"] * (len(_SCAN_COLUMNS) - 1))
     token_list = ", ".join(f":t{i}" for i in range(tokens))
     sql = f"""
-WITH q(key) AS (VALUES {values}),
-sized AS (
-  SELECT q.key AS key,
-         (SELECT count(*) FROM (SELECT 1 FROM cht_person_keys k WHERE k.key = q.key LIMIT :over) s) AS n
-  FROM q
-),
+WITH {", ".join(ctes)},
+sized AS ({" UNION ALL ".join(sized)}),
 ids AS (
-  SELECT k.person_id FROM cht_person_keys k JOIN sized ON k.key = sized.key WHERE sized.n <= :cap{by_id}
+  SELECT k.person_id FROM cht_person_keys k JOIN sized ON k.key = sized.key WHERE sized.n <= sized.cap{by_id}
 )
 SELECT 0 AS kind, CAST(NULL AS INTEGER) AS persons, {cols}
 FROM cht_persons p WHERE p.person_id IN (SELECT person_id FROM ids)
-UNION ALL SELECT 1, NULL, sized.key, {pad} FROM sized WHERE sized.n > :cap
+UNION ALL SELECT 1, NULL, sized.key, {pad} FROM sized WHERE sized.n > sized.cap AND sized.grp = 0
 UNION ALL SELECT 2, t.persons, t.token, {pad} FROM cht_name_tokens t WHERE t.token IN ({token_list})
 """
     return text(sql)
+
+
+def _by_cap(keys: Iterable[QueryKey | str], cap: int) -> dict[int, list[str]]:
+    """Keys grouped by their cap, the block cap first (its overflowing keys are reported); a key asked
+    with several caps is read with the largest."""
+    best: dict[str, int] = {}
+    for k in keys:
+        key, own = (k, None) if isinstance(k, str) else (k.key, k.cap)
+        key = key[:200]
+        best[key] = max(best.get(key, 0), cap if own is None else min(own, cap))
+    groups: dict[int, list[str]] = {cap: []}
+    for key, c in sorted(best.items()):
+        groups.setdefault(c, []).append(key)
+    return groups
 
 
 def place_from_row(r: Any) -> Place:
@@ -176,6 +266,17 @@ def place_from_row(r: Any) -> Place:
         link_facility_code=r.link_facility_code,
         lineage=tuple(orjson.loads(r.lineage)),
     )
+
+
+async def vacuum_analyze(db: Database) -> None:
+    """After a large load (PostgreSQL): statistics for the planner (a query planned meanwhile sees the tables
+    as they were, e.g. empty) and the visibility map, without which the key table is read through bitmap heap
+    scans instead of index-only scans. Outside a transaction, as VACUUM must run; autovacuum would come later."""
+    if db.is_sqlite:
+        return
+    async with db.engine.connect() as conn:
+        auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await auto.execute(text("VACUUM (ANALYZE) cht_persons, cht_person_keys, cht_name_tokens, cht_places"))
 
 
 class ChtIndexRepository:
@@ -199,6 +300,7 @@ class ChtIndexRepository:
             rows.append(row)
             keys.extend(key_rows)
             new_tokens.update(set(person.tokens))
+        keys.sort()  # in key order: a large batch fills the key B-tree page by page, not all over it
         await self._bulk_insert(cht_persons, _ROW_COLUMNS, rows)
         await self._bulk_insert(cht_person_keys, _KEY_COLUMNS, keys)
         new_tokens[ALL] += len(rows)
@@ -236,16 +338,24 @@ class ChtIndexRepository:
             rows = await self.conn.execute(
                 delete(cht_persons)
                 .where(cht_persons.c.person_id.in_(chunk))
-                .returning(cht_persons.c.person_id, cht_persons.c.given, cht_persons.c.family)
+                .returning(cht_persons.c.person_id, cht_persons.c.given, cht_persons.c.family, cht_persons.c.block_keys)
             )
-            taken = []
+            taken: list[tuple[str, str]] = []
             for r in rows:
-                taken.append(r.person_id)
+                found.add(r.person_id)
                 out.update(set((r.given + " " + r.family).split()))
-            if taken:
-                found.update(taken)
-                await self.conn.execute(delete(cht_person_keys).where(cht_person_keys.c.person_id.in_(taken)))
+                taken.extend((k, r.person_id) for k in orjson.loads(r.block_keys))
+            await self._delete_keys(taken)
         return out, found
+
+    async def _delete_keys(self, rows: list[tuple[str, str]]) -> None:
+        """Delete ``(key, person_id)`` rows by their primary key."""
+        if not rows:
+            return
+        if self.conn.dialect.name == "sqlite":
+            await self.conn.exec_driver_sql("DELETE FROM cht_person_keys WHERE key = ? AND person_id = ?", rows)
+        else:
+            await self.conn.execute(_PG_DELETE_KEYS, {"k": [k for k, _ in rows], "p": [p for _, p in rows]})
 
     async def _count_tokens(self, delta: dict[str, int]) -> None:
         if not delta:
@@ -268,19 +378,24 @@ class ChtIndexRepository:
             out.extend(person_from_row(r) for r in rows)
         return out
 
-    async def candidates(self, keys: Iterable[str], cap: int) -> tuple[list[Person], list[str]]:
-        """(the persons under ``keys``, the keys skipped because they hold more than ``cap`` persons)."""
-        wanted = sorted({k[:200] for k in keys})
-        if not wanted:
+    async def candidates(self, keys: Iterable[QueryKey | str], cap: int) -> tuple[list[Person], list[str]]:
+        """(the persons under ``keys``, the keys skipped because they hold more than ``cap`` persons): the
+        plain form of :meth:`block` (keys with their own cap are skipped silently above it)."""
+        groups = _by_cap(keys, cap)
+        own = {k: c for c, ks in groups.items() for k in ks}
+        if not own:
             return [], []
         sizes = await self.conn.execute(
             select(cht_person_keys.c.key, func.count())
-            .where(cht_person_keys.c.key.in_(wanted))
+            .where(cht_person_keys.c.key.in_(sorted(own)))
             .group_by(cht_person_keys.c.key)
         )
         usable, overflow = [], []
         for key, n in sizes:
-            (overflow if n > cap else usable).append(key)
+            if n <= own[key]:
+                usable.append(key)
+            elif key in groups[cap]:
+                overflow.append(key)
         if not usable:
             return [], sorted(overflow)
         ids = select(cht_person_keys.c.person_id).where(cht_person_keys.c.key.in_(usable)).distinct()
@@ -288,21 +403,24 @@ class ChtIndexRepository:
         return [person_from_row(r) for r in rows], sorted(overflow)
 
     async def block(
-        self, keys: Iterable[str], tokens: Iterable[str], cap: int, ids: Iterable[str] = ()
+        self, keys: Iterable[QueryKey | str], tokens: Iterable[str], cap: int, ids: Iterable[str] = ()
     ) -> Block:
         """Everything one query reads, in one statement: the persons under ``keys`` (keys holding more than
-        ``cap`` persons are skipped and reported), the persons with the CHT ``ids``, and the frequencies of
-        the name ``tokens`` (share of indexed persons carrying each)."""
-        wanted = sorted({k[:200] for k in keys})
+        ``cap`` persons are skipped and reported; a ``QueryKey`` with its own cap is skipped silently above
+        it), the persons with the CHT ``ids``, and the frequencies of the name ``tokens`` (share of indexed
+        persons carrying each)."""
+        groups = list(_by_cap(keys, cap).items())
         toks = sorted({t[:64] for t in tokens} | {ALL})
         by_id = sorted(set(ids))
-        params: dict[str, Any] = {"cap": cap, "over": cap + 1}
-        params.update({f"k{i}": k for i, k in enumerate(wanted)})
+        params: dict[str, Any] = {}
+        for g, (c, group) in enumerate(groups):
+            params.update({f"cap{g}": c, f"over{g}": c + 1})
+            params.update({f"k{g}_{i}": k for i, k in enumerate(group)})
         params.update({f"t{i}": t for i, t in enumerate(toks)})
         params.update({f"i{i}": v for i, v in enumerate(by_id)})
         out = Block()
         counts: dict[str, int] = {}
-        rows = await self.conn.execute(_block_sql(len(wanted), len(toks), len(by_id)), params)
+        rows = await self.conn.execute(_block_sql([len(g) for _, g in groups], len(toks), len(by_id)), params)
         for row in rows:
             kind = row[0]
             if kind == 0:
@@ -398,18 +516,24 @@ class ChtIndexRepository:
         have = set(await self.facility_place_ids(organization_id))
         new = [p for p in dict.fromkeys(place_ids) if p not in have]
         if new:
-            await self.conn.execute(insert(facility_places),
-                                    [{"organization_id": organization_id, "place_id": p} for p in new])
+            await self.conn.execute(
+                insert(facility_places), [{"organization_id": organization_id, "place_id": p} for p in new]
+            )
         return len(new)
 
     async def unlink_facility(self, organization_id: str, place_ids: Sequence[str]) -> None:
-        await self.conn.execute(delete(facility_places).where(facility_places.c.organization_id == organization_id,
-                                                              facility_places.c.place_id.in_(list(place_ids))))
+        await self.conn.execute(
+            delete(facility_places).where(
+                facility_places.c.organization_id == organization_id, facility_places.c.place_id.in_(list(place_ids))
+            )
+        )
 
     async def facility_place_ids(self, organization_id: str) -> list[str]:
-        rows = await self.conn.execute(select(facility_places.c.place_id)
-                                       .where(facility_places.c.organization_id == organization_id)
-                                       .order_by(facility_places.c.place_id))
+        rows = await self.conn.execute(
+            select(facility_places.c.place_id)
+            .where(facility_places.c.organization_id == organization_id)
+            .order_by(facility_places.c.place_id)
+        )
         return [r.place_id for r in rows]
 
     # ---- sync state ------------------------------------------------------------------------------

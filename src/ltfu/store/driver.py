@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy.engine import Dialect
@@ -34,8 +35,16 @@ class Compiled:
     names: tuple[str, ...]  # parameter names in positional order
     defaults: dict[str, Any]  # values bound at build time (a LIMIT)
 
+    # The parameters in order, picked in C: an executemany of a long list calls ``args`` for every row.
+    _pick: Callable[[dict[str, Any]], tuple[Any, ...]] | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_pick", itemgetter(*self.names) if len(self.names) > 1 else None)
+
     def args(self, params: dict[str, Any]) -> tuple[Any, ...]:
         if not self.defaults:
+            if self._pick is not None:
+                return self._pick(params)
             return tuple(params[n] for n in self.names)
         return tuple(params[n] if n in params else self.defaults[n] for n in self.names)
 
@@ -53,7 +62,9 @@ def compiled(statement: ClauseElement, dialect: Dialect, column_keys: Sequence[s
         names = tuple(c.positiontup or ())
         if not names and c.params:
             raise ValueError("a statement for the driver needs a positional paramstyle")
-        defaults = {k: v for k, v in c.params.items() if v is not None and k in names}
+        # Values bound at build time; an INSERT's columns are REQUIRED (always given): not defaults.
+        defaults = {k: v for k, v in c.params.items()
+                    if v is not None and k in names and not (k in c.binds and c.binds[k].required)}
         found = Compiled(c.string, names, defaults)
         _COMPILED[key] = found
     return found
@@ -61,6 +72,8 @@ def compiled(statement: ClauseElement, dialect: Dialect, column_keys: Sequence[s
 
 class Driver(ABC):
     """Runs compiled statements on the unit of work's driver connection."""
+
+    copies = False  # ``copy`` is there: many rows into one table in one bulk load
 
     def __init__(self, dialect: Dialect, listeners: list[Callable[[str], None]]) -> None:
         self.dialect = dialect
@@ -75,6 +88,9 @@ class Driver(ABC):
 
     @abstractmethod
     async def execute_many(self, c: Compiled, rows: list[dict[str, Any]]) -> None: ...
+
+    async def copy(self, table: str, columns: tuple[str, ...], records: list[tuple[Any, ...]]) -> None:
+        raise NotImplementedError
 
 
 class SqliteDriver(Driver):
@@ -114,6 +130,15 @@ class AsyncpgDriver(Driver):
         await self._begun()
         self._heard(c.sql)
         await self._conn.executemany(c.sql, [c.args(r) for r in rows])
+
+    copies = True
+
+    async def copy(self, table: str, columns: tuple[str, ...], records: list[tuple[Any, ...]]) -> None:
+        """``COPY table (columns) FROM STDIN`` (binary): a defaulter list's 260,000 index rows cost the
+        server a fraction of as many INSERTs. Same transaction, same constraints and triggers."""
+        await self._begun()
+        self._heard(f"COPY {table} ({', '.join(columns)}) FROM STDIN")
+        await self._conn.copy_records_to_table(table, records=records, columns=list(columns))
 
 
 async def driver_of(conn: AsyncConnection, listeners: list[Callable[[str], None]]) -> Driver | None:

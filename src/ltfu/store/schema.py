@@ -295,17 +295,20 @@ cht_persons = Table(
     Column("facility_code", String(64), nullable=True),
     Column("lineage", Text, nullable=False),  # JSON list of ancestor ids, nearest first
     Column("flags", String(64), nullable=False, default=""),  # dead, muted (space-separated)
+    Column("block_keys", Text, nullable=False, default="[]"),  # JSON list: this person's cht_person_keys rows
     Column("updated_at", String(32), nullable=False),
 )
 
 # Blocking keys (domain/matching/blocking.py): the candidates of a query are the union of its keys' rows.
+# One B-tree keyed (key, person_id) (SQLite: WITHOUT ROWID); a person's rows are found by the keys its
+# cht_persons row lists, so no index on person_id (migration 0019).
 cht_person_keys = Table(
     "cht_person_keys",
     metadata,
     Column("key", String(200), primary_key=True),
     Column("person_id", String(128), primary_key=True),
+    sqlite_with_rowid=False,
 )
-Index("ix_cht_person_keys_person", cht_person_keys.c.person_id)
 
 # How many indexed persons carry each name token (the "*" row: all persons): name-frequency weights.
 cht_name_tokens = Table(

@@ -11,14 +11,14 @@ and the outbox delivers a key's rows in id order. SQLite: a plain trigger at ins
 time: the insert order is the commit order).
 
 Revision ID: 0015
-Revises: 0013
+Revises: 0019
 """
 
 from alembic import op
 
 
 revision = "0015"
-down_revision = "0013"
+down_revision = "0019"
 branch_labels = None
 depends_on = None
 

@@ -16,10 +16,10 @@ SQLAlchemy's type processing. ``Database.raw_listeners`` hear every statement (t
 
 from __future__ import annotations
 
+import operator
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from operator import itemgetter
 from typing import Any
 
 from sqlalchemy.engine import Dialect
@@ -34,19 +34,30 @@ class Compiled:
     sql: str
     names: tuple[str, ...]  # parameter names in positional order
     defaults: dict[str, Any]  # values bound at build time (a LIMIT)
-
-    # The parameters in order, picked in C: an executemany of a long list calls ``args`` for every row.
-    _pick: Callable[[dict[str, Any]], tuple[Any, ...]] | None = field(init=False, repr=False, compare=False)
+    _get: Callable[[dict[str, Any]], tuple[Any, ...]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_pick", itemgetter(*self.names) if len(self.names) > 1 else None)
+        object.__setattr__(self, "_get", _getter(self.names))
 
     def args(self, params: dict[str, Any]) -> tuple[Any, ...]:
+        return self._get(self.defaults | params if self.defaults else params)
+
+    def args_of(self, rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        """The parameter tuples of an ``executemany``."""
         if not self.defaults:
-            if self._pick is not None:
-                return self._pick(params)
-            return tuple(params[n] for n in self.names)
-        return tuple(params[n] if n in params else self.defaults[n] for n in self.names)
+            return list(map(self._get, rows))
+        get, defaults = self._get, self.defaults
+        return [get(defaults | r) for r in rows]
+
+
+def _getter(names: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    """The values of ``names`` out of a dict, as a tuple (``itemgetter``: C, once per statement)."""
+    if len(names) == 1:
+        (name,) = names
+        return lambda params: (params[name],)
+    if not names:
+        return lambda _params: ()
+    return operator.itemgetter(*names)
 
 
 _COMPILED: dict[tuple[str, int, tuple[str, ...] | None], Compiled] = {}
@@ -107,7 +118,7 @@ class SqliteDriver(Driver):
 
     async def execute_many(self, c: Compiled, rows: list[dict[str, Any]]) -> None:
         self._heard(c.sql)
-        self._conn.executemany(c.sql, [c.args(r) for r in rows])
+        self._conn.executemany(c.sql, c.args_of(rows))
         await self._owner.turn()
 
 
@@ -129,7 +140,7 @@ class AsyncpgDriver(Driver):
     async def execute_many(self, c: Compiled, rows: list[dict[str, Any]]) -> None:
         await self._begun()
         self._heard(c.sql)
-        await self._conn.executemany(c.sql, [c.args(r) for r in rows])
+        await self._conn.executemany(c.sql, c.args_of(rows))
 
     copies = True
 

@@ -17,6 +17,7 @@ from ltfu.store.db import Database
 from ltfu.store.resources import Stored
 from ltfu.store.schema import outbox, subscription_counters, subscription_events
 from ltfu.store.uow import unit_of_work
+from ltfu.store.write_buffer import COPY_ROWS
 
 ORG = "org-a"
 
@@ -165,3 +166,21 @@ async def test_an_event_of_a_subscription_gone_is_not_queued(db: Database) -> No
     async with db.transaction() as conn:
         assert (await conn.execute(select(outbox.c.id))).all() == []
         assert (await conn.execute(select(subscription_events.c.event_number))).all() == []
+
+
+async def test_a_long_list_of_events_is_numbered_in_order(db: Database) -> None:
+    """More events than the write buffer sends as INSERTs (PostgreSQL: a COPY): every one numbered, in order."""
+    await _subscription(db)
+    n = COPY_ROWS + 50
+    async with unit_of_work(db) as uow:
+        for i in range(n):
+            await notifications.emit_task_event(uow, _task(i))
+    assert await _numbers(db) == {f"task-{i}": i + 1 for i in range(n)}
+    async with db.transaction() as conn:
+        ids = (await conn.execute(select(outbox.c.id).order_by(outbox.c.id))).scalars().all()
+        numbers = (
+            (await conn.execute(select(subscription_events.c.event_number).order_by(subscription_events.c.outbox_id)))
+            .scalars()
+            .all()
+        )
+    assert len(ids) == n and numbers == list(range(1, n + 1))

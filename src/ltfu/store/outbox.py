@@ -110,6 +110,20 @@ class OutboxRepository:
         self.buffer.add(outbox, row, assigned)
         return assigned
 
+    def enqueue_event(self, subscription_id: str, payload: dict[str, Any], *, case_id: str | None,
+                      organization_id: str | None) -> None:
+        """Queue a notification event of a subscription, to be numbered by the database (migration 0015).
+
+        The row goes as ``unnumbered``: the database makes it ``pending`` with the subscription's next number
+        (its ``event:<sub>:<n>`` key, ``"event"`` in its payload, its ``subscription_events`` row) in
+        commit order, taking the subscription's counter lock inside COMMIT only (PostgreSQL). The
+        subscription's events are delivered in number order: their outbox ids follow the numbers."""
+        if self.buffer is None:
+            raise RuntimeError("enqueue_event needs a unit of work's write buffer")
+        row = _message("notify", "event", f"sub:{subscription_id}", payload, None, case_id, subscription_id,
+                       organization_id, 0.0)
+        self.buffer.add(outbox, {**row, "status": "unnumbered"})
+
     async def claim(self, worker: str, limit: int, lease_s: float, destinations: tuple[str, ...],
                     order_key: str | None = None) -> list[OutboxRow]:
         """Due rows at the head of their order key (of ``order_key`` only, when given), leased to ``worker``

@@ -159,7 +159,8 @@ outbox = Table(
     Column("order_key", String(160), nullable=False),  # delivered strictly in id order per key
     Column("dedupe_key", String(255), nullable=True, unique=True),
     Column("payload", Text, nullable=False),
-    Column("status", String(16), nullable=False),  # pending | done | dead
+    # pending | done | dead; an event is unnumbered until its transaction commits (migration 0015)
+    Column("status", String(16), nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
     Column("created_at", String(32), nullable=False),
     Column("next_attempt_at", String(32), nullable=False),

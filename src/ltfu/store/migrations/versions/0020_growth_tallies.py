@@ -1,7 +1,7 @@
 """growth: counts kept by triggers (tallies + tally_deltas); failing and pending-due outbox indexes
 
 Revision ID: 0020
-Revises: 0019
+Revises: 0015
 """
 
 from alembic import op
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 
 revision = '0020'
-down_revision = '0019'
+down_revision = '0015'
 branch_labels = None
 depends_on = None
 

@@ -141,6 +141,12 @@ class Settings(BaseSettings):
     retry_permanent_4xx: int = Field(default=3, description="Attempts before a non-retryable 4xx is dead.")
     poll_interval_s: float = 0.5
     delivery_timeout_s: float = 30.0
+    delivery_concurrency: int = Field(
+        default=16, ge=1, description="Deliveries one worker process has in flight at once (an ordered lane, "
+        "e.g. one facility's notifications, counts once). CHT calls are bounded again by LTFU_CHT_MAX_CONCURRENCY.")
+    notify_max_events: int = Field(
+        default=20, ge=1, description="Due events of one subscription sent together in one notification Bundle "
+        "(backport mode; 1: one event per Bundle). A Subscription's backport-max-count lowers it.")
     notify_verify_tls: bool = True
     notify_mode: str = Field(default="backport", pattern="^(backport|hapi)$")
     callback_allowed_networks: str | None = Field(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import cached_property
 from typing import Any, cast
 
 from sqlalchemy import text
@@ -101,19 +102,47 @@ class UnitOfWork:
         self.at_commit = CommitQueue()
         # For statements that cannot see what the buffer holds (they need not flush it first).
         self.unbuffered = conn
-        self.owners = OwnerRepository(self.conn)
-        self.openhim_clients = OpenHIMClientRepository(self.conn)
         self.resources = ResourceRepository(self.conn, self.buffer, unbuffered=conn)
-        self.clients = ClientRepository(self.conn)
         self.cases = CaseRepository(self.conn, self.buffer)
         self.outbox = OutboxRepository(self.conn, skip_locked=not db.is_sqlite, buffer=self.buffer)
-        self.receipts = ReceiptRepository(self.conn)
-        self.retention = RetentionRepository(self.conn)
-        self.cht_index = ChtIndexRepository(self.conn)
-        self.reviews = ReviewRepository(self.conn)
-        self.duplicates = DuplicateRepository(self.conn)
-        self.catchment_audit = CatchmentAuditRepository(self.conn)
         self.callbacks = CallbackStore(self.conn, SecretBox.of(db.settings), self.fetch)
+
+    # The repositories a new case does not need are made when first asked for.
+    @cached_property
+    def owners(self) -> OwnerRepository:
+        return OwnerRepository(self.conn, self.buffer)
+
+    @cached_property
+    def openhim_clients(self) -> OpenHIMClientRepository:
+        return OpenHIMClientRepository(self.conn)
+
+    @cached_property
+    def clients(self) -> ClientRepository:
+        return ClientRepository(self.conn)
+
+    @cached_property
+    def receipts(self) -> ReceiptRepository:
+        return ReceiptRepository(self.conn)
+
+    @cached_property
+    def retention(self) -> RetentionRepository:
+        return RetentionRepository(self.conn)
+
+    @cached_property
+    def cht_index(self) -> ChtIndexRepository:
+        return ChtIndexRepository(self.conn)
+
+    @cached_property
+    def reviews(self) -> ReviewRepository:
+        return ReviewRepository(self.conn)
+
+    @cached_property
+    def duplicates(self) -> DuplicateRepository:
+        return DuplicateRepository(self.conn)
+
+    @cached_property
+    def catchment_audit(self) -> CatchmentAuditRepository:
+        return CatchmentAuditRepository(self.conn)
 
     async def flush(self) -> None:
         await self.buffer.flush()

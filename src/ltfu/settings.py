@@ -162,6 +162,9 @@ class Settings(BaseSettings):
     follow_up_window_days: int = 14
     max_attempts: int = Field(default=2, ge=1, description="CHW attempts before not-located is final.")
     sweep_interval_s: float = 60.0
+    tally_fold_interval_s: float = Field(
+        default=5.0, gt=0, description="How often the changes to the kept counts (dashboard, /admin/stats, /metrics) "
+        "are folded into their totals; the counts are exact either way, a fold keeps their reading short.")
 
     # OpenHIM (off unless openhim_url is set)
     openhim_url: str | None = Field(default=None, description="OpenHIM core API, e.g. https://openhim:8080")

@@ -22,6 +22,7 @@ from sqlalchemy import and_, case, func, insert, not_, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ltfu.store import tallies
 from ltfu.store.resources import now_instant
 from ltfu.store.schema import delivery_attempts, outbox
 from ltfu.store.write_buffer import PendingId, WriteBuffer
@@ -108,6 +109,20 @@ class OutboxRepository:
             raise RuntimeError("enqueue_new needs a unit of work's write buffer")
         self.buffer.add(outbox, row, assigned)
         return assigned
+
+    def enqueue_event(self, subscription_id: str, payload: dict[str, Any], *, case_id: str | None,
+                      organization_id: str | None) -> None:
+        """Queue a notification event of a subscription, to be numbered by the database (migration 0015).
+
+        The row goes as ``unnumbered``: the database makes it ``pending`` with the subscription's next number
+        (its ``event:<sub>:<n>`` key, ``"event"`` in its payload, its ``subscription_events`` row) in
+        commit order, taking the subscription's counter lock inside COMMIT only (PostgreSQL). The
+        subscription's events are delivered in number order: their outbox ids follow the numbers."""
+        if self.buffer is None:
+            raise RuntimeError("enqueue_event needs a unit of work's write buffer")
+        row = _message("notify", "event", f"sub:{subscription_id}", payload, None, case_id, subscription_id,
+                       organization_id, 0.0)
+        self.buffer.add(outbox, {**row, "status": "unnumbered"})
 
     async def claim(self, worker: str, limit: int, lease_s: float, destinations: tuple[str, ...],
                     order_key: str | None = None) -> list[OutboxRow]:
@@ -258,7 +273,16 @@ class OutboxRepository:
         return list((await self.conn.execute(q.order_by(outbox.c.id.desc()).limit(limit))).all())
 
     async def depth(self) -> dict[tuple[str, str], tuple[int, str | None]]:
-        """(destination, status) → (count, oldest next_attempt_at) for pending and dead rows."""
-        q = (select(outbox.c.destination, outbox.c.status, func.count(), func.min(outbox.c.next_attempt_at))
-             .where(outbox.c.status != "done").group_by(outbox.c.destination, outbox.c.status))
-        return {(d, s): (n, oldest) for d, s, n, oldest in (await self.conn.execute(q)).all()}
+        """(destination, status) → (count, oldest next_attempt_at) for pending and dead rows (the oldest of
+        pending rows only). The counts are kept by triggers (``store/tallies.py``); the oldest is one step
+        along the partial index of pending rows per destination."""
+        counts = {(d or "", s or ""): n for (d, s), n in tallies.summed(await tallies.read(self.conn, "outbox"), 0, 1)
+                  if s != "done"}
+        out: dict[tuple[str, str], tuple[int, str | None]] = {}
+        for (dest, status), n in counts.items():
+            oldest = None
+            if status == "pending":
+                oldest = (await self.conn.execute(select(func.min(outbox.c.next_attempt_at)).where(and_(
+                    outbox.c.status == "pending", outbox.c.destination == dest)))).scalar_one_or_none()
+            out[(dest, status)] = (n, oldest)
+        return out

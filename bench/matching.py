@@ -36,6 +36,7 @@ from ltfu.gc_tuning import tune_gc
 from ltfu.services.cht_index import index_docs
 from ltfu.services.matching import find_matches, match_config
 from ltfu.settings import Settings
+from ltfu.store.cht_index import vacuum_analyze
 from ltfu.store.db import Database
 from ltfu.store.uow import UnitOfWork, unit_of_work
 
@@ -88,8 +89,7 @@ async def build(db: Database, persons: int, incoming: int, seed: int) -> tuple[l
             await flush()
     if batch:
         await flush()
-    async with unit_of_work(db) as uow:  # as ``ChtSync`` does after a large load
-        await uow.cht_index.analyze()
+    await vacuum_analyze(db)  # as ``ChtSync`` does after a large load
     build_s = time.perf_counter() - start
     while len(absent) < absent_n:
         mrn += 1

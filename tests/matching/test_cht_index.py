@@ -296,3 +296,13 @@ async def test_a_page_indexed_twice_leaves_the_index_as_once(db: Database) -> No
         await index_docs(uow, page)
     assert await state() == once
     assert once[1] == {"GRACE": 1.0, "OTIENO": 2 / 3, "KAMAU": 1 / 3}
+
+
+async def test_statistics_refresh_after_a_large_load_runs_on_both_databases(db: Database) -> None:
+    from ltfu.store.cht_index import vacuum_analyze
+
+    async with unit_of_work(db) as uow:
+        await index_docs(uow, [UNIT, AREA, HOUSE, person_doc("p1", "Mary Otieno")])
+    await vacuum_analyze(db)  # PostgreSQL: VACUUM outside a transaction; SQLite: nothing
+    async with unit_of_work(db) as uow:
+        assert await uow.cht_index.count_persons() == 1

@@ -16,6 +16,7 @@ from urllib.parse import quote
 from ltfu.cht.client import ChtClient
 from ltfu.services.cht_index import changed_docs, index_docs
 from ltfu.settings import Settings
+from ltfu.store.cht_index import vacuum_analyze
 from ltfu.store.db import Database
 from ltfu.store.uow import unit_of_work
 
@@ -77,8 +78,7 @@ class ChtSync:
             result.seq = last
             if len(rows) < self.page:
                 if result.persons >= ANALYZE_AFTER:
-                    async with unit_of_work(self.db) as uow:
-                        await uow.cht_index.analyze()
+                    await vacuum_analyze(self.db)
                 return result
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from sqlalchemy import delete, func, insert, select, text, update
@@ -29,6 +29,9 @@ from ltfu.store.schema import (
     cht_sync_state,
     facility_places,
 )
+
+if TYPE_CHECKING:
+    from ltfu.store.db import Database
 
 ALL = "*"  # the cht_name_tokens row counting every indexed person
 _CHUNK = 500  # ids per IN (...) list
@@ -265,6 +268,17 @@ def place_from_row(r: Any) -> Place:
     )
 
 
+async def vacuum_analyze(db: Database) -> None:
+    """After a large load (PostgreSQL): statistics for the planner (a query planned meanwhile sees the tables
+    as they were, e.g. empty) and the visibility map, without which the key table is read through bitmap heap
+    scans instead of index-only scans. Outside a transaction, as VACUUM must run; autovacuum would come later."""
+    if db.is_sqlite:
+        return
+    async with db.engine.connect() as conn:
+        auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await auto.execute(text("VACUUM (ANALYZE) cht_persons, cht_person_keys, cht_name_tokens, cht_places"))
+
+
 class ChtIndexRepository:
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
@@ -429,12 +443,6 @@ class ChtIndexRepository:
         counts = {r.token: r.persons for r in rows}
         total = counts.pop(ALL, 0)
         return {t: n / total for t, n in counts.items() if total > 0 and n > 0}
-
-    async def analyze(self) -> None:
-        """Refresh the planner's statistics of the index tables after a large load (PostgreSQL; autovacuum
-        would do it later, and a query planned meanwhile sees the tables as they were, e.g. empty)."""
-        if self.conn.dialect.name != "sqlite":
-            await self.conn.execute(text("ANALYZE cht_persons, cht_person_keys, cht_name_tokens, cht_places"))
 
     async def count_persons(self) -> int:
         return (await self.conn.execute(select(func.count()).select_from(cht_persons))).scalar_one()

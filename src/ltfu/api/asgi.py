@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -141,7 +141,7 @@ class Pipeline:
                 transaction = value if transaction is None else transaction
             elif name == b"x-openhim-clientid":
                 openhim_client = value if openhim_client is None else openhim_client
-        rid = _safe_id(request_id) or uuid.uuid4().hex
+        rid = _safe_id(request_id) or os.urandom(16).hex()
         ids = {"request_id": rid}
         tx = _safe_id(transaction)
         if tx:

@@ -228,13 +228,17 @@ def test_no_candidates_means_no_decision() -> None:
     assert result.best is None
 
 
+def _keys(incoming: Person) -> set[str]:
+    return {k.key for k in query_keys(incoming)}
+
+
 def test_query_keys_reach_the_index_keys_of_a_perturbed_record() -> None:
     cht = person("p1", "Grace", "Wambui", "F", "1988-11-23", ("+254722000111",), ids={"upi": "X1Y2Z3"})
     stored = index_keys(cht)
-    assert query_keys(person(given="Wambui", family="Grace")) & stored  # swapped, no birth date
-    assert query_keys(person(given="Gracee", family="Wambui", dob="1989")) & stored  # typo, year off by one
-    assert query_keys(person(given="X", family="Y", ids={"upi": "X1Y2Z3"})) & stored
-    assert query_keys(person(given="X", family="Y", phones=("+254722000111",))) & stored
+    assert _keys(person(given="Wambui", family="Grace")) & stored  # swapped, no birth date
+    assert _keys(person(given="Gracee", family="Wambui", dob="1989")) & stored  # typo, year off by one
+    assert _keys(person(given="X", family="Y", ids={"upi": "X1Y2Z3"})) & stored
+    assert _keys(person(given="X", family="Y", phones=("+254722000111",))) & stored
 
 
 def test_overrides_are_checked() -> None:

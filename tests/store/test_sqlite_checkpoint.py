@@ -3,6 +3,9 @@ disk's sync): its ``wal_autocheckpoint`` is off and the ``Checkpointer`` thread 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -60,5 +63,31 @@ async def test_without_its_thread_nothing_checkpoints(tmp_path: Path, monkeypatc
         before = (tmp_path / "ltfu.db").stat().st_size
         await _write_patients(db, 150, "b", size=20_000)  # ~6 MiB: past SQLite's own 1,000-page threshold
         assert (tmp_path / "ltfu.db").stat().st_size == before
+    finally:
+        await db.dispose()
+
+
+async def test_after_a_checkpoint_small_commits_do_not_wake_it_again(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkpoint leaves the WAL file as large as it was; the writer's ``journal_size_limit`` truncates it
+    when the WAL starts over, so the next small commit is below the threshold and wakes nobody (else every
+    commit past the first threshold woke a checkpoint)."""
+    monkeypatch.setattr(sqlite_inline, "CHECKPOINT_BYTES", 256 * 1024)
+    db = Database(_settings(tmp_path))
+    try:
+        await db.upgrade()
+        assert db.checkpointer is not None
+        await _write_patients(db, 60, "c")  # past the threshold, many times
+        for _ in range(1000):  # until a woken checkpoint has run and the thread is idle (no time asserted)
+            if db.checkpointer.runs and not db.checkpointer._wake.is_set():
+                break
+            await asyncio.sleep(0.01)
+        with contextlib.closing(sqlite3.connect(tmp_path / "ltfu.db")) as conn:  # the WAL copied back (no writer)
+            busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert busy == 0 and frames == copied
+        assert (tmp_path / "ltfu.db-wal").stat().st_size > 256 * 1024  # a checkpoint leaves the file as it was
+        await _write_patients(db, 1, "d", size=10)  # the WAL starts over here (one unit: ~50 KiB)
+        assert (tmp_path / "ltfu.db-wal").stat().st_size < 256 * 1024
+        assert not db.checkpointer._wake.is_set()
     finally:
         await db.dispose()

@@ -9,7 +9,8 @@ import calendar
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from functools import lru_cache
+from typing import Any, Literal, NamedTuple
 from urllib.parse import urlsplit
 
 from ltfu.fhir.outcome import FhirError, Issue
@@ -140,27 +141,40 @@ MAX_INSTANT = "9999-12-31T23:59:59.999999Z"
 
 # --------------------------------------------------------------------------- extraction
 
-def _walk(node: Any, parts: list[str]) -> list[Any]:
-    if not parts:
-        return node if isinstance(node, list) else [node]
-    if isinstance(node, list):
-        out: list[Any] = []
-        for item in node:
-            out.extend(_walk(item, parts))
-        return out
-    if isinstance(node, dict) and parts[0] in node:
-        return _walk(node[parts[0]], parts[1:])
-    return []
+def _walk(node: Any, parts: tuple[str, ...], at: int, out: list[Any]) -> None:
+    """Append to ``out`` the non-null values at ``parts[at:]`` below ``node`` (lists are flattened)."""
+    while True:
+        if isinstance(node, list):
+            for item in node:
+                if item is not None:
+                    if at == len(parts):
+                        out.append(item)
+                    else:
+                        _walk(item, parts, at, out)
+            return
+        if at == len(parts):
+            out.append(node)
+            return
+        if not isinstance(node, dict):
+            return
+        node = node.get(parts[at])
+        if node is None:
+            return
+        at += 1
 
 
 def values_at(resource: dict[str, Any], path: str) -> list[Any]:
-    return [v for v in _walk(resource, path.split(".")) if v is not None]
+    out: list[Any] = []
+    _walk(resource, tuple(path.split(".")), 0, out)
+    return out
 
 
 def normalise_reference(ref: str) -> str:
     """``http://x/fhir/Patient/1/_history/2`` and ``Patient/1`` both become ``Patient/1``."""
     if "://" in ref:
         ref = urlsplit(ref).path
+    elif ref.count("/") == 1 and ref[0] != "/" and ref[-1] != "/":
+        return ref  # ``Type/id``, nearly every reference: nothing to normalise
     parts = [p for p in ref.split("/") if p]
     if "_history" in parts:
         parts = parts[: parts.index("_history")]
@@ -192,6 +206,7 @@ def instant(dt: datetime) -> str:
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+@lru_cache(maxsize=4096)  # a defaulter list repeats its dates; the ranges are pure functions of the text
 def date_range(text: str) -> tuple[str, str]:
     """The instant range a FHIR date/dateTime/instant covers; timezone-less values are taken as UTC."""
     m = _DATE_RE.match(text.strip())
@@ -232,40 +247,50 @@ def _dates(value: Any) -> list[tuple[str, str]]:
     return []
 
 
-def _strings(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [value.lower()]
-    return []
-
-
-@dataclass(frozen=True)
-class IndexRow:
+class IndexRow(NamedTuple):
     param: str
     system: str | None
     value: str
     value_hi: str | None = None
 
 
+# Per resource type, each parameter's (name, kind, target, paths split once): index_rows runs for every
+# resource written (a 10,000-defaulter list: 30,000 of them).
+_PLANS: dict[str, tuple[tuple[str, Kind, str | None, tuple[tuple[str, ...], ...]], ...]] = {
+    res_type: tuple((name, p.kind, p.target, tuple(tuple(path.split(".")) for path in p.paths))
+                    for name, p in defs.items())
+    for res_type, defs in SEARCH_PARAMS.items()
+}
+
+
+def _sort_key(row: IndexRow) -> tuple[str, str, str]:
+    return row[0], row[1] or "", row[2]
+
+
 def index_rows(resource: dict[str, Any]) -> list[IndexRow]:
     """Every index row for a resource, from the parameter definitions of its type."""
-    defs = SEARCH_PARAMS.get(resource.get("resourceType", ""), {})
     rows: set[IndexRow] = set()
-    for name, pdef in defs.items():
-        for path in pdef.paths:
-            for value in values_at(resource, path):
-                if pdef.kind == "token":
-                    rows.update(IndexRow(name, s, v[:512]) for s, v in _tokens(value))
-                elif pdef.kind == "reference":
-                    ref = value.get("reference") if isinstance(value, dict) else None
-                    if ref:
-                        ref = normalise_reference(ref)
-                        if pdef.target is None or ref.startswith(pdef.target + "/"):
-                            rows.add(IndexRow(name, None, ref[:512]))
-                elif pdef.kind == "date":
-                    rows.update(IndexRow(name, None, lo, hi) for lo, hi in _dates(value))
-                else:
-                    rows.update(IndexRow(name, None, v[:512]) for v in _strings(value))
-    return sorted(rows, key=lambda r: (r.param, r.system or "", r.value))
+    add = rows.add
+    for name, kind, target, paths in _PLANS.get(resource.get("resourceType", ""), ()):
+        values: list[Any] = []
+        for parts in paths:
+            _walk(resource, parts, 0, values)
+        for value in values:
+            if kind == "token":
+                for s, v in _tokens(value):
+                    add(IndexRow(name, s, v[:512]))
+            elif kind == "reference":
+                ref = value.get("reference") if isinstance(value, dict) else None
+                if ref:
+                    ref = normalise_reference(ref)
+                    if target is None or ref.startswith(target + "/"):
+                        add(IndexRow(name, None, ref[:512]))
+            elif kind == "date":
+                for lo, hi in _dates(value):
+                    add(IndexRow(name, None, lo, hi))
+            elif isinstance(value, str):  # string
+                add(IndexRow(name, None, value.lower()[:512]))
+    return sorted(rows, key=_sort_key)
 
 
 # --------------------------------------------------------------------------- query parsing

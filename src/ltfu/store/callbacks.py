@@ -13,11 +13,13 @@ from __future__ import annotations
 import base64
 import functools
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
-from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy import Select, and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ltfu.settings import Settings
@@ -76,10 +78,26 @@ class SigningKey:
     created_at: str
 
 
+_cs = callback_secrets.c
+
+
+@functools.lru_cache(maxsize=16)
+def _headers_of(n: int) -> Select[Any]:
+    """The header lines of ``n`` (type, id) pairs: one statement, built once per ``n``."""
+    pairs = (and_(_cs.res_type == bindparam(f"t{i}"), _cs.res_id == bindparam(f"i{i}")) for i in range(n))
+    return select(_cs.res_type, _cs.res_id, _cs.headers).where(or_(*pairs))
+
+
+Fetch = Callable[..., Awaitable[list[tuple[Any, ...]]]]
+
+
 class CallbackStore:
-    def __init__(self, conn: AsyncConnection, box: SecretBox) -> None:
+    """``fetch``: the unit of work's way to run a statement built once (``UnitOfWork.fetch``)."""
+
+    def __init__(self, conn: AsyncConnection, box: SecretBox, fetch: Fetch) -> None:
         self.conn = conn
         self.box = box
+        self._fetch = fetch
         self._headers: dict[tuple[str, str], list[str]] = {}  # read within this unit of work
 
     def forget(self) -> None:
@@ -103,32 +121,29 @@ class CallbackStore:
             )
 
     # ------------------------------------------------------------------ header secrets
+    def remember(self, res_type: str, res_id: str, sealed: str | None) -> None:
+        """Header lines read by another statement (a join); what this unit of work set is kept."""
+        if (res_type, res_id) not in self._headers:
+            self._headers[(res_type, res_id)] = list(orjson.loads(self.box.open(sealed))) if sealed else []
+
     async def prime(self, keys: list[tuple[str, str]]) -> None:
-        """Read the header lines of several Endpoints/Subscriptions in one statement (``headers`` then asks no one)."""
+        """Read the header lines of several Endpoints/Subscriptions in one statement (``headers`` then asks no one).
+
+        The write buffer never holds these rows: no flush first."""
         wanted = [k for k in dict.fromkeys(keys) if k not in self._headers]
-        if not wanted:
-            return
-        c = callback_secrets.c
-        rows = await self.conn.execute(
-            select(c.res_type, c.res_id, c.headers).where(
-                or_(*(and_(c.res_type == t, c.res_id == i) for t, i in wanted))
-            )
-        )
-        found = {(r.res_type, r.res_id): r.headers for r in rows}
-        for key in wanted:
-            sealed = found.get(key)
-            self._headers[key] = list(orjson.loads(self.box.open(sealed))) if sealed else []
+        for start in range(0, len(wanted), 16):
+            chunk = wanted[start : start + 16]
+            params = {}
+            for i, (t, res_id) in enumerate(chunk):
+                params[f"t{i}"], params[f"i{i}"] = t, res_id
+            found = {(t, i): h for t, i, h in await self._fetch(_headers_of(len(chunk)), params, see_buffer=False)}
+            for key in chunk:
+                self.remember(*key, found.get(key))
 
     async def headers(self, res_type: str, res_id: str) -> list[str]:
         """The real header lines of an Endpoint or Subscription ([] when none)."""
         if (res_type, res_id) not in self._headers:
-            row = await self.conn.execute(
-                select(callback_secrets.c.headers).where(
-                    and_(callback_secrets.c.res_type == res_type, callback_secrets.c.res_id == res_id)
-                )
-            )
-            sealed = row.scalar_one_or_none()
-            self._headers[(res_type, res_id)] = list(orjson.loads(self.box.open(sealed))) if sealed else []
+            await self.prime([(res_type, res_id)])
         return list(self._headers[(res_type, res_id)])
 
     async def set_headers(self, res_type: str, res_id: str, lines: list[str]) -> None:

@@ -17,6 +17,7 @@ from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ltfu.domain.matching.blocking import QueryKey
 from ltfu.domain.matching.normalise import BirthDate
 from ltfu.domain.matching.records import Person, Place
 from ltfu.store.resources import now_instant
@@ -39,9 +40,26 @@ def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]
         yield items[i : i + size]
 
 
-_ROW_COLUMNS = ("person_id", "name", "given", "family", "sex", "birth_date", "birth_precision", "phones",
-                "identifiers", "parent_id", "household_id", "chw_area_id", "unit_id", "unit_code", "facility_code",
-                "lineage", "flags", "updated_at")
+_ROW_COLUMNS = (
+    "person_id",
+    "name",
+    "given",
+    "family",
+    "sex",
+    "birth_date",
+    "birth_precision",
+    "phones",
+    "identifiers",
+    "parent_id",
+    "household_id",
+    "chw_area_id",
+    "unit_id",
+    "unit_code",
+    "facility_code",
+    "lineage",
+    "flags",
+    "updated_at",
+)
 _KEY_COLUMNS = ("key", "person_id")
 
 
@@ -100,15 +118,46 @@ def person_from_row(r: Any) -> Person:
 
 
 # The columns a query reads, in this order (``_person_from_values``).
-_SCAN_COLUMNS = ("person_id", "name", "given", "family", "sex", "birth_date", "birth_precision", "phones",
-                 "identifiers", "household_id", "chw_area_id", "unit_id", "unit_code", "facility_code", "flags",
-                 "lineage")
+_SCAN_COLUMNS = (
+    "person_id",
+    "name",
+    "given",
+    "family",
+    "sex",
+    "birth_date",
+    "birth_precision",
+    "phones",
+    "identifiers",
+    "household_id",
+    "chw_area_id",
+    "unit_id",
+    "unit_code",
+    "facility_code",
+    "flags",
+    "lineage",
+)
 
 
 def _person_from_values(values: Sequence[Any]) -> Person:
     """``person_from_row`` for the positional values of ``_SCAN_COLUMNS``: the hot loop of every query."""
-    (pid, name, given, family, sex, birth, precision, phones, idents, household, area, unit, unit_code,
-     facility_code, flags, lineage) = values
+    (
+        pid,
+        name,
+        given,
+        family,
+        sex,
+        birth,
+        precision,
+        phones,
+        idents,
+        household,
+        area,
+        unit,
+        unit_code,
+        facility_code,
+        flags,
+        lineage,
+    ) = values
     return Person(
         id=pid,
         given=tuple(given.split()),
@@ -137,32 +186,57 @@ class Block:
     frequencies: dict[str, float] = field(default_factory=dict)
 
 
-def _block_sql(keys: int, tokens: int, ids: int) -> Any:
-    """One statement for a whole query (one round trip): each key's size counted up to ``cap + 1`` only (a
-    huge key costs no more than a small one), the persons of the keys within the cap (and of ``ids``), the
-    overflowing keys, and the name-token counts — told apart by ``kind`` (0 person, 1 key, 2 token)."""
-    values = ", ".join(f"(:k{i})" for i in range(keys)) or "(NULL)"
-    by_id = (" UNION SELECT person_id FROM cht_persons WHERE person_id IN ("
-             + ", ".join(f":i{i}" for i in range(ids)) + ")") if ids else ""
+def _block_sql(groups: Sequence[int], tokens: int, ids: int) -> Any:
+    """One statement for a whole query (one round trip): each key's size counted up to its cap + 1 only (a
+    huge key costs no more than a small one), the persons of the keys within their cap (and of ``ids``), the
+    overflowing keys of the first group (the block cap; the other groups' caps are silent), and the
+    name-token counts — told apart by ``kind`` (0 person, 1 key, 2 token). ``groups``: keys per cap."""
+    ctes, sized = [], []
+    for g, n in enumerate(groups):
+        values = ", ".join(f"(:k{g}_{i})" for i in range(n)) or "(NULL)"
+        ctes.append(f"q{g}(key) AS (VALUES {values})")
+        sized.append(
+            f"SELECT q{g}.key AS key, {g} AS grp, CAST(:cap{g} AS INTEGER) AS cap, (SELECT count(*) FROM "
+            f"(SELECT 1 FROM cht_person_keys k WHERE k.key = q{g}.key LIMIT :over{g}) s) AS n FROM q{g}"
+        )
+    by_id = (
+        (
+            " UNION SELECT person_id FROM cht_persons WHERE person_id IN ("
+            + ", ".join(f":i{i}" for i in range(ids))
+            + ")"
+        )
+        if ids
+        else ""
+    )
     cols = ", ".join(f"p.{c}" for c in _SCAN_COLUMNS)
     pad = ", ".join(["NULL"] * (len(_SCAN_COLUMNS) - 1))
     token_list = ", ".join(f":t{i}" for i in range(tokens))
     sql = f"""
-WITH q(key) AS (VALUES {values}),
-sized AS (
-  SELECT q.key AS key,
-         (SELECT count(*) FROM (SELECT 1 FROM cht_person_keys k WHERE k.key = q.key LIMIT :over) s) AS n
-  FROM q
-),
+WITH {", ".join(ctes)},
+sized AS ({" UNION ALL ".join(sized)}),
 ids AS (
-  SELECT k.person_id FROM cht_person_keys k JOIN sized ON k.key = sized.key WHERE sized.n <= :cap{by_id}
+  SELECT k.person_id FROM cht_person_keys k JOIN sized ON k.key = sized.key WHERE sized.n <= sized.cap{by_id}
 )
 SELECT 0 AS kind, CAST(NULL AS INTEGER) AS persons, {cols}
 FROM cht_persons p WHERE p.person_id IN (SELECT person_id FROM ids)
-UNION ALL SELECT 1, NULL, sized.key, {pad} FROM sized WHERE sized.n > :cap
+UNION ALL SELECT 1, NULL, sized.key, {pad} FROM sized WHERE sized.n > sized.cap AND sized.grp = 0
 UNION ALL SELECT 2, t.persons, t.token, {pad} FROM cht_name_tokens t WHERE t.token IN ({token_list})
 """
     return text(sql)
+
+
+def _by_cap(keys: Iterable[QueryKey | str], cap: int) -> dict[int, list[str]]:
+    """Keys grouped by their cap, the block cap first (its overflowing keys are reported); a key asked
+    with several caps is read with the largest."""
+    best: dict[str, int] = {}
+    for k in keys:
+        key, own = (k, None) if isinstance(k, str) else (k.key, k.cap)
+        key = key[:200]
+        best[key] = max(best.get(key, 0), cap if own is None else min(own, cap))
+    groups: dict[int, list[str]] = {cap: []}
+    for key, c in sorted(best.items()):
+        groups.setdefault(c, []).append(key)
+    return groups
 
 
 def place_from_row(r: Any) -> Place:
@@ -268,19 +342,24 @@ class ChtIndexRepository:
             out.extend(person_from_row(r) for r in rows)
         return out
 
-    async def candidates(self, keys: Iterable[str], cap: int) -> tuple[list[Person], list[str]]:
-        """(the persons under ``keys``, the keys skipped because they hold more than ``cap`` persons)."""
-        wanted = sorted({k[:200] for k in keys})
-        if not wanted:
+    async def candidates(self, keys: Iterable[QueryKey | str], cap: int) -> tuple[list[Person], list[str]]:
+        """(the persons under ``keys``, the keys skipped because they hold more than ``cap`` persons): the
+        plain form of :meth:`block` (keys with their own cap are skipped silently above it)."""
+        groups = _by_cap(keys, cap)
+        own = {k: c for c, ks in groups.items() for k in ks}
+        if not own:
             return [], []
         sizes = await self.conn.execute(
             select(cht_person_keys.c.key, func.count())
-            .where(cht_person_keys.c.key.in_(wanted))
+            .where(cht_person_keys.c.key.in_(sorted(own)))
             .group_by(cht_person_keys.c.key)
         )
         usable, overflow = [], []
         for key, n in sizes:
-            (overflow if n > cap else usable).append(key)
+            if n <= own[key]:
+                usable.append(key)
+            elif key in groups[cap]:
+                overflow.append(key)
         if not usable:
             return [], sorted(overflow)
         ids = select(cht_person_keys.c.person_id).where(cht_person_keys.c.key.in_(usable)).distinct()
@@ -288,21 +367,24 @@ class ChtIndexRepository:
         return [person_from_row(r) for r in rows], sorted(overflow)
 
     async def block(
-        self, keys: Iterable[str], tokens: Iterable[str], cap: int, ids: Iterable[str] = ()
+        self, keys: Iterable[QueryKey | str], tokens: Iterable[str], cap: int, ids: Iterable[str] = ()
     ) -> Block:
         """Everything one query reads, in one statement: the persons under ``keys`` (keys holding more than
-        ``cap`` persons are skipped and reported), the persons with the CHT ``ids``, and the frequencies of
-        the name ``tokens`` (share of indexed persons carrying each)."""
-        wanted = sorted({k[:200] for k in keys})
+        ``cap`` persons are skipped and reported; a ``QueryKey`` with its own cap is skipped silently above
+        it), the persons with the CHT ``ids``, and the frequencies of the name ``tokens`` (share of indexed
+        persons carrying each)."""
+        groups = list(_by_cap(keys, cap).items())
         toks = sorted({t[:64] for t in tokens} | {ALL})
         by_id = sorted(set(ids))
-        params: dict[str, Any] = {"cap": cap, "over": cap + 1}
-        params.update({f"k{i}": k for i, k in enumerate(wanted)})
+        params: dict[str, Any] = {}
+        for g, (c, group) in enumerate(groups):
+            params.update({f"cap{g}": c, f"over{g}": c + 1})
+            params.update({f"k{g}_{i}": k for i, k in enumerate(group)})
         params.update({f"t{i}": t for i, t in enumerate(toks)})
         params.update({f"i{i}": v for i, v in enumerate(by_id)})
         out = Block()
         counts: dict[str, int] = {}
-        rows = await self.conn.execute(_block_sql(len(wanted), len(toks), len(by_id)), params)
+        rows = await self.conn.execute(_block_sql([len(g) for _, g in groups], len(toks), len(by_id)), params)
         for row in rows:
             kind = row[0]
             if kind == 0:
@@ -398,18 +480,24 @@ class ChtIndexRepository:
         have = set(await self.facility_place_ids(organization_id))
         new = [p for p in dict.fromkeys(place_ids) if p not in have]
         if new:
-            await self.conn.execute(insert(facility_places),
-                                    [{"organization_id": organization_id, "place_id": p} for p in new])
+            await self.conn.execute(
+                insert(facility_places), [{"organization_id": organization_id, "place_id": p} for p in new]
+            )
         return len(new)
 
     async def unlink_facility(self, organization_id: str, place_ids: Sequence[str]) -> None:
-        await self.conn.execute(delete(facility_places).where(facility_places.c.organization_id == organization_id,
-                                                              facility_places.c.place_id.in_(list(place_ids))))
+        await self.conn.execute(
+            delete(facility_places).where(
+                facility_places.c.organization_id == organization_id, facility_places.c.place_id.in_(list(place_ids))
+            )
+        )
 
     async def facility_place_ids(self, organization_id: str) -> list[str]:
-        rows = await self.conn.execute(select(facility_places.c.place_id)
-                                       .where(facility_places.c.organization_id == organization_id)
-                                       .order_by(facility_places.c.place_id))
+        rows = await self.conn.execute(
+            select(facility_places.c.place_id)
+            .where(facility_places.c.organization_id == organization_id)
+            .order_by(facility_places.c.place_id)
+        )
         return [r.place_id for r in rows]
 
     # ---- sync state ------------------------------------------------------------------------------

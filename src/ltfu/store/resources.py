@@ -114,6 +114,11 @@ class ResourceRepository:
         self._rows.clear()
         self._tokens.clear()
 
+    def remember(self, res_type: str, res_id: str, version: int, deleted: Any, last_updated: str, content: str) -> None:
+        """A current row read by another statement (a join): later reads ask no one. A row this unit
+        of work already holds (perhaps newer: its own write) is kept."""
+        self._rows.setdefault((res_type, res_id), _Row(version, bool(deleted), last_updated, content))
+
     def _changed(self, res_type: str) -> None:
         if self._tokens:
             self._tokens = {k: v for k, v in self._tokens.items() if k[0] != res_type}

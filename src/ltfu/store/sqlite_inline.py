@@ -14,7 +14,11 @@ sync is a checkpoint (the WAL copied back into the database file, fsync'd), whic
 inside the commit that crosses 1,000 pages — on the loop, stalling every request for as long as the disk
 takes (on a shared disk, tens of milliseconds). So the inline writer never checkpoints itself
 (``wal_autocheckpoint=0``): a ``Checkpointer`` thread with its own connection runs a PASSIVE checkpoint
-(it never blocks the writer nor the readers) once the WAL has grown past ``CHECKPOINT_BYTES``. The
+(it never blocks the writer nor the readers) once the WAL has grown past ``CHECKPOINT_BYTES``. A checkpoint
+does not shrink the WAL file (the next writer starts over at its beginning), so the writer keeps a
+``journal_size_limit`` below that threshold: SQLite truncates the file when it starts over, and the size
+that wakes the thread is again the size of what was written since (without it, every commit after the first
+4 MiB woke a checkpoint: a checkpoint thread busy all the time, each commit paying for the wake-up). The
 default writer since issue 14 (``LTFU_SQLITE_INLINE_WRITES``, on by default).
 (Handing only the commit to a thread was tried: the two threads then fight over the interpreter lock.)
 
@@ -162,6 +166,7 @@ class InlineConnection:
         self._checkpointer = checkpointer
         if checkpointer is not None:
             conn.execute("PRAGMA wal_autocheckpoint=0")  # never inside a commit on the loop: see Checkpointer
+            conn.execute(f"PRAGMA journal_size_limit={CHECKPOINT_BYTES // 4}")  # a reset WAL is small again
 
     @property
     def isolation_level(self) -> str | None:

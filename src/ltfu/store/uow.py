@@ -113,7 +113,7 @@ class UnitOfWork:
         self.reviews = ReviewRepository(self.conn)
         self.duplicates = DuplicateRepository(self.conn)
         self.catchment_audit = CatchmentAuditRepository(self.conn)
-        self.callbacks = CallbackStore(self.conn, SecretBox.of(db.settings))
+        self.callbacks = CallbackStore(self.conn, SecretBox.of(db.settings), self.fetch)
 
     async def flush(self) -> None:
         await self.buffer.flush()

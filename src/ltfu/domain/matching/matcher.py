@@ -19,7 +19,7 @@ from dataclasses import replace
 from ltfu.domain.matching.config import MatchConfig
 from ltfu.domain.matching.records import UNIQUE_KINDS, Candidate, FieldScore, MatchResult, Person
 from ltfu.domain.matching.rules import demographic_veto, demographics_disagree, identifiers
-from ltfu.domain.matching.scoring import Frequency, score, weight_bound
+from ltfu.domain.matching.scoring import Frequency, bounder, score
 
 GRADES = ("certain", "probable", "possible")  # the match-grade codes we emit (certainly-not is never listed)
 
@@ -61,6 +61,7 @@ def match(
     vetoed: list[tuple[str, str]] = []
     graded: list[Candidate] = []
     id_holders: dict[str, list[str]] = {}
+    bound = bounder(incoming, freq, cfg)
     for person in pool:
         evidence = identifiers(incoming, person)
         if not evidence.agreeing:
@@ -72,7 +73,7 @@ def match(
                 vetoed.append((person.id or "", veto))
                 continue
             # cannot reach a grade whatever its names score: never proposed, so not scored (speed only)
-            if _posterior(weight_bound(incoming, person, freq, cfg) + 1e-9 + prior_bits) < cfg.possible_p:
+            if _posterior(bound(person) + 1e-9 + prior_bits) < cfg.possible_p:
                 continue
         s = score(incoming, person, freq, cfg)
         unique_agree = [k for k in evidence.agreeing if k in UNIQUE_KINDS]

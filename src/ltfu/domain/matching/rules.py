@@ -14,9 +14,15 @@ class IdentifierEvidence:
     conflicting: tuple[str, ...]  # unique kinds present on both sides with different values only
 
 
+NO_EVIDENCE = IdentifierEvidence((), ())
+
+
 def identifiers(incoming: Person, candidate: Person) -> IdentifierEvidence:
+    shared = {k for k, _ in incoming.identifiers} & {k for k, _ in candidate.identifiers}
+    if not shared:
+        return NO_EVIDENCE
     agreeing, conflicting = [], []
-    for kind in sorted({k for k, _ in incoming.identifiers}):
+    for kind in sorted(shared):
         mine, theirs = set(incoming.identifier(kind)), set(candidate.identifier(kind))
         if not theirs:
             continue

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from rapidfuzz.distance import JaroWinkler
 
 from ltfu.domain.matching.config import MatchConfig
+from ltfu.domain.matching.normalise import BirthDate
 from ltfu.domain.matching.records import FieldScore, Person
 
 Frequency = Callable[[str], float | None]
@@ -75,6 +76,23 @@ def compare_names(
     return straight[0], straight[1], False
 
 
+def _birth_level(a: BirthDate, b: BirthDate, cfg: MatchConfig) -> tuple[str, float]:
+    years = abs(a.year - b.year)
+    if a.precision == "day" and b.precision == "day":
+        if a == b:
+            return "day", cfg.dob_exact_weight
+        if years == 1 and (a.month, a.day) == (b.month, b.day):
+            return "shifted", cfg.dob_shifted_weight
+        if years == 0:
+            return "other-day", cfg.dob_other_day_weight
+        return "disagree", cfg.dob_disagree_weight
+    if years == 0:
+        return "year", cfg.dob_year_weight
+    if years == 1:
+        return "near", cfg.dob_near_weight
+    return "disagree", cfg.dob_disagree_weight
+
+
 def compare_birth(incoming: Person, candidate: Person, cfg: MatchConfig) -> FieldScore:
     """Levels: ``day`` (same date, both precise), ``shifted`` (same day and month, year ±1: a mis-typed year),
     ``year`` (same year where one side is year-only), ``near`` (a year apart, one side year-only),
@@ -82,21 +100,7 @@ def compare_birth(incoming: Person, candidate: Person, cfg: MatchConfig) -> Fiel
     a, b = incoming.birth, candidate.birth
     if a is None or b is None:
         return FieldScore("birthDate", "missing", 0.0, a.iso if a else "", b.iso if b else "")
-    shown = (a.iso, b.iso)
-    years = abs(a.year - b.year)
-    if a.precision == "day" and b.precision == "day":
-        if a == b:
-            return FieldScore("birthDate", "day", cfg.dob_exact_weight, *shown)
-        if years == 1 and (a.month, a.day) == (b.month, b.day):
-            return FieldScore("birthDate", "shifted", cfg.dob_shifted_weight, *shown)
-        if years == 0:
-            return FieldScore("birthDate", "other-day", cfg.dob_other_day_weight, *shown)
-        return FieldScore("birthDate", "disagree", cfg.dob_disagree_weight, *shown)
-    if years == 0:
-        return FieldScore("birthDate", "year", cfg.dob_year_weight, *shown)
-    if years == 1:
-        return FieldScore("birthDate", "near", cfg.dob_near_weight, *shown)
-    return FieldScore("birthDate", "disagree", cfg.dob_disagree_weight, *shown)
+    return FieldScore("birthDate", *_birth_level(a, b, cfg), a.iso, b.iso)
 
 
 def compare_sex(incoming: Person, candidate: Person, cfg: MatchConfig) -> FieldScore:
@@ -108,17 +112,22 @@ def compare_sex(incoming: Person, candidate: Person, cfg: MatchConfig) -> FieldS
     return FieldScore("sex", "disagree", cfg.sex_disagree_weight, a, b)
 
 
-def compare_phone(incoming: Person, candidate: Person, cfg: MatchConfig) -> FieldScore:
-    """Agreement on a phone the candidate shares with a household member weighs little (it is the family's)."""
+def _phone_level(incoming: Person, candidate: Person, cfg: MatchConfig) -> tuple[str, float]:
     if not incoming.phones or not candidate.phones:
-        return FieldScore("phone", "missing", 0.0, " ".join(incoming.phones), " ".join(candidate.phones))
-    shown = (" ".join(incoming.phones), " ".join(candidate.phones))
+        return "missing", 0.0
     common = set(incoming.phones) & set(candidate.phones)
     if not common:
-        return FieldScore("phone", "disagree", cfg.phone_disagree_weight, *shown)
+        return "disagree", cfg.phone_disagree_weight
     if common - candidate.household_phones:
-        return FieldScore("phone", "exact", cfg.phone_agree_weight, *shown)
-    return FieldScore("phone", "household", cfg.phone_household_weight, *shown)
+        return "exact", cfg.phone_agree_weight
+    return "household", cfg.phone_household_weight
+
+
+def compare_phone(incoming: Person, candidate: Person, cfg: MatchConfig) -> FieldScore:
+    """Agreement on a phone the candidate shares with a household member weighs little (it is the family's)."""
+    return FieldScore(
+        "phone", *_phone_level(incoming, candidate, cfg), " ".join(incoming.phones), " ".join(candidate.phones)
+    )
 
 
 def compare_place(incoming: Person, candidate: Person, cfg: MatchConfig) -> FieldScore | None:
@@ -136,44 +145,61 @@ def compare_place(incoming: Person, candidate: Person, cfg: MatchConfig) -> Fiel
     return None
 
 
-def _part_bound(incoming: tuple[str, ...], candidate: tuple[str, ...], freq: Frequency, cfg: MatchConfig) -> float:
+def _part_bound(
+    incoming: tuple[str, ...], candidate: tuple[str, ...], exact: dict[str, tuple[float, float]], cfg: MatchConfig
+) -> float:
     """At least :func:`_part`'s weight, without string distances: a token not found exactly counts at the
     best non-exact level. _part = the best token's weight plus what each other token adds (h), so it is at
-    most max over tokens b of (u_b − h_b) + Σ h, with u ≥ a token's weight and h ≥ what it adds."""
+    most max over tokens b of (u_b − h_b) + Σ h, with u ≥ a token's weight and h ≥ what it adds; ``exact``
+    gives (u, h) of each incoming token found exactly."""
     if not incoming or not candidate:
         return cfg.name_missing_weight
     other = max(cfg.name_close_weight, cfg.name_near_weight, cfg.name_disagree_weight)
     mismatch = max(0.0, cfg.name_extra_mismatch_weight) if len(candidate) > 1 else 0.0
     total, best = 0.0, -float("inf")
     for a in incoming:
-        if a in candidate:
-            u = cfg.name_exact_weight(freq(a))
-            h = max(0.0, u * cfg.name_extra_token_factor)
-        else:
-            u, h = other, mismatch
+        u, h = exact[a] if a in candidate else (other, mismatch)
         total += h
-        best = max(best, u - h)
+        if u - h > best:
+            best = u - h
     return best + total
+
+
+def bounder(incoming: Person, freq: Frequency, cfg: MatchConfig) -> Callable[[Person], float]:
+    """:func:`weight_bound` for one incoming patient, what depends on it alone worked out once (the matcher
+    bounds every candidate of a block)."""
+    exact = {}
+    for a in incoming.tokens:
+        u = cfg.name_exact_weight(freq(a))
+        exact[a] = (u, max(0.0, u * cfg.name_extra_token_factor))
+    given, family, birth = incoming.given, incoming.family, incoming.birth
+    births: dict[BirthDate, float] = {}
+
+    def bound(candidate: Person) -> float:
+        straight = _part_bound(given, candidate.given, exact, cfg) + _part_bound(family, candidate.family, exact, cfg)
+        swapped = _part_bound(family, candidate.given, exact, cfg) + _part_bound(given, candidate.family, exact, cfg)
+        weight = max(straight, swapped - cfg.swap_penalty) + _phone_level(incoming, candidate, cfg)[1]
+        other = candidate.birth
+        if birth is not None and other is not None:
+            b = births.get(other)
+            if b is None:
+                b = births[other] = _birth_level(birth, other, cfg)[1]
+            weight += b
+        if candidate.sex and incoming.sex:
+            weight += cfg.sex_agree_weight if candidate.sex == incoming.sex else cfg.sex_disagree_weight
+        if incoming.unit_code or incoming.facility_code:
+            place = compare_place(incoming, candidate, cfg)
+            weight += place.weight if place is not None else 0.0
+        return weight
+
+    return bound
 
 
 def weight_bound(incoming: Person, candidate: Person, freq: Frequency, cfg: MatchConfig) -> float:
     """An upper bound of ``score(...).weight`` at a fraction of its cost (names by exact tokens only, the
     other fields as :func:`score` compares them): the matcher skips scoring a candidate whose bound cannot
     reach a grade. A new name level must keep ``_part_bound`` above ``_part`` (tests/matching check it)."""
-    straight = _part_bound(incoming.given, candidate.given, freq, cfg) + _part_bound(
-        incoming.family, candidate.family, freq, cfg
-    )
-    swapped = _part_bound(incoming.family, candidate.given, freq, cfg) + _part_bound(
-        incoming.given, candidate.family, freq, cfg
-    )
-    place = compare_place(incoming, candidate, cfg)
-    return (
-        max(straight, swapped - cfg.swap_penalty)
-        + compare_birth(incoming, candidate, cfg).weight
-        + compare_sex(incoming, candidate, cfg).weight
-        + compare_phone(incoming, candidate, cfg).weight
-        + (place.weight if place is not None else 0.0)
-    )
+    return bounder(incoming, freq, cfg)(candidate)
 
 
 def score(incoming: Person, candidate: Person, freq: Frequency, cfg: MatchConfig) -> Score:

@@ -4,7 +4,15 @@ The mediator runs as a real `ltfu serve` process; CHT and the facility callback 
 stubs in this process (aiohttp), so the numbers measure ltfu, not its neighbours. The CHT stub
 answers the records API at once and, like an instant CHW, pushes a final follow-up report back.
 
-    .venv/bin/python bench/run.py [--requests 400] [--database-url postgresql://...]
+    .venv/bin/python bench/run.py [--requests 400] [--concurrency 1,16,64] [--database-url postgresql://...]
+                                  [--worker-process]
+
+``--worker-process``: the deliveries run in a separate ``ltfu worker`` (``LTFU_WORKERS=false`` on the
+API), the deployment that puts a second core to work; best with PostgreSQL.
+
+Beside each rate: the CPU the `ltfu serve` process spent per case (its user+system time over the phase,
+from /proc), and this process's own (load, stubs, instant CHW), so a busy machine's wall time can be
+read against what each case cost, and the harness can be seen not to be the limit.
 """
 
 from __future__ import annotations
@@ -60,10 +68,13 @@ class Stubs:
         report = {"report_id": f"r-{rid}", "case_ref": record["case_ref"], "patient_uuid": record["patient_uuid"],
                   "method": "phone", "contacted": "yes", "outcome": "returning_to_care", "attempt_no": 1,
                   "reported_date": int(time.time() * 1000)}
-        for _ in range(20):
-            async with self.session.post(self.mediator + "/cht/follow-up", json=report, headers=AUTH) as r:
-                if r.status < 500 and r.status != 409:
-                    return
+        for _ in range(20):  # like CHT's outbound push: again until it is acknowledged
+            try:
+                async with self.session.post(self.mediator + "/cht/follow-up", json=report, headers=AUTH) as r:
+                    if r.status < 500 and r.status != 409:
+                        return
+            except aiohttp.ClientError:
+                pass
             await asyncio.sleep(0.1)
 
     async def medic_doc(self, request: web.Request) -> web.Response:
@@ -88,6 +99,17 @@ class Stubs:
         app.router.add_get("/medic/{id}", self.medic_doc)
         app.router.add_post("/notify", self.callback)
         return app
+
+
+def cpu_s(pid: int) -> float:
+    """User+system CPU seconds of process ``pid`` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system
 
 
 def pct(values: list[float], p: float) -> float:
@@ -147,7 +169,10 @@ async def main(args: argparse.Namespace) -> None:
         env["LTFU_DATABASE_URL"] = args.database_url
     ltfu = str(Path(sys.executable).with_name("ltfu"))
     log = (tmp / "mediator.log").open("wb")  # noqa: SIM115 - lives as long as the child process
+    if args.worker_process:
+        env["LTFU_WORKERS"] = "false"
     proc = subprocess.Popen([ltfu, "serve", "--port", str(mport)], env=env, stdout=subprocess.DEVNULL, stderr=log)
+    procs = [proc]
     connector = aiohttp.TCPConnector(limit=200)
     async with aiohttp.ClientSession(connector=connector) as session:
         stubs.session = session
@@ -158,6 +183,9 @@ async def main(args: argparse.Namespace) -> None:
                         break
             except aiohttp.ClientError:
                 await asyncio.sleep(0.1)
+        if args.worker_process:  # after serve has migrated the database
+            procs.append(subprocess.Popen([ltfu, "worker"], env={**env, "LTFU_WORKERS": "true"},
+                                          stdout=subprocess.DEVNULL, stderr=log))
         async with session.post(base + "/mediator/endpoint", headers=AUTH, json={
                 "connectionType": CONN, "identifier": [{"system": "official", "value": "bench-ep"}],
                 "status": "active", "address": stub_url + "/notify", "payloadType": [{"text": "Task"}]}) as r:
@@ -169,10 +197,11 @@ async def main(args: argparse.Namespace) -> None:
         print(f"database: {args.database_url or 'SQLite (embedded default)'}; {os.cpu_count()} cores")
         print("POST /mediator/service-request (each a new case: Task + CHT outbox row + notification)")
         print(f"{'concurrency':>11} {'requests':>8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
-        for c in (1, 16, 64):
+        for c in args.concurrency:
             n = args.requests if c > 1 else max(50, args.requests // 4)
             patients = await make_patients(session, base, n)
             start_final = len(stubs.notified_final)
+            cpu0, own0 = sum(cpu_s(p.pid) for p in procs), own_cpu_s()
             elapsed, lat = await service_requests(session, base, patients, c, "bench-org")
             print(f"{c:>11} {n:>8} {n / elapsed:>8.1f} {pct(lat, 50) * 1000:>8.1f} {pct(lat, 99) * 1000:>8.1f}")
             t0 = time.perf_counter() - elapsed
@@ -181,10 +210,17 @@ async def main(args: argparse.Namespace) -> None:
                 await asyncio.sleep(0.05)
             done = len(stubs.notified_final) - start_final
             loop_s = time.perf_counter() - t0
+            cpu, own = sum(cpu_s(p.pid) for p in procs) - cpu0, own_cpu_s() - own0
             print(f"{'':>11} full loop: {done}/{n} cases request→CHT→outcome→facility notified in {loop_s:.1f} s "
-                  f"= {done / loop_s:.1f} cases/s")
-    proc.terminate()
-    proc.wait(15)
+                  f"= {done / loop_s:.1f} cases/s; CPU per case: ltfu {cpu / max(done, 1) * 1000:.1f} ms, "
+                  f"load+stubs {own / max(done, 1) * 1000:.1f} ms; load average {os.getloadavg()[0]:.1f}")
+    for p in procs:
+        p.terminate()
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:  # a loaded machine: it was still finishing deliveries
+            p.kill()
+            p.wait()
     log.close()
     await runner.cleanup()
 
@@ -192,5 +228,9 @@ async def main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--concurrency", type=lambda v: [int(c) for c in v.split(",")], default=[1, 16, 64],
+                        help="comma-separated client concurrencies (default 1,16,64)")
     parser.add_argument("--database-url", default=None)
+    parser.add_argument("--worker-process", action="store_true",
+                        help="deliveries in a separate `ltfu worker` process (LTFU_WORKERS=false on the API)")
     asyncio.run(main(parser.parse_args()))

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from sqlalchemy import and_, insert, literal, select, update
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -38,7 +39,9 @@ from ltfu.services import resources as ops  # noqa: E402
 from ltfu.services.workflow import install_hooks  # noqa: E402
 from ltfu.settings import Settings  # noqa: E402
 from ltfu.store import resources as store_resources  # noqa: E402
+from ltfu.store import tallies  # noqa: E402
 from ltfu.store.db import Database  # noqa: E402
+from ltfu.store.schema import delivery_attempts, outbox  # noqa: E402
 from ltfu.store.uow import unit_of_work  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
@@ -151,15 +154,47 @@ async def seed(settings: Settings, n_cases: int, n_facilities: int, seed_value: 
         expired += n
         if not n:
             break
-    # Some facilities' callbacks were down for good: their oldest notifications are dead.
-    async with unit_of_work(db) as uow:
-        rows = await uow.outbox.list(status="pending", destination="notify", limit=300, organization_id=orgs[0])
-        for r in rows:
-            await uow.outbox.dead(r.id, "callback answered 503")
+    await deliver_like_a_worker(db, clock, orgs[0], real_now)
     print(f"  {len(plan)} CHT acks, reports and cancels, {expired} expiries in {time.perf_counter() - t0:.1f}s",
           flush=True)
     await db.dispose()
     return {"orgs": orgs, "case": case_ids[len(case_ids) // 2], "before": before}
+
+
+async def deliver_like_a_worker(db: Database, clock: SimClock, down: str, now: datetime) -> None:
+    """What working workers would have left: every delivery done (one attempt each) but those of a facility
+    whose callback has been down for three days (queued behind its retrying first one) and 300 of its older
+    notifications that went dead in an earlier outage; a few CHT follow-ups retrying."""
+    since = (now - timedelta(days=3)).strftime(FMT)
+    async with unit_of_work(db) as uow:
+        backlog = select(outbox.c.id).where(and_(outbox.c.status == "pending", outbox.c.destination == "notify",
+                                                  outbox.c.organization_id == down, outbox.c.created_at >= since))
+        held = {r for (r,) in (await uow.conn.execute(backlog)).all()}
+        earlier = (select(outbox.c.id).where(and_(outbox.c.status == "pending", outbox.c.destination == "notify",
+                                                  outbox.c.organization_id == down, outbox.c.created_at < since))
+                   .order_by(outbox.c.id).limit(300))
+        for (row_id,) in (await uow.conn.execute(earlier)).all():
+            await uow.outbox.dead(row_id, "callback answered 503")
+        cht = await uow.outbox.list(status="pending", destination="cht", limit=20)
+        retrying = {r.id for r in cht} | ({min(held)} if held else set())
+        for row_id in retrying:
+            await uow.outbox.retry_later(row_id, 600, "503 Service Unavailable")
+        delivered = and_(outbox.c.status == "pending", outbox.c.id.not_in(held | retrying))
+        await uow.conn.execute(insert(delivery_attempts).from_select(
+            ["outbox_id", "attempted_at", "status_code", "latency_ms", "result"],
+            select(outbox.c.id, outbox.c.created_at, literal(200), literal(40), literal("ok")).where(delivered)))
+        await uow.conn.execute(update(outbox).where(delivered).values(
+            status="done", attempts=outbox.c.attempts + 1, done_at=outbox.c.created_at,
+            last_attempt_at=outbox.c.created_at, sent_at=outbox.c.created_at, lease_owner=None, lease_until=None))
+    clock.now = now
+
+
+async def fold_tallies(settings: Settings) -> None:
+    """What the running server's fold does every few seconds (store/tallies.py), after bulk writes."""
+    db = Database(settings)
+    async with db.transaction() as conn:
+        await tallies.fold(conn)
+    await db.dispose()
 
 
 class Statements:
@@ -251,6 +286,7 @@ def main() -> None:
                         callback_allowed_networks="127.0.0.0/8")  # the facilities' (unused) callbacks
     print(f"seeding {args.cases} cases into {url.split('@')[-1]}", flush=True)
     info = asyncio.run(seed(settings, args.cases, args.facilities, args.seed))
+    asyncio.run(fold_tallies(settings))
 
     from tests.support.server import ServerThread
     from tests.ui.conftest import build_app
@@ -275,6 +311,7 @@ def main() -> None:
             seconds = replicate(url, template, info["before"], copies, step_days=84, extra=EXTRA,
                                 first_copy=made, progress=False)
             made += copies
+            asyncio.run(fold_tallies(settings))
             print(f"  copied the {template.cases} seeded cases {copies} times in {seconds:.0f}s", flush=True)
         if args.analyze:
             analyze(url)
@@ -295,8 +332,17 @@ EXTRA = (r"MRN-\d{6}", r"REQ-\d{6}", r"rep-\d+-\d", r"cht-\d+")
 
 
 def capture_template(url: str, before: Any) -> Any:
+    """The seeded rows to copy into the past, where what is still pending now was delivered long since."""
     with Store(url) as store:
-        return capture(store, before, extra=EXTRA)
+        template = capture(store, before, extra=EXTRA)
+    cols = [c.name for c in outbox.columns]
+    status, attempts, done_at, created = (cols.index(c) for c in ("status", "attempts", "done_at", "created_at"))
+    for row in template.rows["outbox"]:
+        if row[status] == "pending":
+            row[status], row[attempts], row[done_at] = "done", max(1, row[attempts]), row[created]
+            for c in ("lease_owner", "lease_until", "last_error"):
+                row[cols.index(c)] = None
+    return template
 
 if __name__ == "__main__":
     main()

@@ -521,8 +521,10 @@ def cht_sync(
 ) -> None:
     """Index CHT's persons and places from its _changes feed (incremental from the stored sequence)."""
     from ltfu.delivery.cht_sync import ChtSync, SyncError
+    from ltfu.gc_tuning import tune_gc
 
     settings = _settings()
+    tune_gc(settings)  # a full sync allocates millions of short-lived dicts, as ``serve``/``worker`` do
 
     async def run(db: Database) -> None:
         sync = ChtSync(db, settings)

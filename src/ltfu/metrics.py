@@ -35,15 +35,14 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from sqlalchemy import func, select
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ltfu.api.auth import current_client
-from ltfu.store.schema import cases
-from ltfu.store.uow import unit_of_work
+from ltfu.store import tallies
+from ltfu.store.outbox import OutboxRepository
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 ProcessCollector(registry=REGISTRY)
@@ -289,9 +288,9 @@ def _age_seconds(instant: str | None, now: datetime) -> float:
 
 async def refresh(app_state: Any) -> None:
     """Set the database and worker gauges from the current state (called on each scrape)."""
-    async with unit_of_work(app_state.db) as uow:
-        by_state = dict((await uow.conn.execute(select(cases.c.status, func.count()).group_by(cases.c.status))).all())
-        depth = await uow.outbox.depth()
+    async with app_state.db.read_transaction() as conn:  # one snapshot, and no write lock (SQLite)
+        by_state = {state: n for (state,), n in tallies.summed(await tallies.read(conn, "cases"), 0)}
+        depth = await OutboxRepository(conn, skip_locked=False).depth()
     CASES.clear()
     for state in sorted(set(CASE_STATES) | set(by_state)):
         CASES.labels(state).set(by_state.get(state, 0))

@@ -141,6 +141,12 @@ class Settings(BaseSettings):
     retry_permanent_4xx: int = Field(default=3, description="Attempts before a non-retryable 4xx is dead.")
     poll_interval_s: float = 0.5
     delivery_timeout_s: float = 30.0
+    delivery_concurrency: int = Field(
+        default=16, ge=1, description="Deliveries one worker process has in flight at once (an ordered lane, "
+        "e.g. one facility's notifications, counts once). CHT calls are bounded again by LTFU_CHT_MAX_CONCURRENCY.")
+    notify_max_events: int = Field(
+        default=20, ge=1, description="Due events of one subscription sent together in one notification Bundle "
+        "(backport mode; 1: one event per Bundle). A Subscription's backport-max-count lowers it.")
     notify_verify_tls: bool = True
     notify_mode: str = Field(default="backport", pattern="^(backport|hapi)$")
     callback_allowed_networks: str | None = Field(
@@ -156,6 +162,9 @@ class Settings(BaseSettings):
     follow_up_window_days: int = 14
     max_attempts: int = Field(default=2, ge=1, description="CHW attempts before not-located is final.")
     sweep_interval_s: float = 60.0
+    tally_fold_interval_s: float = Field(
+        default=5.0, gt=0, description="How often the changes to the kept counts (dashboard, /admin/stats, /metrics) "
+        "are folded into their totals; the counts are exact either way, a fold keeps their reading short.")
 
     # OpenHIM (off unless openhim_url is set)
     openhim_url: str | None = Field(default=None, description="OpenHIM core API, e.g. https://openhim:8080")

@@ -203,3 +203,26 @@ def test_base_url_served_with_and_without_slash_never_redirected(server: Api) ->
         assert got.headers["content-type"].startswith("application/fhir+json")
     trailing = server.get("/fhir/Organization/", allow_redirects=False)  # served as /fhir/Organization
     assert trailing.status_code == 200 and trailing.json()["type"] == "searchset", trailing.status_code
+
+
+def test_transaction_is_atomic_across_the_sends_of_its_held_rows(server: Api, monkeypatch) -> None:
+    """A long list sends its rows every ``FLUSH_EVERY`` entries; a bad entry after several sends still
+    leaves nothing behind, and a replay of the good list creates nothing new."""
+    from ltfu.services import bundles
+
+    monkeypatch.setattr(bundles, "FLUSH_EVERY", 3)
+    good = [{"resource": patient(f"F{i}"), "request": {"method": "POST", "url": "Patient",
+                                                      "ifNoneExist": f"identifier={MRN}|F{i}"}} for i in range(10)]
+    bad = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        *good, {"resource": {**patient("F-bad"), "gender": "bogus"}, "request": {"method": "POST", "url": "Patient"}}]}
+    r = server.post("/fhir", json=bad)
+    assert r.status_code == 400
+    assert issue(r)["expression"] == ["Bundle.entry[10].resource.gender"]
+    assert server.get("/fhir/Patient", params={"_summary": "count"}).json()["total"] == 0
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": good}
+    first = server.post("/fhir", json=bundle).json()["entry"]
+    assert [e["response"]["status"] for e in first] == ["201 Created"] * 10
+    again = server.post("/fhir", json=bundle).json()["entry"]
+    assert [e["response"]["status"] for e in again] == ["200 OK"] * 10
+    assert [e["resource"]["id"] for e in again] == [e["resource"]["id"] for e in first]
+    assert server.get("/fhir/Patient", params={"_summary": "count"}).json()["total"] == 10

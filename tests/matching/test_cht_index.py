@@ -201,3 +201,108 @@ async def test_a_partial_push_keeps_what_the_index_knows(db: Database) -> None:
     assert ("upi", "MOHR13K16YL12") in person.identifiers
     assert person.household_id == "hh1" and person.unit_code == "612345"
     assert person.given == ("MARY", "AKINYI") and person.phones == ("+254712345678",)
+
+
+async def _key_rows(db: Database) -> set[tuple[str, str]]:
+    from sqlalchemy import select
+
+    from ltfu.store.schema import cht_person_keys
+
+    async with db.connect() as conn:
+        return {tuple(r) for r in await conn.execute(select(cht_person_keys.c.key, cht_person_keys.c.person_id))}
+
+
+async def test_replacing_or_removing_a_person_leaves_no_key_of_its_old_version(db: Database) -> None:
+    """A person's key rows are deleted by the list its row keeps: none of an old version survives."""
+    from ltfu.domain.matching import index_keys
+
+    async with unit_of_work(db) as uow:
+        await index_docs(
+            uow,
+            [
+                UNIT,
+                AREA,
+                HOUSE,
+                person_doc("p1", "Mary Otieno", date_of_birth="1990-05-17", phone="+254712345678", upi="MOHR13K16YL12"),
+                person_doc("p2", "Mary Otieno", date_of_birth="1990-05-17"),
+            ],
+        )
+        await index_docs(uow, [person_doc("p1", "Grace Wambui", date_of_birth="1971-02-03")])
+        p1, p2 = await uow.cht_index.person("p1"), await uow.cht_index.person("p2")
+    assert await _key_rows(db) == {(k, "p1") for k in index_keys(p1)} | {(k, "p2") for k in index_keys(p2)}
+    async with unit_of_work(db) as uow:
+        await index_docs(uow, changed_docs([{"id": "p1", "deleted": True, "changes": []}]))
+    assert await _key_rows(db) == {(k, "p2") for k in index_keys(p2)}
+
+
+async def test_migration_0019_gives_stored_persons_their_key_lists(db: Database) -> None:
+    """An index built before 0019 (keys found through an index on person_id) keeps working after it: each row
+    gets the list of its keys, so the next update of the person removes them."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import text
+
+    from ltfu.store.db import MIGRATIONS
+
+    def migrate(sync_conn: object, target: str) -> None:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg.attributes["connection"] = sync_conn
+        (command.downgrade if target == "0018" else command.upgrade)(cfg, target)
+
+    async with db.transaction() as conn:
+        await conn.run_sync(migrate, "0018")
+        await conn.execute(
+            text(
+                "INSERT INTO cht_persons (person_id, name, given, family, phones, identifiers, lineage, flags,"
+                " updated_at) VALUES ('old', 'Mary Otieno', 'MARY', 'OTIENO', '[]',"
+                " '[[\"cht_id\",\"old\"]]', '[]', '', 'x')"
+            )
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO cht_person_keys (key, person_id) VALUES "
+                "('np:M600:O350', 'old'), ('ph:+254700000001', 'old')"
+            )
+        )
+        await conn.run_sync(migrate, "head")
+    if db.is_sqlite:
+        async with db.connect() as conn:
+            sql = (await conn.execute(text("SELECT sql FROM sqlite_master WHERE name = 'cht_person_keys'"))).scalar()
+        assert "WITHOUT ROWID" in sql
+    assert await _key_rows(db) == {("np:M600:O350", "old"), ("ph:+254700000001", "old")}
+    async with unit_of_work(db) as uow:
+        await index_docs(uow, [person_doc("old", "Peter Kamau")])
+    assert ("ph:+254700000001", "old") not in await _key_rows(db)
+    assert ("np:M600:O350", "old") not in await _key_rows(db)
+
+
+async def test_a_page_indexed_twice_leaves_the_index_as_once(db: Database) -> None:
+    """A crash after indexing a page but before its seq is stored re-reads the page: nothing doubles."""
+    page = [UNIT, AREA, HOUSE] + [
+        person_doc(f"p{i}", f"Grace Wambui {name}", date_of_birth=f"1988-11-2{i}", phone="+254712345678")
+        for i, name in enumerate(["Otieno", "Kamau", "Otieno"])
+    ]
+
+    async def state() -> tuple:
+        async with unit_of_work(db) as uow:
+            freq = await uow.cht_index.frequencies(["GRACE", "OTIENO", "KAMAU"])
+            return await _key_rows(db), freq, await uow.cht_index.count_persons()
+
+    async with unit_of_work(db) as uow:
+        await index_docs(uow, page)
+    once = await state()
+    async with unit_of_work(db) as uow:
+        await index_docs(uow, page)
+    assert await state() == once
+    assert once[1] == {"GRACE": 1.0, "OTIENO": 2 / 3, "KAMAU": 1 / 3}
+
+
+async def test_statistics_refresh_after_a_large_load_runs_on_both_databases(db: Database) -> None:
+    from ltfu.store.cht_index import vacuum_analyze
+
+    async with unit_of_work(db) as uow:
+        await index_docs(uow, [UNIT, AREA, HOUSE, person_doc("p1", "Mary Otieno")])
+    await vacuum_analyze(db)  # PostgreSQL: VACUUM outside a transaction; SQLite: nothing
+    async with unit_of_work(db) as uow:
+        assert await uow.cht_index.count_persons() == 1

@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 from ltfu.delivery.notifier import Notifier
 from ltfu.delivery.worker import Worker
+from ltfu.fhir.systems import BACKPORT
 from ltfu.services import notifications, workflow
 from ltfu.services import resources as ops
 from ltfu.settings import Settings
@@ -192,6 +193,46 @@ async def test_events_wait_for_the_handshake_to_a_new_address(fresh: str, tmp_pa
         await _drain(worker, db, lambda rows: all(r.status == "done" for r in rows))
         assert rcv.at("/new")[-2:] == ["handshake", "event-notification"]
         assert "event-notification" not in rcv.at("/new")[:-1]
+        await worker.handlers["notify"].close()
+    finally:
+        await db.dispose()
+
+
+def _event_numbers(body: bytes) -> list[int]:
+    params = json.loads(body)["entry"][0]["resource"]["parameter"]
+    return [int(next(x["valueString"] for x in p["part"] if x["name"] == "event-number"))
+            for p in params if p["name"] == "notification-event"]
+
+
+@pytest.mark.parametrize(("max_events", "max_count", "calls"), [
+    (20, None, [[1, 2, 3]]),  # the due events of a subscription: one Bundle, in order
+    (2, None, [[1, 2], [3]]),  # LTFU_NOTIFY_MAX_EVENTS
+    (20, 1, [[1], [2], [3]]),  # the subscriber's backport-max-count
+])
+async def test_due_events_of_a_subscription_go_in_one_bundle(fresh: str, tmp_path: Path,
+                                                             receiver: tuple[Receiver, int], max_events: int,
+                                                             max_count: int | None, calls: list[list[int]]) -> None:
+    rcv, port = receiver
+    settings = _settings(fresh, tmp_path, LOOPBACK).model_copy(update={"notify_max_events": max_events})
+    db = Database(settings)
+    try:
+        sub_id = await _register(db, f"http://127.0.0.1:{port}/cb")
+        if max_count is not None:
+            async with unit_of_work(db) as uow:
+                sub = (await uow.resources.get("Subscription", sub_id)).resource
+                ext = {"url": BACKPORT + "backport-max-count", "valuePositiveInt": max_count}
+                channel = {**sub["channel"], "extension": [*sub["channel"].get("extension", []), ext]}
+                await uow.resources.update({**sub, "channel": channel}, sub_id)
+        worker = Worker(db, settings, [Notifier(db, settings)])
+        await _drain(worker, db, lambda rows: rows and all(r.status == "done" for r in rows))  # the handshake
+        for key in ("r-1", "r-2", "r-3"):
+            await _case(db, key)
+        await _drain(worker, db, lambda rows: len(rows) == 4 and all(r.status == "done" for r in rows))
+        events = [(kind, body) for path, kind, _, body in rcv.calls if kind == "event-notification"]
+        assert [_event_numbers(body) for _, body in events] == calls
+        for _, body in events:  # one Task entry per event here (three cases)
+            tasks = [e for e in json.loads(body)["entry"][1:] if e["resource"]["resourceType"] == "Task"]
+            assert len(tasks) == len(_event_numbers(body))
         await worker.handlers["notify"].close()
     finally:
         await db.dispose()

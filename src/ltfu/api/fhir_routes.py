@@ -11,7 +11,16 @@ from starlette.routing import Route
 
 from ltfu.api.access import current_actor
 from ltfu.api.capability import capability_statement
-from ltfu.api.http import FhirResponse, fhir_base, json_body, nudge_workers, prefer_return, read_body, report_write
+from ltfu.api.http import (
+    FHIR_JSON,
+    FhirResponse,
+    fhir_base,
+    json_body,
+    nudge_workers,
+    prefer_return,
+    read_body,
+    report_write,
+)
 from ltfu.fhir.bundle_shape import check_bundle_shape
 from ltfu.fhir.outcome import FhirError, information
 from ltfu.fhir.rest import parse_etag
@@ -273,11 +282,7 @@ async def transaction_or_batch(request: Request) -> Response:
         else:
             results = await bundles.batch(uow, body, run_search)
     nudge_workers(request)
-    return FhirResponse({
-        "resourceType": "Bundle",
-        "type": f"{kind}-response",
-        "entry": [r.to_fhir(include) for r in results],
-    })
+    return Response(await bundles.response_json(kind, results, include), media_type=FHIR_JSON)
 
 
 async def metadata(request: Request) -> Response:

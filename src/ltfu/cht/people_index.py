@@ -8,6 +8,7 @@ top-level fields (``upi``, ``patient_id``, ``external_id``, ``identification_typ
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any
 
 from ltfu.domain.matching.normalise import birth_date, identifier_value, name_tokens, phone_e164, sex_code
@@ -41,8 +42,17 @@ def contact_kind(doc: Any, person_types: Iterable[str] = ("person",)) -> str | N
     return None
 
 
+# A full sync normalises every person of CHT: the same names, household phones and birth dates recur across
+# a community, so each distinct value is normalised once (bounded caches, a few MB).
+_name_tokens = lru_cache(maxsize=1 << 16)(name_tokens)
+_phone_e164 = lru_cache(maxsize=1 << 16)(phone_e164)
+_birth_date = lru_cache(maxsize=1 << 16)(birth_date)
+
+
 def _str(doc: dict[str, Any], key: str) -> str | None:
     value = doc.get(key)
+    if type(value) is str:  # the common case, first
+        return value.strip() or None
     if isinstance(value, bool) or value is None:
         return None
     text = str(value).strip() if isinstance(value, (str, int, float)) else ""
@@ -64,22 +74,24 @@ def place_of(doc: dict[str, Any]) -> Place:
 
 
 def _names(doc: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    first, middle, last = (name_tokens(_str(doc, k)) for k in ("first_name", "middle_name", "last_name"))
+    first, last = _name_tokens(_str(doc, "first_name")), _name_tokens(_str(doc, "last_name"))
     if first or last:
-        return first + middle, last
-    tokens = name_tokens(_str(doc, "name"))
+        return first + _name_tokens(_str(doc, "middle_name")), last
+    tokens = _name_tokens(_str(doc, "name"))
     return (tokens[:-1], tokens[-1:]) if len(tokens) > 1 else (tokens, ())
 
 
 def person_identifiers(doc: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     out: list[tuple[str, str]] = [("cht_id", doc["_id"])]  # as CHT spells it: the primary key of the index
     for key in TOP_LEVEL_ID_FIELDS:
-        if (value := identifier_value(_str(doc, key))) is not None:
+        if key in doc and (value := identifier_value(_str(doc, key))) is not None:
             out.append((key, value))
-    kind = _str(doc, "identification_type")
-    if (number := identifier_value(_str(doc, "identification_number"))) is not None:
+    if "identification_number" in doc and (number := identifier_value(_str(doc, "identification_number"))):
+        kind = _str(doc, "identification_type")
         out.append((kind if kind in IDENTIFICATION_TYPES else "identification_number", number))
     mrns = doc.get("facility_mrn")
+    if mrns is None:
+        return tuple(dict.fromkeys(out))
     for entry in mrns if isinstance(mrns, list) else [mrns]:
         if isinstance(entry, str) and "|" in entry:
             system, _, raw = entry.partition("|")
@@ -88,26 +100,31 @@ def person_identifiers(doc: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     return tuple(dict.fromkeys(out))
 
 
-def person_of(doc: dict[str, Any], default_region: str = "KE") -> Person:
-    """The person as the matcher sees it; its household/CHW area/unit are resolved later, with the places."""
+def person_of(
+    doc: dict[str, Any], default_region: str = "KE", lineage: tuple[str, ...] | None = None, **placement: str | None
+) -> Person:
+    """The person as the matcher sees it. Its household/CHW area/unit come with ``placement`` (the
+    ``Person`` fields, resolved from the places by the caller) or are resolved later; ``lineage`` when the
+    caller has already read it from the doc."""
     given, family = _names(doc)
-    phones = tuple(
-        dict.fromkeys(p for k in ("phone", "alternate_phone") if (p := phone_e164(_str(doc, k), default_region)))
-    )
-    estimated = str(doc.get("date_of_birth_method") or doc.get("dob_method") or "").lower() in ("approx", "estimated")
-    lineage = lineage_of(doc)
+    phone = _phone_e164(_str(doc, "phone"), default_region)
+    other = _phone_e164(_str(doc, "alternate_phone"), default_region) if "alternate_phone" in doc else None
+    phones = (phone, other) if phone and other and other != phone else (phone,) if phone else (other,) if other else ()
+    method = doc.get("date_of_birth_method") or doc.get("dob_method")
+    estimated = bool(method) and str(method).lower() in ("approx", "estimated")
     flags = tuple(f for f, on in (("dead", bool(doc.get("date_of_death"))), ("muted", bool(doc.get("muted")))) if on)
     name = _str(doc, "name") or " ".join(given + family)
     return Person(
+        **placement,
         id=doc["_id"],
         name=name[:255],
         given=given,
         family=family,
         sex=sex_code(_str(doc, "sex") or _str(doc, "gender")),
-        birth=birth_date(_str(doc, "date_of_birth"), estimated=estimated),
+        birth=_birth_date(_str(doc, "date_of_birth"), estimated=estimated),
         phones=phones,
         identifiers=person_identifiers(doc),
-        lineage=lineage,
+        lineage=lineage_of(doc) if lineage is None else lineage,
         flags=flags,
     )
 

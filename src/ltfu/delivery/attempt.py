@@ -23,12 +23,22 @@ class Attempt:
 
 
 class Handler(ABC):
-    """Sends one outbox row. Must not raise for delivery problems: return an Attempt instead."""
+    """Sends one outbox row (or a lane's group of them).
+
+    Must not raise for delivery problems: return an Attempt instead."""
 
     destination: str
 
     @abstractmethod
     async def send(self, row: OutboxRow) -> Attempt: ...
+
+    def group_limit(self, row: OutboxRow) -> int:
+        """How many messages of ``row``'s lane, ``row`` first, one call may carry (:meth:`send_group`)."""
+        return 1
+
+    async def send_group(self, rows: list[OutboxRow]) -> Attempt:
+        """Send consecutive messages of one lane in one call (only when :meth:`group_limit` allows it)."""
+        raise NotImplementedError
 
     def dead_effect(self, row: OutboxRow, error: str) -> Effect | None:
         """What giving up on ``row`` changes (applied in the transaction that marks it dead)."""

@@ -16,11 +16,13 @@ from urllib.parse import quote
 from ltfu.cht.client import ChtClient
 from ltfu.services.cht_index import changed_docs, index_docs
 from ltfu.settings import Settings
+from ltfu.store.cht_index import vacuum_analyze
 from ltfu.store.db import Database
 from ltfu.store.uow import unit_of_work
 
 log = logging.getLogger("ltfu.cht_sync")
 SEQ_NAME = "medic"
+ANALYZE_AFTER = 10_000  # persons indexed by one sync from which the planner's statistics are refreshed
 
 
 class SyncError(Exception):
@@ -75,6 +77,8 @@ class ChtSync:
             result.removed += stats.removed
             result.seq = last
             if len(rows) < self.page:
+                if result.persons >= ANALYZE_AFTER:
+                    await vacuum_analyze(self.db)
                 return result
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -67,18 +67,33 @@ def notification_bundle(base: str, systems: Systems, sub_id: str, status: str, k
         "request": {"method": "GET", "url": f"{base}/Subscription/{sub_id}/$status"},
         "response": {"status": "200"},
     }]
-    seen: set[str] = set()
+    seen: set[tuple[str, str | None]] = set()
     for e in events:
         for r in e["resources"]:
             ref = f"{r['resourceType']}/{r['id']}"
-            if ref in seen:
+            version = (ref, (r.get("meta") or {}).get("versionId"))  # a history Bundle: each version once
+            if version in seen:
                 continue
-            seen.add(ref)
+            seen.add(version)
             entries.append({"fullUrl": f"{base}/{ref}", "resource": r,
                             "request": {"method": "PUT", "url": ref}, "response": {"status": "200"}})
     return {"resourceType": "Bundle", "id": bundle_id, "type": "history",
             "timestamp": events[-1]["timestamp"] if events else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "meta": {"profile": [BACKPORT + "backport-subscription-notification-r4"]}, "entry": entries}
+
+
+def max_count(sub: dict[str, Any]) -> int | None:
+    """The backport ``max-count`` the subscriber asked for (events per notification), if any."""
+    for ext in (sub.get("channel") or {}).get("extension") or []:
+        if ext.get("url") == BACKPORT + "backport-max-count" and isinstance(ext.get("valuePositiveInt"), int):
+            return ext["valuePositiveInt"] if ext["valuePositiveInt"] > 0 else None
+    return None
+
+
+def _message_id(sub_id: str, events: list[dict[str, Any]]) -> str:
+    """``<subscription>-<event>`` (a range ``-<first>-<last>`` for several): the Bundle id and webhook-id."""
+    first, last = events[0]["event"], events[-1]["event"]
+    return f"{sub_id}-{first}" if first == last else f"{sub_id}-{first}-{last}"
 
 
 def _headers(lines: list[str]) -> dict[str, str]:
@@ -123,7 +138,19 @@ class Notifier(Handler):
         for session in self._sessions.values():
             await session.close()
 
+    def group_limit(self, row: OutboxRow) -> int:
+        """Backport mode: events of one subscription that are due together go in one Bundle (the IG's
+        notification carries any number of events, each with its number), up to ``LTFU_NOTIFY_MAX_EVENTS``."""
+        if row.kind != "event" or self.settings.notify_mode != "backport":
+            return 1
+        return self.settings.notify_max_events
+
     async def send(self, row: OutboxRow) -> Attempt:
+        return await self.send_group([row])
+
+    async def send_group(self, rows: list[OutboxRow]) -> Attempt:
+        """One message, or consecutive events of one subscription (:meth:`group_limit`)."""
+        row = rows[0]
         sub_id = row.payload["subscription"]
         async with unit_of_work(self.db) as uow:
             sub = await uow.resources.get("Subscription", sub_id)
@@ -156,15 +183,20 @@ class Notifier(Handler):
             bundle = notification_bundle(self.base, self.systems, sub_id, status, "heartbeat", total, [],
                                          f"heartbeat-{row.id}")
             return await self._post(row, "POST", address, bundle, lines, keys, bundle["id"])
-        msg_id = f"{sub_id}-{row.payload['event']}"
         if self.settings.notify_mode == "hapi":
             task = row.payload["resources"][0]
             url = f"{address.rstrip('/')}/Task/{quote(str(task['id']), safe='')}"
-            attempt = await self._post(row, "PUT", url, task, lines, keys, msg_id)
+            attempt = await self._post(row, "PUT", url, task, lines, keys, f"{sub_id}-{row.payload['event']}")
         else:
-            bundle = notification_bundle(self.base, self.systems, sub_id, "active", "event-notification", total,
-                                         [row.payload], msg_id)
-            attempt = await self._post(row, "POST", address, bundle, lines, keys, msg_id)
+            size = max_count(sub.resource) or len(rows)
+            for i in range(0, len(rows), size):  # the subscriber's backport-max-count, if it set one
+                events = [r.payload for r in rows[i:i + size]]
+                msg_id = _message_id(sub_id, events)
+                bundle = notification_bundle(self.base, self.systems, sub_id, "active", "event-notification",
+                                             total, events, msg_id)
+                attempt = await self._post(row, "POST", address, bundle, lines, keys, msg_id)
+                if attempt.verdict is not Verdict.OK:
+                    break  # the whole group is tried again: a receiver dedupes by event number
         if status == "error":
             attempt.on_done = _set_status(sub_id, "active")
         return attempt

@@ -11,6 +11,7 @@ from ltfu.delivery.cht_submitter import ChtSubmitter
 from ltfu.delivery.cht_sync import ChtSync
 from ltfu.delivery.notifier import Notifier
 from ltfu.delivery.retention_sweep import RetentionSweep
+from ltfu.delivery.tally_fold import TallyFold
 from ltfu.delivery.worker import Sweeper, Worker
 from ltfu.settings import Settings
 from ltfu.store.db import Database
@@ -23,6 +24,7 @@ class Runtime:
             handlers.append(ChtSubmitter(db, settings))
         self.worker = Worker(db, settings, handlers)
         self.sweeper = Sweeper(db, settings)
+        self.tally_fold = TallyFold(db, settings)
         self.cht_sync = ChtSync(db, settings) if settings.cht_url and settings.cht_sync_enabled else None
         days = settings.retention_days
         self.retention = RetentionSweep(db, settings, days) if days else None
@@ -32,7 +34,8 @@ class Runtime:
 
     def start(self) -> None:
         self.tasks = [asyncio.create_task(self.worker.run(self.stop), name="ltfu-worker"),
-                      asyncio.create_task(self.sweeper.run(self.stop), name="ltfu-sweeper")]
+                      asyncio.create_task(self.sweeper.run(self.stop), name="ltfu-sweeper"),
+                      asyncio.create_task(self.tally_fold.run(self.stop), name="ltfu-tally-fold")]
         if self.cht_sync is not None:
             self.tasks.append(asyncio.create_task(self.cht_sync.run(self.stop), name="ltfu-cht-sync"))
         if self.retention is not None:

@@ -20,19 +20,25 @@ from ltfu.services import notifications, requests, review
 from ltfu.settings import Settings
 from ltfu.store.db import Database
 from ltfu.store.outbox import OutboxRow
-from ltfu.store.uow import unit_of_work
+from ltfu.store.uow import UnitOfWork, unit_of_work
 
 log = logging.getLogger("ltfu.delivery")
 
 
 class Worker:
-    def __init__(self, db: Database, settings: Settings, handlers: list[Handler], *, batch: int = 32) -> None:
+    """Keeps up to ``concurrency`` deliveries in flight: whenever one ends (or new work is committed) it
+    claims due rows for the free slots, so a slow lane never holds up the others (no round waits for its
+    slowest delivery)."""
+
+    def __init__(self, db: Database, settings: Settings, handlers: list[Handler], *, batch: int = 32,
+                 concurrency: int | None = None) -> None:
         self.db = db
         self.settings = settings
         self.handlers = {h.destination: h for h in handlers}
         self.policy = RetryPolicy(settings.retry_initial_s, settings.retry_max_s, settings.retry_budget_s,
                                   settings.retry_permanent_4xx)
         self.batch = batch
+        self.concurrency = concurrency or settings.delivery_concurrency
         self.host = os.uname().nodename
         self.name = f"{self.host}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         # A CHT delivery makes up to four calls (person, find, record, read back).
@@ -42,6 +48,10 @@ class Worker:
         self.last_beat = time.monotonic()
         self.wake = asyncio.Event()
         self.sent = 0
+        self._running: set[asyncio.Task[None]] = set()
+        # Claims are made for a quarter of the slots at a time (or when idle), not for each slot that frees:
+        # a claim scans the due heads of every lane, the dearest statement of a delivery under a backlog.
+        self._refill = max(1, self.concurrency // 4)
 
     async def release_dead_workers(self) -> None:
         """Leases of crashed workers on this host (their process is gone) are freed, so a restart does
@@ -55,88 +65,119 @@ class Worker:
                     log.warning("released %s deliveries leased by %s, which is gone", n, owner)
 
     async def run(self, stop: asyncio.Event) -> None:
-        log.info("delivery worker %s started for %s", self.name, ", ".join(self.handlers))
+        log.info("delivery worker %s started for %s (%s at once)", self.name, ", ".join(self.handlers),
+                 self.concurrency)
         try:
             await self.release_dead_workers()
         except Exception as exc:  # noqa: BLE001 - best effort: leases also expire
             log.error("could not release stale leases: %s", type(exc).__name__)
         while not stop.is_set():
             self.last_beat = time.monotonic()
+            self.wake.clear()  # before the claim: work committed while it runs wakes the next one
             try:
-                busy = await self.run_once()
+                await self._fill()
             except Exception as exc:  # noqa: BLE001 - a worker must survive a database hiccup
                 log.error("delivery round failed: %s", type(exc).__name__)
-                busy = False
-            if not busy:
-                self.wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), timeout=self.settings.poll_interval_s)
+            with contextlib.suppress(TimeoutError):  # a delivery ending, a nudge, or the poll
+                await asyncio.wait_for(self.wake.wait(), timeout=self.settings.poll_interval_s)
+        await asyncio.gather(*self._running, return_exceptions=True)  # what left is recorded
         for h in self.handlers.values():
             await h.close()
 
-    async def run_once(self) -> bool:
-        """One claim-and-send round; True when it found work."""
+    async def _fill(self) -> int:
+        """Claim due rows for the free slots and start their deliveries; how many were started."""
+        free = self.concurrency - len(self._running)
+        if free <= 0 or (self._running and free < self._refill):
+            return 0
         async with unit_of_work(self.db) as uow:
-            rows = await uow.outbox.claim(self.name, self.batch, self.lease_s, tuple(self.handlers))
-        if not rows:
+            rows = await uow.outbox.claim(self.name, free, self.lease_s, tuple(self.handlers))
+            groups = [await self._group(uow, row) for row in rows]
+        for group in groups:
+            task = asyncio.create_task(self._deliver(group))
+            self._running.add(task)
+            task.add_done_callback(self._ended)
+        return len(groups)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # a database hiccup: the lease expires
+            log.error("a delivery failed before its result was recorded: %s", type(task.exception()).__name__)
+        self.wake.set()  # a free slot, and its lane may have a next message
+
+    async def run_once(self) -> bool:
+        """One claim of due rows for the free slots, their deliveries awaited; True when it found work."""
+        if not await self._fill():
             return False
-        await asyncio.gather(*(self._deliver(row) for row in rows))
+        await asyncio.gather(*self._running)
         return True
 
-    async def _deliver(self, row: OutboxRow) -> None:
-        """Send ``row``; while that succeeds, claim and send the next due message of its order key, up to a
-        batch. An ordered lane (one facility's notifications) then moves many messages per round instead
-        of one; each is still claimed only once the one before it is done."""
-        for _ in range(self.batch - 1):
-            if not await self._send(row):
-                return
-            async with unit_of_work(self.db) as uow:
-                after = await uow.outbox.claim(self.name, 1, self.lease_s, tuple(self.handlers),
-                                               order_key=row.order_key)
-            if not after:
-                return
-            row = after[0]
-        await self._send(row)  # the last one claimed: sent, not left leased
+    async def _deliver(self, group: list[OutboxRow]) -> None:
+        """Send ``group`` (a lane's head, with its followers if any); while that succeeds, send the next due
+        message of its order key, up to a batch, claimed in the transaction that records the one before. An
+        ordered lane (one facility's notifications) then moves many messages per claim instead of one; each
+        is still claimed only once the one before it is done. A handler that can send several messages of a
+        lane in one call (:meth:`Handler.group_limit`) gets the due ones that follow the head with it."""
+        for sent in range(1, self.batch + 1):
+            group = await self._send(group, chain=sent < self.batch)
+            if not group:
+                return  # failed, or the lane is empty, or the batch is used up: nothing is left leased
 
-    async def _send(self, row: OutboxRow) -> bool:
-        """One attempt, recorded; True when it succeeded."""
-        handler = self.handlers[row.destination]
+    async def _group(self, uow: UnitOfWork, head: OutboxRow) -> list[OutboxRow]:
+        """``head`` (claimed in ``uow``) and the followers its handler may send with it, leased in ``uow`` too."""
+        limit = self.handlers[head.destination].group_limit(head)
+        if limit <= 1:
+            return [head]
+        return [head, *await uow.outbox.claim_followers(self.name, head, limit - 1, self.lease_s)]
+
+    async def _send(self, rows: list[OutboxRow], *, chain: bool) -> list[OutboxRow]:
+        """One attempt (of one message, or of a lane's group in one call), recorded. When it succeeded and
+        ``chain``: the next group of the lane, claimed in the same transaction (else nothing)."""
+        handler = self.handlers[rows[0].destination]
         try:
-            attempt = await handler.send(row)
+            attempt = await (handler.send(rows[0]) if len(rows) == 1 else handler.send_group(rows))
         except Exception as exc:  # noqa: BLE001 - a bug in one message must not stop the others
-            log.error("delivery of outbox row %s crashed: %s", row.id, type(exc).__name__)
+            log.error("delivery of outbox row %s crashed: %s", rows[0].id, type(exc).__name__)
             attempt = Attempt(Verdict.RETRY, error=f"internal error: {type(exc).__name__}")
-        return await self._record(row, handler, attempt)
+        return await self._record(rows, handler, attempt, chain=chain)
 
-    async def _record(self, row: OutboxRow, handler: Handler, attempt: Attempt) -> bool:
+    async def _record(self, rows: list[OutboxRow], handler: Handler, attempt: Attempt, *,
+                      chain: bool = False) -> list[OutboxRow]:
+        """The attempt's result for every row it carried, in one transaction (a group shares its fate); on
+        success and with ``chain``, the lane's next group claimed in it too."""
+        head = rows[0]
+        ids = [r.id for r in rows]
         async with unit_of_work(self.db) as uow:
-            if not await uow.outbox.still_leased_by(row.id, self.name):
-                log.warning("lease on outbox row %s lost; its result is dropped (it will be retried)", row.id)
-                return False
+            if not await uow.outbox.still_leased_by(ids, self.name):
+                log.warning("lease on outbox row %s lost; its result is dropped (it will be retried)", head.id)
+                return []
             error = attempt.error or ""
             if attempt.verdict is Verdict.OK:
-                await uow.outbox.record_attempt(row.id, attempt.status_code, attempt.latency_ms, "ok", attempt.error)
-                metrics.observe_delivery(row.destination, "ok", attempt.status_code, attempt.latency_ms)
+                await uow.outbox.record_attempt(ids, attempt.status_code, attempt.latency_ms, "ok", attempt.error)
+                metrics.observe_delivery(head.destination, "ok", attempt.status_code, attempt.latency_ms)
                 if attempt.on_done:
                     await attempt.on_done(uow)
-                await uow.outbox.done(row.id)
-                self.sent += 1
-                return True
-            wait = self.policy.next_step(attempt.verdict, row.attempts)
+                await uow.outbox.done(ids)
+                self.sent += len(rows)
+                if not chain:
+                    return []
+                after = await uow.outbox.claim(self.name, 1, self.lease_s, tuple(self.handlers),
+                                               order_key=head.order_key)
+                return await self._group(uow, after[0]) if after else []
+            wait = self.policy.next_step(attempt.verdict, head.attempts)
             if wait is None:
-                await uow.outbox.record_attempt(row.id, attempt.status_code, attempt.latency_ms, "dead", error)
-                metrics.observe_delivery(row.destination, "dead", attempt.status_code, attempt.latency_ms)
-                effect = handler.dead_effect(row, error)
+                await uow.outbox.record_attempt(ids, attempt.status_code, attempt.latency_ms, "dead", error)
+                metrics.observe_delivery(head.destination, "dead", attempt.status_code, attempt.latency_ms)
+                effect = handler.dead_effect(head, error)
                 if effect:
                     await effect(uow)
-                await uow.outbox.dead(row.id, error)
-                log.warning("outbox row %s (%s %s) is dead after %s attempts: %s", row.id, row.destination,
-                            row.kind, row.attempts + 1, error[:200])
+                await uow.outbox.dead(ids, error)
+                log.warning("outbox row %s (%s %s) is dead after %s attempts: %s", head.id, head.destination,
+                            head.kind, head.attempts + 1, error[:200])
             else:
-                await uow.outbox.record_attempt(row.id, attempt.status_code, attempt.latency_ms, "retry", error)
-                metrics.observe_delivery(row.destination, "retry", attempt.status_code, attempt.latency_ms)
-                await uow.outbox.retry_later(row.id, wait, error)
-        return False
+                await uow.outbox.record_attempt(ids, attempt.status_code, attempt.latency_ms, "retry", error)
+                metrics.observe_delivery(head.destination, "retry", attempt.status_code, attempt.latency_ms)
+                await uow.outbox.retry_later(ids, wait, error)
+        return []
 
 
 def _alive(pid: int) -> bool:

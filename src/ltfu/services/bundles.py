@@ -4,6 +4,12 @@ A transaction runs in one unit of work: ``urn:uuid`` fullUrls get ids before any
 references to them (and conditional references ``Type?params``) are rewritten, entries run in the
 order DELETE, POST, PUT, GET, and any failure rolls everything back. A batch runs each entry in a
 savepoint and answers per entry, so one bad patient does not sink a 400-patient list.
+
+A 10,000-defaulter list (20,000 entries) is one request that must neither hold the event loop (SQLite's
+statements run on it: ``store/sqlite_inline.py``) nor the whole list's rows in memory at once: every
+loop over the entries gives turns (``ltfu.turns``), the rows held by the unit of work's write buffer are
+sent every ``FLUSH_EVERY`` entries (same transaction: all or nothing still), and each entry's resource is
+let go of once it has run (the stored copy is what the response shows).
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
+
+import orjson
 
 from ltfu.fhir.outcome import FhirError, Issue, information
 from ltfu.fhir.rest import parse_etag
@@ -28,6 +36,7 @@ _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 # Within the POSTs, what others point at goes first (a defaulter list may put each Patient after its request).
 _CREATE_FIRST = {"Endpoint": 0, "Organization": 1, "Practitioner": 2, "Patient": 3, "Appointment": 4}
 Token = tuple[str | None, str, bool]
+FLUSH_EVERY = 500  # entries between two sends of the held rows (a bound on what a long list holds)
 
 
 @dataclass
@@ -57,6 +66,22 @@ class EntryResult:
 
 
 Search = Callable[[UnitOfWork, str, list[tuple[str, str]]], Awaitable[dict[str, Any]]]
+
+
+async def response_json(kind: str, results: list[EntryResult], include_resource: bool) -> bytes:
+    """The ``<kind>-response`` Bundle as JSON, rendered entry by entry with turns: the answer to a
+    20,000-entry list is tens of MB, and one ``orjson.dumps`` of it would hold the loop that long and
+    a second copy of it as dicts. ``results`` is emptied as it goes (each stored copy let go of)."""
+    parts = [b'{"resourceType":"Bundle","type":' + orjson.dumps(f"{kind}-response") + b',"entry":[']
+    results.reverse()
+    while results:
+        await turn()
+        parts.append(orjson.dumps(results.pop().to_fhir(include_resource)))
+        parts.append(b",")
+    if parts[-1] == b",":
+        parts.pop()
+    parts.append(b"]}")
+    return b"".join(parts)
 
 
 def _entries(bundle: dict[str, Any], max_entries: int) -> list[dict[str, Any]]:
@@ -146,6 +171,7 @@ async def _conditional_creates(uow: UnitOfWork, entries: list[dict[str, Any]]) -
     keys: list[str] = []
     tokens: dict[int, tuple[str, Token]] = {}
     for i, e in enumerate(entries):
+        await turn()
         req = e["request"]
         if req["method"] != "POST" or not req.get("ifNoneExist"):
             continue
@@ -168,10 +194,11 @@ async def _conditional_creates(uow: UnitOfWork, entries: list[dict[str, Any]]) -
     return found
 
 
-def _checked(entries: list[dict[str, Any]], found: dict[int, list[str]]) -> set[int]:
+async def _checked(entries: list[dict[str, Any]], found: dict[int, list[str]]) -> set[int]:
     """Entries of ``found`` with no match whose condition no other entry of the Bundle shares."""
     conditions: dict[tuple[str, str], int] = {}
     for e in entries:
+        await turn()
         req = e["request"]
         if req["method"] == "POST" and req.get("ifNoneExist"):
             key = (_split_url(req["url"])[0], req["ifNoneExist"])
@@ -184,6 +211,7 @@ async def _prefetch(uow: UnitOfWork, entries: list[dict[str, Any]], skip: set[in
     """Let each type's hook look up at once what its many creates will need."""
     by_type: dict[str, list[dict[str, Any]]] = {}
     for i, e in enumerate(entries):
+        await turn()
         if i not in skip and e["request"]["method"] == "POST" and isinstance(e.get("resource"), dict):
             by_type.setdefault(_split_url(e["request"]["url"])[0], []).append(e["resource"])
     for res_type, resources in by_type.items():
@@ -199,8 +227,9 @@ async def transaction(uow: UnitOfWork, bundle: dict[str, Any], search: Search) -
     existing: dict[int, Stored] = {}
     seen_full: set[str] = set()
     batched = await _conditional_creates(uow, entries)
-    checked = _checked(entries, batched)
+    checked = await _checked(entries, batched)
     for i, e in enumerate(entries):
+        await turn()
         req = e["request"]
         full = e.get("fullUrl")
         if full:
@@ -236,6 +265,7 @@ async def transaction(uow: UnitOfWork, bundle: dict[str, Any], search: Search) -
     # Conditional references (legal only in transactions) must each resolve to exactly one resource.
     conditional: set[str] = set()
     for e in entries:
+        await turn()
         _conditional_refs(e.get("resource"), conditional)
     for ref in conditional:
         res_type, _, query = _split_url(ref)
@@ -253,18 +283,21 @@ async def transaction(uow: UnitOfWork, bundle: dict[str, Any], search: Search) -
 
     order = sorted(range(len(entries)), key=rank)
     await _prefetch(uow, entries, set(existing))
-    for i in order:
+    for done, i in enumerate(order, 1):
         await turn()  # other requests are served meanwhile
         e = entries[i]
         if i in existing:
             results[i] = EntryResult("200 OK", existing[i])
             continue
-        resource = _rewrite(e.get("resource"), mapping) if e.get("resource") is not None else None
+        resource = e.pop("resource", None)  # what is stored from here on is the rewritten copy
+        resource = _rewrite(resource, mapping) if resource is not None else None
         try:
             req = e["request"] if i not in checked else {k: v for k, v in e["request"].items() if k != "ifNoneExist"}
             results[i] = await _run_entry(uow, req, resource, preassigned.get(i), search)
         except FhirError as err:
             raise _prefix(err, i) from None
+        if done % FLUSH_EVERY == 0:
+            await uow.flush()
     return [results[i] for i in range(len(entries))]
 
 

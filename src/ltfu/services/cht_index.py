@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ltfu.cht.people_index import contact_kind, person_of, place_of
+from ltfu.cht.people_index import contact_kind, lineage_of, person_of, place_of
 from ltfu.domain.matching import index_keys
 from ltfu.domain.matching.lineage import DEFAULT_PLACE_LEVELS, resolve_levels
 from ltfu.domain.matching.records import Person, Place
@@ -40,17 +40,21 @@ async def place_with_lineage(
 
 
 def _placed(person: Person, places: dict[str, Place], levels: dict[str, str]) -> Person:
-    types = {pid: places[pid].contact_type for pid in person.lineage if pid in places}
-    found = resolve_levels(person.lineage, types, levels)
+    return replace(person, **_placement(person.lineage, places, levels))
+
+
+def _placement(lineage: tuple[str, ...], places: dict[str, Place], levels: dict[str, str]) -> dict[str, str | None]:
+    """The ``Person`` fields of where a lineage sits: household, CHW area, unit (by contact type), unit codes."""
+    types = {pid: places[pid].contact_type for pid in lineage if pid in places}
+    found = resolve_levels(lineage, types, levels)
     unit = places.get(found["unit"] or "")
-    return replace(
-        person,
-        household_id=found["household"],
-        chw_area_id=found["chw_area"],
-        unit_id=found["unit"],
-        unit_code=unit.code if unit else None,
-        facility_code=unit.link_facility_code if unit else None,
-    )
+    return {
+        "household_id": found["household"],
+        "chw_area_id": found["chw_area"],
+        "unit_id": found["unit"],
+        "unit_code": unit.code if unit else None,
+        "facility_code": unit.link_facility_code if unit else None,
+    }
 
 
 async def index_docs(uow: UnitOfWork, docs: Sequence[dict[str, Any]]) -> IndexStats:
@@ -62,7 +66,7 @@ async def index_docs(uow: UnitOfWork, docs: Sequence[dict[str, Any]]) -> IndexSt
     settings = uow.settings
     stats = IndexStats()
     places: list[Place] = []
-    people: list[Person] = []
+    people: list[tuple[dict[str, Any], tuple[str, ...]]] = []  # person docs with their lineage
     gone: list[str] = []
     for doc in docs:
         if isinstance(doc, dict) and doc.get("_deleted") and isinstance(doc.get("_id"), str):
@@ -72,7 +76,7 @@ async def index_docs(uow: UnitOfWork, docs: Sequence[dict[str, Any]]) -> IndexSt
         if kind == "place":
             places.append(place_of(doc))
         elif kind == "person":
-            people.append(person_of(doc, settings.match_default_region))
+            people.append((doc, lineage_of(doc)))
         else:
             stats.ignored += 1
     if gone:
@@ -80,11 +84,17 @@ async def index_docs(uow: UnitOfWork, docs: Sequence[dict[str, Any]]) -> IndexSt
         await uow.cht_index.remove_places(gone)
     await uow.cht_index.put_places(places)
     known = {p.id: p for p in places}
-    wanted = {i for p in people for i in p.lineage} - set(known)
+    wanted = {i for _, lineage in people for i in lineage} - set(known)
     if wanted:
         known.update(await uow.cht_index.places(wanted))
     levels = place_levels(settings)
-    placed = [_placed(p, known, levels) for p in people]
+    region = settings.match_default_region
+    where: dict[tuple[str, ...], dict[str, str | None]] = {}  # a household's members share their lineage
+    placed = []
+    for doc, lineage in people:
+        if (placement := where.get(lineage)) is None:
+            placement = where[lineage] = _placement(lineage, known, levels)
+        placed.append(person_of(doc, region, lineage, **placement))
     await uow.cht_index.put_persons([(p, index_keys(p)) for p in placed])
     stats.persons, stats.places = len(placed), len(places)
     if gone:  # a linked person deleted or merged away in CHT: its open cases go back to review

@@ -1,7 +1,8 @@
 """Facility notifications (Subscriptions R5 Backport IG, R4 flavour): one Subscription per facility.
 
-Every Task change becomes an event with the next event number of each subscription of the Task's
-requester, recorded in ``subscription_events`` and queued in the outbox in the same transaction.
+Every Task change becomes an event of each subscription of the Task's requester, queued in the outbox
+in the same transaction; the database numbers it as the transaction commits (gapless, in commit order)
+and records it in ``subscription_events`` (migration 0015).
 The notifier builds the notification Bundle at delivery time from the stored snapshot.
 """
 
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -83,8 +83,6 @@ _SUBSCRIPTIONS_OF = (
                                                    _cs.res_id == _sc.subscription_id)))
     .where(_sc.organization_id == bindparam("o"))
     .order_by(_sc.subscription_id))
-_BUMP_COUNTER = (update(subscription_counters).where(_sc.subscription_id == bindparam("sid"))
-                 .values(events_since_start=_sc.events_since_start + bindparam("n")).returning(_sc.events_since_start))
 
 
 async def subscriptions_of(uow: UnitOfWork, org_id: str) -> list[str]:
@@ -137,49 +135,10 @@ async def ensure_facility_subscription(uow: UnitOfWork, org: dict[str, Any]) -> 
     return result.stored
 
 
-@dataclass(frozen=True)
-class _Event:
-    """A Task change a subscription will hear of, numbered when its transaction commits."""
-
-    sub_id: str
-    org_id: str
-    focus: str
-    timestamp: str
-    resources: list[dict[str, Any]]
-    case_id: str | None
-
-
-async def _number_and_queue(uow: UnitOfWork, events: list[_Event]) -> None:
-    """Number the transaction's events and queue them, right before the commit.
-
-    Counting locks the subscription's counter row until the commit. Taken last, that lock covers only
-    the final inserts and the commit, so concurrent requests of one facility do not wait for each
-    other's whole transaction; numbers stay gapless and in commit order. One update per subscription,
-    in subscription order, so two transactions never wait for each other in a cycle."""
-    by_sub: dict[str, list[_Event]] = {}
-    for event in events:
-        by_sub.setdefault(event.sub_id, []).append(event)
-    for sub_id in sorted(by_sub):
-        mine = by_sub[sub_id]
-        # counters are never buffered: the inserts go out once, after
-        rows = await uow.fetch(_BUMP_COUNTER, {"sid": sub_id, "n": len(mine)}, see_buffer=False)
-        last = rows[0][0] if rows else None
-        if last is None:  # the subscription is gone: nobody to tell
-            continue
-        for number, event in enumerate(mine, start=int(last) - len(mine) + 1):
-            payload = {"subscription": sub_id, "event": number, "timestamp": event.timestamp,
-                       "focus": event.focus, "resources": event.resources}
-            row_id = uow.outbox.enqueue_new(
-                "notify", "event", f"sub:{sub_id}", payload, dedupe_key=f"event:{sub_id}:{number}",
-                case_id=event.case_id, subscription_id=sub_id, organization_id=event.org_id)
-            uow.buffer.add(subscription_events, dict(
-                subscription_id=sub_id, event_number=number, focus=event.focus, case_id=event.case_id,
-                created_at=event.timestamp, outbox_id=row_id))
-
-
 async def emit_task_event(uow: UnitOfWork, task: Stored, context: list[dict[str, Any]] | None = None,
                           case_id: str | None = None) -> None:
-    """Queue a notification of this Task version for every live subscription of its requester."""
+    """Queue a notification of this Task version for every live subscription of its requester (numbered
+    at commit: ``OutboxRepository.enqueue_event``)."""
     org_ref = (task.resource.get("requester") or {}).get("reference", "")
     if not org_ref.startswith("Organization/"):
         return
@@ -188,9 +147,10 @@ async def emit_task_event(uow: UnitOfWork, task: Stored, context: list[dict[str,
         sub = await uow.resources.get("Subscription", sub_id)
         if sub is None or sub.resource.get("status") not in LIVE:
             continue
-        focus = f"Task/{task.resource['id']}/_history/{task.version_id}"
-        event = _Event(sub_id, org_id, focus, now_instant(), [task.resource, *(context or [])], case_id)
-        uow.at_commit.add("subscription-events", event, _number_and_queue)
+        payload = {"subscription": sub_id, "timestamp": now_instant(),
+                   "focus": f"Task/{task.resource['id']}/_history/{task.version_id}",
+                   "resources": [task.resource, *(context or [])]}
+        uow.outbox.enqueue_event(sub_id, payload, case_id=case_id, organization_id=org_id)
 
 
 def heartbeat_period(sub: dict[str, Any]) -> int | None:

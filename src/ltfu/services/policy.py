@@ -20,7 +20,7 @@ from ltfu.fhir.outcome import FhirError
 from ltfu.fhir.search_params import SearchQuery
 from ltfu.fhir.validation import SUPPORTED_TYPES
 from ltfu.store.clients import Client
-from ltfu.store.search import unclaimed_patients, visible_to
+from ltfu.store.search import UNCLAIMED_PATIENT, unclaimed_patients, visible_statement
 from ltfu.store.uow import UnitOfWork
 
 GATEWAY_HEADER = "x-openhim-clientid"
@@ -76,8 +76,25 @@ def scope_search(actor: Actor, q: SearchQuery) -> SearchQuery:
 
 
 async def can_see(uow: UnitOfWork, res_type: str, res_id: str) -> bool:
+    """A yes is remembered for the transaction: nothing in one takes away what a facility sees (its cases
+    and what it created stay; a deleted resource stays visible as deleted). A no is asked again (the
+    transaction may since have created the resource, its case or its owner)."""
     org = uow.actor.facility
-    return org is None or await visible_to(uow.conn, org, res_type, res_id)
+    if org is None:
+        return True
+    key = ("visible", res_type, res_id)
+    if key in uow.memo:
+        return True
+    if await uow.fetch(visible_statement(res_type), {"org": org, "i": res_id}):
+        uow.memo[key] = True
+        return True
+    return False
+
+
+async def _unclaimed(uow: UnitOfWork, ids: list[str]) -> list[str]:
+    if len(ids) == 1:
+        return list(ids) if await uow.fetch(UNCLAIMED_PATIENT, {"i": ids[0]}) else []
+    return await unclaimed_patients(uow.conn, ids)
 
 
 def not_known(res_type: str, res_id: str) -> FhirError:
@@ -101,9 +118,10 @@ async def bind_patients(uow: UnitOfWork, ids: list[str]) -> list[str]:
     seen = await visible_ids(uow, "Patient", ids)
     if seen or uow.actor.facility is None:
         return seen
-    free = await unclaimed_patients(uow.conn, ids)
-    if len(free) == 1:
-        await record_created(uow, "Patient", free[0])
+    free = await _unclaimed(uow, ids)
+    org = uow.actor.facility
+    if len(free) == 1 and org != "-" and await uow.owners.record("Patient", free[0], org) != org:
+        return []  # another facility claimed it in the meantime (its transaction committed first)
     return free
 
 
@@ -117,7 +135,7 @@ async def conditional_matches(uow: UnitOfWork, res_type: str, ids: list[str]) ->
 async def _may_reference(uow: UnitOfWork, res_type: str, res_id: str) -> bool:
     if await can_see(uow, res_type, res_id):
         return True
-    return res_type == "Patient" and bool(await unclaimed_patients(uow.conn, [res_id]))
+    return res_type == "Patient" and bool(await _unclaimed(uow, [res_id]))
 
 
 def authorize_history(actor: Actor, res_type: str | None, res_id: str | None) -> None:
@@ -252,11 +270,15 @@ def authorize_conditional_update(actor: Actor) -> None:
     require_admin(actor, "update by search")
 
 
-async def record_created(uow: UnitOfWork, res_type: str, res_id: str) -> None:
-    """What a facility creates is its own (server-set; the body cannot claim it)."""
+async def record_created(uow: UnitOfWork, res_type: str, res_id: str, *, minted: bool = False) -> None:
+    """What a facility creates is its own (server-set; the body cannot claim it). ``minted``: the id was
+    made in this transaction, so no owner can be recorded for it yet."""
     org = uow.actor.facility
     if org is not None and org != "-":
-        await uow.owners.record(res_type, res_id, org)
+        if minted:
+            await uow.owners.record_new(res_type, res_id, org)
+        else:
+            await uow.owners.record(res_type, res_id, org)
 
 
 def case_in_scope(actor: Actor, case: Any) -> bool:

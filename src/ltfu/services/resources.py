@@ -93,12 +93,13 @@ async def create(
         twin = await hook.existing(uow, resource)
         if twin is not None:
             return WriteResult(twin, created=False)
+    minted = res_id is None
     res_id = res_id or str(uuid.uuid4())  # known to the hooks (secrets are stored under it)
     if hook and hook.before:
         resource = await hook.before(uow, {**resource, "id": res_id}, None)
     await policy.check_references(uow, resource, None)
     stored = await uow.resources.create(resource, res_id)
-    await policy.record_created(uow, res_type, stored.resource["id"])
+    await policy.record_created(uow, res_type, stored.resource["id"], minted=minted)
     if hook and hook.after:
         await hook.after(uow, stored, None)
     return WriteResult(stored, created=True)

@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from sqlalchemy import delete, func, insert, select, text, update
@@ -30,9 +30,18 @@ from ltfu.store.schema import (
     facility_places,
 )
 
+if TYPE_CHECKING:
+    from ltfu.store.db import Database
+
 ALL = "*"  # the cht_name_tokens row counting every indexed person
 _CHUNK = 500  # ids per IN (...) list
 _COPY_MIN = 200  # rows from which PostgreSQL's COPY beats an INSERT
+
+
+_PG_DELETE_KEYS = text(
+    "DELETE FROM cht_person_keys WHERE (key, person_id) IN "
+    "(SELECT * FROM unnest(CAST(:k AS varchar[]), CAST(:p AS varchar[])))"
+)
 
 
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
@@ -58,14 +67,20 @@ _ROW_COLUMNS = (
     "facility_code",
     "lineage",
     "flags",
+    "block_keys",
     "updated_at",
 )
 _KEY_COLUMNS = ("key", "person_id")
 
 
 def _person_values(p: Person, keys: Iterable[str], now: str) -> tuple[tuple[Any, ...], list[tuple[str, str]]]:
-    """The ``cht_persons`` row (``_ROW_COLUMNS``) and the ``cht_person_keys`` rows of a person."""
+    """The ``cht_persons`` row (``_ROW_COLUMNS``) and the ``cht_person_keys`` rows of a person.
+
+    The row lists its keys (``block_keys``): replacing or removing a person deletes exactly those key rows by
+    their primary key, so ``cht_person_keys`` needs no second index on ``person_id`` (a second B-tree that
+    every write of a full build would update at random places)."""
     birth = p.birth
+    stored = sorted({k[:200] for k in keys})
     row = (
         p.id,
         p.name or " ".join(p.tokens),
@@ -84,10 +99,11 @@ def _person_values(p: Person, keys: Iterable[str], now: str) -> tuple[tuple[Any,
         p.facility_code,
         orjson.dumps(p.lineage).decode(),
         " ".join(p.flags),
+        orjson.dumps(stored).decode(),
         now,
     )
     pid = p.id or ""
-    return row, [(k[:200], pid) for k in sorted(set(keys))]
+    return row, [(k, pid) for k in stored]
 
 
 @lru_cache(maxsize=1 << 16)
@@ -252,6 +268,17 @@ def place_from_row(r: Any) -> Place:
     )
 
 
+async def vacuum_analyze(db: Database) -> None:
+    """After a large load (PostgreSQL): statistics for the planner (a query planned meanwhile sees the tables
+    as they were, e.g. empty) and the visibility map, without which the key table is read through bitmap heap
+    scans instead of index-only scans. Outside a transaction, as VACUUM must run; autovacuum would come later."""
+    if db.is_sqlite:
+        return
+    async with db.engine.connect() as conn:
+        auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await auto.execute(text("VACUUM (ANALYZE) cht_persons, cht_person_keys, cht_name_tokens, cht_places"))
+
+
 class ChtIndexRepository:
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
@@ -273,6 +300,7 @@ class ChtIndexRepository:
             rows.append(row)
             keys.extend(key_rows)
             new_tokens.update(set(person.tokens))
+        keys.sort()  # in key order: a large batch fills the key B-tree page by page, not all over it
         await self._bulk_insert(cht_persons, _ROW_COLUMNS, rows)
         await self._bulk_insert(cht_person_keys, _KEY_COLUMNS, keys)
         new_tokens[ALL] += len(rows)
@@ -310,16 +338,24 @@ class ChtIndexRepository:
             rows = await self.conn.execute(
                 delete(cht_persons)
                 .where(cht_persons.c.person_id.in_(chunk))
-                .returning(cht_persons.c.person_id, cht_persons.c.given, cht_persons.c.family)
+                .returning(cht_persons.c.person_id, cht_persons.c.given, cht_persons.c.family, cht_persons.c.block_keys)
             )
-            taken = []
+            taken: list[tuple[str, str]] = []
             for r in rows:
-                taken.append(r.person_id)
+                found.add(r.person_id)
                 out.update(set((r.given + " " + r.family).split()))
-            if taken:
-                found.update(taken)
-                await self.conn.execute(delete(cht_person_keys).where(cht_person_keys.c.person_id.in_(taken)))
+                taken.extend((k, r.person_id) for k in orjson.loads(r.block_keys))
+            await self._delete_keys(taken)
         return out, found
+
+    async def _delete_keys(self, rows: list[tuple[str, str]]) -> None:
+        """Delete ``(key, person_id)`` rows by their primary key."""
+        if not rows:
+            return
+        if self.conn.dialect.name == "sqlite":
+            await self.conn.exec_driver_sql("DELETE FROM cht_person_keys WHERE key = ? AND person_id = ?", rows)
+        else:
+            await self.conn.execute(_PG_DELETE_KEYS, {"k": [k for k, _ in rows], "p": [p for _, p in rows]})
 
     async def _count_tokens(self, delta: dict[str, int]) -> None:
         if not delta:

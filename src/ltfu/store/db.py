@@ -19,6 +19,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.util import await_only
 
 from ltfu.settings import Settings
 from ltfu.store import sqlite_inline
@@ -136,7 +137,13 @@ def _create_engine(settings: Settings, owner: Database) -> AsyncEngine:
     def _on_begin(conn: Any) -> None:
         # IMMEDIATE takes the write lock up front: no deadlock when a reader later writes,
         # and other processes (a separate `ltfu worker`) wait on busy_timeout instead of failing.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        inline = getattr(conn.connection.dbapi_connection, "_connection", None)
+        if isinstance(inline, sqlite_inline.InlineConnection):  # at the driver (heard as a statement)
+            for listener in owner.raw_listeners:
+                listener("BEGIN IMMEDIATE")
+            await_only(inline.begin_immediate())
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 

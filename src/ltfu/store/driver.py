@@ -16,9 +16,10 @@ SQLAlchemy's type processing. ``Database.raw_listeners`` hear every statement (t
 
 from __future__ import annotations
 
+import operator
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.engine import Dialect
@@ -33,11 +34,30 @@ class Compiled:
     sql: str
     names: tuple[str, ...]  # parameter names in positional order
     defaults: dict[str, Any]  # values bound at build time (a LIMIT)
+    _get: Callable[[dict[str, Any]], tuple[Any, ...]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_get", _getter(self.names))
 
     def args(self, params: dict[str, Any]) -> tuple[Any, ...]:
+        return self._get(self.defaults | params if self.defaults else params)
+
+    def args_of(self, rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        """The parameter tuples of an ``executemany``."""
         if not self.defaults:
-            return tuple(params[n] for n in self.names)
-        return tuple(params[n] if n in params else self.defaults[n] for n in self.names)
+            return list(map(self._get, rows))
+        get, defaults = self._get, self.defaults
+        return [get(defaults | r) for r in rows]
+
+
+def _getter(names: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    """The values of ``names`` out of a dict, as a tuple (``itemgetter``: C, once per statement)."""
+    if len(names) == 1:
+        (name,) = names
+        return lambda params: (params[name],)
+    if not names:
+        return lambda _params: ()
+    return operator.itemgetter(*names)
 
 
 _COMPILED: dict[tuple[str, int, tuple[str, ...] | None], Compiled] = {}
@@ -53,7 +73,9 @@ def compiled(statement: ClauseElement, dialect: Dialect, column_keys: Sequence[s
         names = tuple(c.positiontup or ())
         if not names and c.params:
             raise ValueError("a statement for the driver needs a positional paramstyle")
-        defaults = {k: v for k, v in c.params.items() if v is not None and k in names}
+        # Values bound at build time; an INSERT's columns are REQUIRED (always given): not defaults.
+        defaults = {k: v for k, v in c.params.items()
+                    if v is not None and k in names and not (k in c.binds and c.binds[k].required)}
         found = Compiled(c.string, names, defaults)
         _COMPILED[key] = found
     return found
@@ -61,6 +83,8 @@ def compiled(statement: ClauseElement, dialect: Dialect, column_keys: Sequence[s
 
 class Driver(ABC):
     """Runs compiled statements on the unit of work's driver connection."""
+
+    copies = False  # ``copy`` is there: many rows into one table in one bulk load
 
     def __init__(self, dialect: Dialect, listeners: list[Callable[[str], None]]) -> None:
         self.dialect = dialect
@@ -75,6 +99,9 @@ class Driver(ABC):
 
     @abstractmethod
     async def execute_many(self, c: Compiled, rows: list[dict[str, Any]]) -> None: ...
+
+    async def copy(self, table: str, columns: tuple[str, ...], records: list[tuple[Any, ...]]) -> None:
+        raise NotImplementedError
 
 
 class SqliteDriver(Driver):
@@ -91,7 +118,7 @@ class SqliteDriver(Driver):
 
     async def execute_many(self, c: Compiled, rows: list[dict[str, Any]]) -> None:
         self._heard(c.sql)
-        self._conn.executemany(c.sql, [c.args(r) for r in rows])
+        self._conn.executemany(c.sql, c.args_of(rows))
         await self._owner.turn()
 
 
@@ -113,7 +140,16 @@ class AsyncpgDriver(Driver):
     async def execute_many(self, c: Compiled, rows: list[dict[str, Any]]) -> None:
         await self._begun()
         self._heard(c.sql)
-        await self._conn.executemany(c.sql, [c.args(r) for r in rows])
+        await self._conn.executemany(c.sql, c.args_of(rows))
+
+    copies = True
+
+    async def copy(self, table: str, columns: tuple[str, ...], records: list[tuple[Any, ...]]) -> None:
+        """``COPY table (columns) FROM STDIN`` (binary): a defaulter list's 260,000 index rows cost the
+        server a fraction of as many INSERTs. Same transaction, same constraints and triggers."""
+        await self._begun()
+        self._heard(f"COPY {table} ({', '.join(columns)}) FROM STDIN")
+        await self._conn.copy_records_to_table(table, records=records, columns=list(columns))
 
 
 async def driver_of(conn: AsyncConnection, listeners: list[Callable[[str], None]]) -> Driver | None:

@@ -12,6 +12,7 @@ one may have reached the receiver even when that try died without recording anyt
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,6 +22,7 @@ from sqlalchemy import and_, case, func, insert, not_, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ltfu.store import tallies
 from ltfu.store.resources import now_instant
 from ltfu.store.schema import delivery_attempts, outbox
 from ltfu.store.write_buffer import PendingId, WriteBuffer
@@ -57,6 +59,10 @@ class OutboxRow:
 def _row(r: Any) -> OutboxRow:
     return OutboxRow(r.id, r.destination, r.kind, r.order_key, orjson.loads(r.payload), r.attempts, r.created_at,
                      r.case_id, r.subscription_id, r.organization_id, r.last_error, r.sent_at is not None)
+
+
+def _ids(row_ids: int | Sequence[int]) -> list[int]:
+    return [row_ids] if isinstance(row_ids, int) else list(row_ids)
 
 
 def _message(destination: str, kind: str, order_key: str, payload: dict[str, Any], dedupe_key: str | None,
@@ -103,6 +109,20 @@ class OutboxRepository:
             raise RuntimeError("enqueue_new needs a unit of work's write buffer")
         self.buffer.add(outbox, row, assigned)
         return assigned
+
+    def enqueue_event(self, subscription_id: str, payload: dict[str, Any], *, case_id: str | None,
+                      organization_id: str | None) -> None:
+        """Queue a notification event of a subscription, to be numbered by the database (migration 0015).
+
+        The row goes as ``unnumbered``: the database makes it ``pending`` with the subscription's next number
+        (its ``event:<sub>:<n>`` key, ``"event"`` in its payload, its ``subscription_events`` row) in
+        commit order, taking the subscription's counter lock inside COMMIT only (PostgreSQL). The
+        subscription's events are delivered in number order: their outbox ids follow the numbers."""
+        if self.buffer is None:
+            raise RuntimeError("enqueue_event needs a unit of work's write buffer")
+        row = _message("notify", "event", f"sub:{subscription_id}", payload, None, case_id, subscription_id,
+                       organization_id, 0.0)
+        self.buffer.add(outbox, {**row, "status": "unnumbered"})
 
     async def claim(self, worker: str, limit: int, lease_s: float, destinations: tuple[str, ...],
                     order_key: str | None = None) -> list[OutboxRow]:
@@ -157,30 +177,59 @@ class OutboxRepository:
             next_attempt_at=case((outbox.c.next_attempt_at < due, due), else_=outbox.c.next_attempt_at)))
         return int(result.rowcount or 0)
 
-    async def still_leased_by(self, row_id: int, worker: str) -> bool:
-        r = (await self.conn.execute(
-            select(outbox.c.lease_owner, outbox.c.status).where(outbox.c.id == row_id))).first()
-        return r is not None and r.lease_owner == worker and r.status == "pending"
+    async def claim_followers(self, worker: str, head: OutboxRow, limit: int, lease_s: float) -> list[OutboxRow]:
+        """The due messages of the same kind that follow ``head`` in its lane without a gap, up to ``limit``,
+        leased to ``worker`` with it, so that one call carries them all (a facility's events in one Bundle).
 
-    async def record_attempt(self, row_id: int, status_code: int | None, latency_ms: int, result: str,
-                             error: str | None) -> None:
-        await self.conn.execute(insert(delivery_attempts).values(
-            outbox_id=row_id, attempted_at=now_instant(), status_code=status_code, latency_ms=latency_ms,
-            result=result, error=error))
-
-    async def done(self, row_id: int) -> None:
+        Asked in the transaction that claimed ``head``: no other worker claims rows behind a pending head, so
+        the rows come back in lane order, without a gap."""
         now = now_instant()
-        await self.conn.execute(update(outbox).where(outbox.c.id == row_id).values(
+        q = (select(outbox).where(and_(outbox.c.order_key == head.order_key, outbox.c.status == "pending",
+                                       outbox.c.id > head.id))
+             .order_by(outbox.c.id).limit(limit))
+        if self.skip_locked:
+            q = q.with_for_update(of=outbox)
+        taken = []
+        for r in (await self.conn.execute(q)).all():
+            free = r.lease_until is None or r.lease_until < now
+            if r.kind != head.kind or r.destination != head.destination or r.next_attempt_at > now or not free:
+                break  # the group stops at the first row that cannot go now: order stays
+            taken.append(r)
+        if not taken:
+            return []
+        await self.conn.execute(
+            update(outbox).where(outbox.c.id.in_([r.id for r in taken]))
+            .values(lease_owner=worker, lease_until=instant_in(lease_s),
+                    sent_at=func.coalesce(outbox.c.sent_at, now))
+        )
+        return [_row(r) for r in taken]
+
+    async def still_leased_by(self, row_ids: Sequence[int], worker: str) -> bool:
+        """Every row of ``row_ids`` is pending and leased to ``worker``."""
+        rows = (await self.conn.execute(
+            select(outbox.c.lease_owner, outbox.c.status).where(outbox.c.id.in_(row_ids)))).all()
+        return len(rows) == len(set(row_ids)) and all(r.lease_owner == worker and r.status == "pending" for r in rows)
+
+    async def record_attempt(self, row_ids: int | Sequence[int], status_code: int | None, latency_ms: int,
+                             result: str, error: str | None) -> None:
+        at = now_instant()
+        await self.conn.execute(insert(delivery_attempts), [
+            dict(outbox_id=i, attempted_at=at, status_code=status_code, latency_ms=latency_ms, result=result,
+                 error=error) for i in _ids(row_ids)])
+
+    async def done(self, row_ids: int | Sequence[int]) -> None:
+        now = now_instant()
+        await self.conn.execute(update(outbox).where(outbox.c.id.in_(_ids(row_ids))).values(
             status="done", done_at=now, last_attempt_at=now, attempts=outbox.c.attempts + 1, lease_owner=None,
             lease_until=None, last_error=None))
 
-    async def retry_later(self, row_id: int, delay_s: float, error: str) -> None:
-        await self.conn.execute(update(outbox).where(outbox.c.id == row_id).values(
+    async def retry_later(self, row_ids: int | Sequence[int], delay_s: float, error: str) -> None:
+        await self.conn.execute(update(outbox).where(outbox.c.id.in_(_ids(row_ids))).values(
             next_attempt_at=instant_in(delay_s), last_attempt_at=now_instant(), attempts=outbox.c.attempts + 1,
             last_error=error[:2000], lease_owner=None, lease_until=None))
 
-    async def dead(self, row_id: int, error: str) -> None:
-        await self.conn.execute(update(outbox).where(outbox.c.id == row_id).values(
+    async def dead(self, row_ids: int | Sequence[int], error: str) -> None:
+        await self.conn.execute(update(outbox).where(outbox.c.id.in_(_ids(row_ids))).values(
             status="dead", last_attempt_at=now_instant(), attempts=outbox.c.attempts + 1, last_error=error[:2000],
             lease_owner=None, lease_until=None))
 
@@ -224,7 +273,16 @@ class OutboxRepository:
         return list((await self.conn.execute(q.order_by(outbox.c.id.desc()).limit(limit))).all())
 
     async def depth(self) -> dict[tuple[str, str], tuple[int, str | None]]:
-        """(destination, status) → (count, oldest next_attempt_at) for pending and dead rows."""
-        q = (select(outbox.c.destination, outbox.c.status, func.count(), func.min(outbox.c.next_attempt_at))
-             .where(outbox.c.status != "done").group_by(outbox.c.destination, outbox.c.status))
-        return {(d, s): (n, oldest) for d, s, n, oldest in (await self.conn.execute(q)).all()}
+        """(destination, status) → (count, oldest next_attempt_at) for pending and dead rows (the oldest of
+        pending rows only). The counts are kept by triggers (``store/tallies.py``); the oldest is one step
+        along the partial index of pending rows per destination."""
+        counts = {(d or "", s or ""): n for (d, s), n in tallies.summed(await tallies.read(self.conn, "outbox"), 0, 1)
+                  if s != "done"}
+        out: dict[tuple[str, str], tuple[int, str | None]] = {}
+        for (dest, status), n in counts.items():
+            oldest = None
+            if status == "pending":
+                oldest = (await self.conn.execute(select(func.min(outbox.c.next_attempt_at)).where(and_(
+                    outbox.c.status == "pending", outbox.c.destination == dest)))).scalar_one_or_none()
+            out[(dest, status)] = (n, oldest)
+        return out

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 metadata = MetaData(
@@ -158,7 +159,8 @@ outbox = Table(
     Column("order_key", String(160), nullable=False),  # delivered strictly in id order per key
     Column("dedupe_key", String(255), nullable=True, unique=True),
     Column("payload", Text, nullable=False),
-    Column("status", String(16), nullable=False),  # pending | done | dead
+    # pending | done | dead; an event is unnumbered until its transaction commits (migration 0015)
+    Column("status", String(16), nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
     Column("created_at", String(32), nullable=False),
     Column("next_attempt_at", String(32), nullable=False),
@@ -176,11 +178,15 @@ outbox = Table(
 Index("ix_outbox_due", outbox.c.status, outbox.c.next_attempt_at)
 Index("ix_outbox_order", outbox.c.order_key, outbox.c.status, outbox.c.id)
 Index("ix_outbox_case", outbox.c.case_id)
-# Rows not yet delivered are few however many were: the deliveries page and the queue depth read these.
-_UNDONE = outbox.c.status != "done"
-Index("ix_outbox_undone_id", outbox.c.id, sqlite_where=_UNDONE, postgresql_where=_UNDONE)
-Index("ix_outbox_undone_state", outbox.c.destination, outbox.c.status, outbox.c.attempts, outbox.c.organization_id,
-      sqlite_where=_UNDONE, postgresql_where=_UNDONE)
+# The failing rows (dead, or pending after a failed attempt) newest first: the deliveries page reads a page of
+# them, however many rows are stored or queued (migration 0020). ``FAILING`` is the condition a query repeats
+# as one of its terms, so that SQLite sees the index applies.
+FAILING = "status = 'dead' OR (status = 'pending' AND attempts > 0)"
+Index("ix_outbox_failing", outbox.c.id, sqlite_where=text(FAILING), postgresql_where=text(FAILING))
+# The oldest pending row per destination (``ltfu_outbox_oldest_due_age_seconds``): one index step each.
+_PENDING = outbox.c.status == "pending"
+Index("ix_outbox_pending_due", outbox.c.destination, outbox.c.next_attempt_at,
+      sqlite_where=_PENDING, postgresql_where=_PENDING)
 
 delivery_attempts = Table(
     "delivery_attempts",
@@ -294,17 +300,20 @@ cht_persons = Table(
     Column("facility_code", String(64), nullable=True),
     Column("lineage", Text, nullable=False),  # JSON list of ancestor ids, nearest first
     Column("flags", String(64), nullable=False, default=""),  # dead, muted (space-separated)
+    Column("block_keys", Text, nullable=False, default="[]"),  # JSON list: this person's cht_person_keys rows
     Column("updated_at", String(32), nullable=False),
 )
 
 # Blocking keys (domain/matching/blocking.py): the candidates of a query are the union of its keys' rows.
+# One B-tree keyed (key, person_id) (SQLite: WITHOUT ROWID); a person's rows are found by the keys its
+# cht_persons row lists, so no index on person_id (migration 0019).
 cht_person_keys = Table(
     "cht_person_keys",
     metadata,
     Column("key", String(200), primary_key=True),
     Column("person_id", String(128), primary_key=True),
+    sqlite_with_rowid=False,
 )
-Index("ix_cht_person_keys_person", cht_person_keys.c.person_id)
 
 # How many indexed persons carry each name token (the "*" row: all persons): name-frequency weights.
 cht_name_tokens = Table(
@@ -399,4 +408,27 @@ catchment_changes = Table(
     Column("action", String(8), nullable=False),  # add | remove
     Column("actor", String(128), nullable=False),
     Column("changed_at", String(32), nullable=False),
+)
+
+# Counts the dashboard, /admin/stats and /metrics show, kept by triggers (migration 0020, ``store/tallies.py``):
+# every insert, delete or counted change of a case, outbox row or delivery attempt appends a (metric, scope, key,
+# ±1) row to ``tally_deltas`` — insert-only, no row that every writer updates — and the fold (a background task)
+# moves them into ``tallies`` in one transaction. A count is the sum over both: exact at any moment.
+tallies = Table(
+    "tallies",
+    metadata,
+    Column("metric", String(16), primary_key=True),  # cases | outbox | attempts
+    Column("scope", String(64), primary_key=True),  # the organization id ('' for none, or not scoped)
+    Column("key", String(400), primary_key=True),  # the counted columns, '|'-joined (store/tallies.py)
+    Column("n", BigInteger, nullable=False),
+)
+
+tally_deltas = Table(
+    "tally_deltas",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("metric", String(16), nullable=False),
+    Column("scope", String(64), nullable=False),
+    Column("key", String(400), nullable=False),
+    Column("n", Integer, nullable=False),
 )

@@ -114,17 +114,7 @@ class InlineCursor:
             self._cursor.execute(sql, parameters)
             await self._owner.turn()
             return self
-        conn = self._cursor.connection
-        conn.execute("PRAGMA busy_timeout=0")
-        try:
-            self._cursor.execute(sql, parameters)
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) and "busy" not in str(exc):
-                raise
-            conn.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
-            await asyncio.to_thread(self._cursor.execute, sql, parameters)  # another process writes: wait there
-        finally:
-            conn.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
+        await _begin(self._cursor.connection, self._cursor.execute, sql, parameters, self._busy_timeout_ms)
         return self
 
     async def executemany(self, sql: str, seq_of_parameters: Iterable[Any]) -> InlineCursor:
@@ -143,6 +133,21 @@ class InlineCursor:
 
     async def close(self) -> None:
         self._cursor.close()
+
+
+async def _begin(conn: sqlite3.Connection, execute: Callable[..., Any], sql: str, parameters: Any,
+                 busy_timeout_ms: int) -> None:
+    """A statement that may wait for another process's writer: tried at once, else on a worker thread."""
+    conn.execute("PRAGMA busy_timeout=0")
+    try:
+        execute(sql, parameters)
+    except sqlite3.OperationalError as exc:
+        if "locked" not in str(exc) and "busy" not in str(exc):
+            raise
+        conn.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+        await asyncio.to_thread(execute, sql, parameters)  # another process writes: wait there
+    finally:
+        conn.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
 
 
 class _Immediate:
@@ -181,6 +186,11 @@ class InlineConnection:
 
     async def execute(self, sql: str, parameters: Any = ()) -> InlineCursor:
         return await InlineCursor(self._conn.cursor(), self).execute(sql, parameters)
+
+    async def begin_immediate(self) -> None:
+        """``BEGIN IMMEDIATE`` straight on the connection (the engine's begin event, without a statement
+        through SQLAlchemy's execution machinery)."""
+        await _begin(self._conn, self._conn.execute, "BEGIN IMMEDIATE", (), self.busy_timeout_ms)
 
     async def create_function(self, *args: Any, **kw: Any) -> None:
         self._conn.create_function(*args, **kw)

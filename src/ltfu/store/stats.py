@@ -9,7 +9,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ltfu.store.schema import cases, cht_persons, delivery_attempts, outbox
+from ltfu.store import tallies
+from ltfu.store.schema import cases, cht_persons
 
 
 def _ts(value: str | None) -> datetime | None:
@@ -27,28 +28,23 @@ MEDIAN_WINDOW = 10_000
 
 
 async def loop_stats(conn: AsyncConnection) -> dict[str, Any]:
-    """Counts over every case (grouped in SQL); stage-time medians over the newest ``MEDIAN_WINDOW``."""
-    by_status = dict((await conn.execute(select(cases.c.status, func.count()).group_by(cases.c.status))).all())
-    by_outcome = dict((await conn.execute(
-        select(cases.c.outcome, func.count()).where(cases.c.outcome.is_not(None)).group_by(cases.c.outcome))).all())
-    reached = (await conn.execute(select(func.count(cases.c.sent_to_cht_at), func.count(cases.c.first_attempt_at),
-                                         func.count(cases.c.closed_at)))).one()
+    """Counts over every case and delivery (kept by triggers: ``store/tallies.py``, the same whatever the
+    store holds); stage-time medians over the newest ``MEDIAN_WINDOW``."""
+    counted = await tallies.read(conn, "cases")
+    by_status = {status: n for (status,), n in tallies.summed(counted, 0)}
+    by_outcome = {outcome: n for (outcome,), n in tallies.summed(counted, 2) if outcome is not None}
+    reached = [sum(t.n for t in counted if tallies.flag(t.key[p])) for p in (4, 5, 6)]
     rows = (await conn.execute(select(cases.c.created_at, cases.c.sent_to_cht_at, cases.c.first_attempt_at,
                                       cases.c.closed_at).order_by(cases.c.created_at.desc(), cases.c.case_id.desc())
                                .limit(MEDIAN_WINDOW))).all()
     deliveries: dict[str, dict[str, int]] = {}
-    for dest, status, n in (await conn.execute(
-            select(outbox.c.destination, outbox.c.status, func.count()).group_by(outbox.c.destination,
-                                                                                 outbox.c.status))).all():
-        deliveries.setdefault(dest, {})[status] = n
+    for (dest, status), n in tallies.summed(await tallies.read(conn, "outbox"), 0, 1):
+        deliveries.setdefault(dest or "", {})[status or ""] = n
     matching: dict[str, int] = dict.fromkeys(MATCH_ROUTES, 0)
-    for matched_by, status, business, n in (await conn.execute(
-            select(cases.c.matched_by, cases.c.status, cases.c.business_status, func.count()).group_by(
-                cases.c.matched_by, cases.c.status, cases.c.business_status))).all():
-        matching[_match_route(matched_by, status, business)] += n
+    for (matched_by, status, business), n in tallies.summed(counted, 3, 0, 1):
+        matching[_match_route(matched_by, status or "", business)] += n
     indexed = (await conn.execute(select(func.count()).select_from(cht_persons))).scalar_one()
-    attempts = dict((await conn.execute(
-        select(delivery_attempts.c.result, func.count()).group_by(delivery_attempts.c.result))).all())
+    attempts = {result: n for (result,), n in tallies.summed(await tallies.read(conn, "attempts"), 0)}
     return {
         "cases": sum(by_status.values()),
         "by_status": by_status,

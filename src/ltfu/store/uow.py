@@ -8,8 +8,9 @@ always see the transaction's own writes.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import cached_property
 from typing import Any, cast
 
 from sqlalchemy import text
@@ -53,38 +54,6 @@ class FlushingConnection:
         return getattr(self.raw, name)
 
 
-class CommitQueue:
-    """Work held until the end of the transaction and run right before its final flush and commit.
-
-    For steps that lock a row every concurrent transaction needs (a subscription's event counter):
-    done last, the lock is held for the commit only, not for the whole request."""
-
-    def __init__(self) -> None:
-        self._items: list[tuple[str, Any]] = []
-        self._handlers: dict[str, Callable[[UnitOfWork, list[Any]], Awaitable[None]]] = {}
-
-    def add(self, kind: str, item: Any, handler: Callable[[UnitOfWork, list[Any]], Awaitable[None]]) -> None:
-        """Hold ``item``; at commit ``handler`` gets every held item of its ``kind``, in order."""
-        self._handlers.setdefault(kind, handler)
-        self._items.append((kind, item))
-
-    def mark(self) -> int:
-        return len(self._items)
-
-    def rollback_to(self, mark: int) -> None:
-        """Forget what was added after ``mark`` (its savepoint was rolled back)."""
-        del self._items[mark:]
-
-    async def run(self, uow: UnitOfWork) -> None:
-        while self._items:
-            items, self._items = self._items, []
-            by_kind: dict[str, list[Any]] = {}
-            for kind, item in items:
-                by_kind.setdefault(kind, []).append(item)
-            for kind, group in by_kind.items():
-                await self._handlers[kind](uow, group)
-
-
 class UnitOfWork:
     """``actor`` is who the transaction acts for (``ltfu.services.policy.Actor``); the services ask the
     policy about it. Workers and the CLI act as the system."""
@@ -98,22 +67,49 @@ class UnitOfWork:
         self.driver: Driver | None = None
         # Per-transaction answers to lookups the services repeat (e.g. a facility's subscriptions).
         self.memo: dict[Any, Any] = {}
-        self.at_commit = CommitQueue()
         # For statements that cannot see what the buffer holds (they need not flush it first).
         self.unbuffered = conn
-        self.owners = OwnerRepository(self.conn)
-        self.openhim_clients = OpenHIMClientRepository(self.conn)
         self.resources = ResourceRepository(self.conn, self.buffer, unbuffered=conn)
-        self.clients = ClientRepository(self.conn)
         self.cases = CaseRepository(self.conn, self.buffer)
         self.outbox = OutboxRepository(self.conn, skip_locked=not db.is_sqlite, buffer=self.buffer)
-        self.receipts = ReceiptRepository(self.conn)
-        self.retention = RetentionRepository(self.conn)
-        self.cht_index = ChtIndexRepository(self.conn)
-        self.reviews = ReviewRepository(self.conn)
-        self.duplicates = DuplicateRepository(self.conn)
-        self.catchment_audit = CatchmentAuditRepository(self.conn)
         self.callbacks = CallbackStore(self.conn, SecretBox.of(db.settings), self.fetch)
+
+    # The repositories a new case does not need are made when first asked for.
+    @cached_property
+    def owners(self) -> OwnerRepository:
+        return OwnerRepository(self.conn, self.buffer)
+
+    @cached_property
+    def openhim_clients(self) -> OpenHIMClientRepository:
+        return OpenHIMClientRepository(self.conn)
+
+    @cached_property
+    def clients(self) -> ClientRepository:
+        return ClientRepository(self.conn)
+
+    @cached_property
+    def receipts(self) -> ReceiptRepository:
+        return ReceiptRepository(self.conn)
+
+    @cached_property
+    def retention(self) -> RetentionRepository:
+        return RetentionRepository(self.conn)
+
+    @cached_property
+    def cht_index(self) -> ChtIndexRepository:
+        return ChtIndexRepository(self.conn)
+
+    @cached_property
+    def reviews(self) -> ReviewRepository:
+        return ReviewRepository(self.conn)
+
+    @cached_property
+    def duplicates(self) -> DuplicateRepository:
+        return DuplicateRepository(self.conn)
+
+    @cached_property
+    def catchment_audit(self) -> CatchmentAuditRepository:
+        return CatchmentAuditRepository(self.conn)
 
     async def flush(self) -> None:
         await self.buffer.flush()
@@ -163,14 +159,12 @@ class UnitOfWork:
     async def savepoint(self) -> AsyncIterator[None]:
         """A nested transaction: a failure inside rolls back only what it wrote (batch entries)."""
         await self.flush()
-        held = self.at_commit.mark()
         try:
             async with self._flushing.raw.begin_nested():
                 yield
                 await self.flush()
         except BaseException:
             # What the savepoint wrote is gone: so must be what we remember or still hold of it.
-            self.at_commit.rollback_to(held)
             self.buffer.discard()
             self.memo.clear()
             self.resources.forget()
@@ -191,7 +185,6 @@ async def unit_of_work(db: Database, actor: Actor = SYSTEM) -> AsyncIterator[Uni
         uow = UnitOfWork(conn, db, actor)
         uow.attach(await driver_of(conn, db.raw_listeners))
         yield uow
-        await uow.at_commit.run(uow)
         await uow.flush()
 
 

@@ -15,13 +15,15 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, and_, bindparam, case, false, func, literal, or_, select, text, true
+from sqlalchemy import ColumnElement, and_, bindparam, false, func, literal, or_, select, text, true
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ltfu.domain.access import Actor
 from ltfu.domain.outcomes import METHODS, OUTCOMES, outcome_label
 from ltfu.domain.task_states import TERMINAL
+from ltfu.store import tallies
 from ltfu.store.schema import (
+    FAILING,
     cases,
     delivery_attempts,
     outbox,
@@ -602,36 +604,49 @@ def _delivery(r: Any, names: dict[str, str]) -> DeliveryRow:
                        names.get(r.organization_id or "", r.organization_id or "—"))
 
 
-def _failing(state: str | None) -> ColumnElement[bool]:
-    dead = outbox.c.status == "dead"
-    retrying = and_(outbox.c.status == "pending", outbox.c.attempts > 0)
-    return {"dead": dead, "retrying": retrying}.get(state or "", or_(dead, retrying))
+# The failing rows of a state (all of them, dead or retrying, without one). FAILING, which each implies, is said
+# first, as the partial index ix_outbox_failing has it, so that the index applies.
+_FAILING = {None: f"({FAILING})", "dead": "status = 'dead'", "retrying": "status = 'pending' AND attempts > 0"}
 
 
 async def list_deliveries(conn: AsyncConnection, scope: Scope, names: dict[str, str], *, state: str | None = None,
                           destination: str | None = None, facility: str | None = None,
                           limit: int = 200) -> list[DeliveryRow]:
-    """Dead and retrying outbox rows (newest first)."""
-    # ``status != 'done'`` is implied by _failing; said so the planner takes the partial index of undone rows
-    cond = [scope.condition(outbox.c.organization_id), outbox.c.status != "done", _failing(state)]
+    """Dead and retrying outbox rows (newest first): a page read along the partial index of the failing rows,
+    however many rows are stored or queued. SQLite is told to take that index (``INDEXED BY``): left to
+    itself it reads every pending row through ix_outbox_due for the OR, then sorts."""
+    if scope.sees_nothing:
+        return []
+    where = [f"({FAILING})", f"({_FAILING[state if state in _FAILING else None]})"]
+    params: dict[str, Any] = {"limit": limit}
+    if not scope.is_admin:
+        where.append("organization_id = :scope")
+        params["scope"] = scope.organization_id
     if destination:
-        cond.append(outbox.c.destination == destination)
+        where.append("destination = :destination")
+        params["destination"] = destination
     if facility:
-        cond.append(outbox.c.organization_id == facility)
-    q = select(outbox).where(and_(*cond)).order_by(outbox.c.id.desc()).limit(limit)
-    return [_delivery(r, names) for r in (await conn.execute(q)).all()]
+        where.append("organization_id = :facility")
+        params["facility"] = facility
+    hint = " INDEXED BY ix_outbox_failing" if conn.dialect.name == "sqlite" else ""
+    q = text(f"SELECT * FROM outbox{hint} WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT :limit")
+    return [_delivery(r, names) for r in (await conn.execute(q, params)).all()]
+
+
+async def _outbox_tallies(conn: AsyncConnection, scope: Scope, facility: str | None = None) -> list[tallies.Tally]:
+    """The outbox counts of the scope (of one of its facilities when given); kept by triggers."""
+    if scope.sees_nothing or (facility is not None and not scope.allows(facility)):
+        return []
+    return await tallies.read(conn, "outbox", facility or scope.organization_id)
 
 
 async def delivery_counts(conn: AsyncConnection, scope: Scope) -> dict[str, dict[str, int]]:
     """destination → {queued, retrying, dead} counts of undelivered rows in scope."""
-    state = case((outbox.c.status == "dead", "dead"), (outbox.c.attempts > 0, "retrying"),
-                 else_="queued").label("state")
-    q = (select(outbox.c.destination, state, func.count())
-         .where(and_(scope.condition(outbox.c.organization_id), outbox.c.status != "done"))
-         .group_by(outbox.c.destination, "state"))
     out: dict[str, dict[str, int]] = {d: {"queued": 0, "retrying": 0, "dead": 0} for d in ("cht", "notify")}
-    for dest, key, n in (await conn.execute(q)).all():
-        out.setdefault(dest, {"queued": 0, "retrying": 0, "dead": 0})[key] += n
+    for (dest, status, failed), n in tallies.summed(await _outbox_tallies(conn, scope), 0, 1, 2):
+        if status != "done":
+            key = delivery_state(status or "", 1 if tallies.flag(failed) else 0)
+            out.setdefault(dest or "", {"queued": 0, "retrying": 0, "dead": 0})[key] += n
     return out
 
 
@@ -642,9 +657,7 @@ async def get_delivery(conn: AsyncConnection, scope: Scope, row_id: int, names: 
 
 
 async def dead_count(conn: AsyncConnection, scope: Scope, facility: str) -> int:
-    q = select(func.count()).select_from(outbox).where(and_(
-        scope.condition(outbox.c.organization_id), outbox.c.organization_id == facility, outbox.c.status == "dead"))
-    return int((await conn.execute(q)).scalar_one())
+    return sum(t.n for t in await _outbox_tallies(conn, scope, facility) if t.key[1] == "dead")
 
 
 async def retry_one(uow: Any, scope: Scope, row_id: int) -> int:

@@ -35,7 +35,6 @@ LAYERS = [
     ("ltfu/api/auth", "auth"),
     ("argon2", "auth"),
     ("ltfu/api/access", "middlewares"),
-    ("ltfu/api/access_log", "middlewares"),
     ("ltfu/api/body_deadline", "middlewares"),
     ("ltfu/api/crash_guard", "middlewares"),
     ("ltfu/api/asgi", "middlewares"),

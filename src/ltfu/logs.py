@@ -38,6 +38,12 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str = "INFO") -> None:
+    # Our lines carry none of the caller's file and line, thread or process: don't collect them on every record
+    # (the logging HOWTO's "Optimization"; findCaller walks the stack, once per access line).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     handler.addFilter(RequestContextFilter())

@@ -48,36 +48,63 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 ProcessCollector(registry=REGISTRY)
 PlatformCollector(registry=REGISTRY)
 
-HTTP_REQUESTS = Counter("ltfu_http_requests", "HTTP requests by route template and status code",
-                        ["method", "route", "status"], registry=REGISTRY)
-HTTP_LATENCY = Histogram("ltfu_http_request_duration_seconds", "Time to answer an HTTP request",
-                         ["method", "route"], registry=REGISTRY,
-                         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
+HTTP_REQUESTS = Counter(
+    "ltfu_http_requests",
+    "HTTP requests by route template and status code",
+    ["method", "route", "status"],
+    registry=REGISTRY,
+)
+HTTP_LATENCY = Histogram(
+    "ltfu_http_request_duration_seconds",
+    "Time to answer an HTTP request",
+    ["method", "route"],
+    registry=REGISTRY,
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
 
-DELIVERY_ATTEMPTS = Counter("ltfu_delivery_attempts", "Outbox delivery attempts by destination and result",
-                            ["destination", "result"], registry=REGISTRY)
-DELIVERY_FAILURES = Counter("ltfu_delivery_failures", "Failed outbox delivery attempts by reason",
-                            ["destination", "reason"], registry=REGISTRY)
-DELIVERY_LATENCY = Histogram("ltfu_delivery_latency_seconds", "Latency of one delivery attempt",
-                             ["destination"], registry=REGISTRY,
-                             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
-CHT_PUSH_RECEIPTS = Counter("ltfu_cht_push_receipts", "Documents received from CHT outbound push",
-                            ["kind", "result"], registry=REGISTRY)
-AUTH_FAILURES = Counter("ltfu_auth_failures", "Refused logins: wrong name or password, or throttled by the backoff",
-                        ["reason"], registry=REGISTRY)
+DELIVERY_ATTEMPTS = Counter(
+    "ltfu_delivery_attempts",
+    "Outbox delivery attempts by destination and result",
+    ["destination", "result"],
+    registry=REGISTRY,
+)
+DELIVERY_FAILURES = Counter(
+    "ltfu_delivery_failures", "Failed outbox delivery attempts by reason", ["destination", "reason"], registry=REGISTRY
+)
+DELIVERY_LATENCY = Histogram(
+    "ltfu_delivery_latency_seconds",
+    "Latency of one delivery attempt",
+    ["destination"],
+    registry=REGISTRY,
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+CHT_PUSH_RECEIPTS = Counter(
+    "ltfu_cht_push_receipts", "Documents received from CHT outbound push", ["kind", "result"], registry=REGISTRY
+)
+AUTH_FAILURES = Counter(
+    "ltfu_auth_failures",
+    "Refused logins: wrong name or password, or throttled by the backoff",
+    ["reason"],
+    registry=REGISTRY,
+)
 
 CASES = Gauge("ltfu_cases", "Follow-up cases by Task status", ["state"], registry=REGISTRY)
-OUTBOX_DEPTH = Gauge("ltfu_outbox_depth", "Outbox rows not yet delivered", ["destination", "status"],
-                     registry=REGISTRY)
-OUTBOX_OLDEST_DUE = Gauge("ltfu_outbox_oldest_due_age_seconds",
-                          "How long the oldest due pending row has been waiting (0 when none is due)",
-                          ["destination"], registry=REGISTRY)
-WORKER_UP = Gauge("ltfu_worker_up", "1 when this process's background worker is running and beating",
-                  ["worker"], registry=REGISTRY)
-WORKER_BEAT_AGE = Gauge("ltfu_worker_last_beat_age_seconds", "Seconds since the worker's loop last turned",
-                        ["worker"], registry=REGISTRY)
-WORKER_DELIVERED = Gauge("ltfu_worker_delivered", "Messages this process's delivery worker delivered since start",
-                         registry=REGISTRY)
+OUTBOX_DEPTH = Gauge("ltfu_outbox_depth", "Outbox rows not yet delivered", ["destination", "status"], registry=REGISTRY)
+OUTBOX_OLDEST_DUE = Gauge(
+    "ltfu_outbox_oldest_due_age_seconds",
+    "How long the oldest due pending row has been waiting (0 when none is due)",
+    ["destination"],
+    registry=REGISTRY,
+)
+WORKER_UP = Gauge(
+    "ltfu_worker_up", "1 when this process's background worker is running and beating", ["worker"], registry=REGISTRY
+)
+WORKER_BEAT_AGE = Gauge(
+    "ltfu_worker_last_beat_age_seconds", "Seconds since the worker's loop last turned", ["worker"], registry=REGISTRY
+)
+WORKER_DELIVERED = Gauge(
+    "ltfu_worker_delivered", "Messages this process's delivery worker delivered since start", registry=REGISTRY
+)
 
 DESTINATIONS = ("cht", "notify")
 DELIVERY_RESULTS = ("ok", "retry", "dead")
@@ -85,8 +112,17 @@ FAILURE_REASONS = ("unreachable", "http_4xx", "http_5xx", "other")
 AUTH_FAILURE_REASONS = ("bad_credentials", "throttled")
 PUSH_KINDS = ("patient", "follow-up")
 PUSH_RESULTS = ("recorded", "duplicate", "ignored", "rejected")
-CASE_STATES = ("requested", "received", "accepted", "in-progress", "on-hold", "completed", "failed", "cancelled",
-               "rejected")
+CASE_STATES = (
+    "requested",
+    "received",
+    "accepted",
+    "in-progress",
+    "on-hold",
+    "completed",
+    "failed",
+    "cancelled",
+    "rejected",
+)
 
 # Every known label set exists from the start, so rate() works from the first failure on.
 for _d in DESTINATIONS:
@@ -133,6 +169,7 @@ def count_auth_failure(reason: str) -> None:
 
 # --------------------------------------------------------------------------- HTTP middleware
 
+
 def _template(routes: list[BaseRoute], scope: Scope, prefix: str = "") -> str | None:
     for route in routes:
         match, child = route.matches(scope)
@@ -154,8 +191,14 @@ def _template(routes: list[BaseRoute], scope: Scope, prefix: str = "") -> str | 
 
 def routing_copy(scope: Scope) -> Scope:
     """What routing needs of a request, taken before routing rewrites ``path``/``root_path``."""
-    return {"type": "http", "path": scope["path"], "root_path": scope.get("root_path", ""),
-            "method": scope["method"], "headers": [], "query_string": b""}
+    return {
+        "type": "http",
+        "path": scope["path"],
+        "root_path": scope.get("root_path", ""),
+        "method": scope["method"],
+        "headers": [],
+        "query_string": b"",
+    }
 
 
 _TEMPLATE = "ltfu.route_template"  # the answer, kept in the request's scope: asked by several layers
@@ -173,7 +216,7 @@ def route_template(scope: Scope, original: Scope) -> str:
         return found
     route = scope.get("route")
     if type(route) is Route:
-        prefix = scope.get("root_path", "")[len(original.get("root_path", "")):]
+        prefix = scope.get("root_path", "")[len(original.get("root_path", "")) :]
         found = prefix + route.path
     else:
         routes = getattr(getattr(scope.get("app"), "router", None), "routes", None) or []
@@ -182,8 +225,30 @@ def route_template(scope: Scope, original: Scope) -> str:
     return found
 
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # (method, route, status) -> (counter, histogram)
+
+
+def observe_request(scope: Scope, original: Scope, status: int, elapsed: float) -> None:
+    """Count and time one answered request (``original``: the scope as it came in, see :func:`routing_copy`).
+
+    The labelled children are kept: ``labels()`` validates and locks on every call, and the label sets are few
+    (method x route template x status).
+    """
+    method = scope["method"] if scope["method"] in _METHODS else "OTHER"
+    key = (method, route_template(scope, original), status)
+    pair = _children.get(key)
+    if pair is None:
+        pair = _children[key] = (HTTP_REQUESTS.labels(method, key[1], str(status)), HTTP_LATENCY.labels(method, key[1]))
+    pair[0].inc()
+    pair[1].observe(elapsed)
+
+
 class MetricsMiddleware:
-    """Counts and times every HTTP request by method, route template and status (pure ASGI)."""
+    """Counts and times every HTTP request by method, route template and status (pure ASGI).
+
+    The API's own pipeline (:mod:`ltfu.api.asgi`) does this inline; this middleware is for other ASGI apps.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -205,17 +270,11 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, sending)
         finally:
-            elapsed = time.perf_counter() - start
-            route = route_template(scope, original)
-            method = scope["method"] if scope["method"] in _METHODS else "OTHER"
-            HTTP_REQUESTS.labels(method, route, str(status)).inc()
-            HTTP_LATENCY.labels(method, route).observe(elapsed)
-
-
-_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+            observe_request(scope, original, status, time.perf_counter() - start)
 
 
 # --------------------------------------------------------------------------- scrape
+
 
 def _age_seconds(instant: str | None, now: datetime) -> float:
     if not instant:

@@ -23,19 +23,15 @@ from ltfu.api import (
     review_routes,
     subscription_routes,
 )
-from ltfu.api.access import AccessMiddleware
-from ltfu.api.access_log import AccessLogMiddleware
-from ltfu.api.auth import BasicAuthMiddleware
-from ltfu.api.body_deadline import BodyDeadlineMiddleware
-from ltfu.api.crash_guard import CrashGuardMiddleware
+from ltfu.api.asgi import Api, Pipeline
+from ltfu.api.auth import Authenticator
 from ltfu.api.http import fhir_error_response
 from ltfu.cht.client import ChtClient
 from ltfu.cht.users import ChtUsers
 from ltfu.delivery.runtime import Runtime
 from ltfu.fhir.outcome import FhirError, Issue
-from ltfu.metrics import MetricsMiddleware, count_auth_failure, metrics_route
+from ltfu.metrics import count_auth_failure, metrics_route
 from ltfu.openhim.client import RegistrationRejected
-from ltfu.openhim.envelope import OpenHIMEnvelopeMiddleware
 from ltfu.openhim.runtime import run_openhim
 from ltfu.services.workflow import install_hooks
 from ltfu.settings import Settings
@@ -75,7 +71,7 @@ class _SlashTolerantRouter(Router):
         await super().__call__(scope, receive, send)
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
+def create_app(settings: Settings | None = None) -> Api:
     settings = settings or Settings()
     install_hooks()
     db = Database(settings)
@@ -116,14 +112,18 @@ def create_app(settings: Settings | None = None) -> Starlette:
         text = "No such route" if exc.status_code == 404 else str(exc.detail)
         return fhir_error_response(FhirError([Issue(code, text)], exc.status_code))
 
-    app = Starlette(
+    authenticator = Authenticator(db, settings, on_failure=count_auth_failure)
+    app = Api(
+        pipeline=lambda inner: Pipeline(inner, db, settings, authenticator),
         routes=[
             *ops_routes.routes,
             # [base] with and without the trailing slash, and never a redirect under it: many FHIR
             # clients do not follow one on POST, and behind a proxy its Location names the inner host.
             *[Route("/fhir", r.endpoint, methods=r.methods) for r in fhir_routes.routes if r.path == "/"],
-            Mount("/fhir", app=_SlashTolerantRouter([*subscription_routes.routes, *fhir_routes.routes],
-                                                    redirect_slashes=False)),
+            Mount(
+                "/fhir",
+                app=_SlashTolerantRouter([*subscription_routes.routes, *fhir_routes.routes], redirect_slashes=False),
+            ),
             *cht_routes.routes,
             *review_routes.routes,
             *admin_routes.routes,
@@ -138,11 +138,4 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.db = db
     app.state.runtime = None
     app.state.cht_users = None
-    app.add_middleware(BodyDeadlineMiddleware, seconds=settings.body_timeout_s)  # innermost: sees route errors
-    app.add_middleware(AccessMiddleware, db=db)  # inside authentication: who acts, may it use this path
-    app.add_middleware(BasicAuthMiddleware, db=db, settings=settings, on_failure=count_auth_failure)
-    app.add_middleware(CrashGuardMiddleware)
-    app.add_middleware(MetricsMiddleware)  # counts 401s and 500s too
-    app.add_middleware(OpenHIMEnvelopeMiddleware, settings=settings)  # wraps 401s too
-    app.add_middleware(AccessLogMiddleware)  # outermost: logs what the client really got
     return app

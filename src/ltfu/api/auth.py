@@ -1,4 +1,4 @@
-"""HTTP Basic authentication of API clients (pure ASGI middleware: cheap on every request).
+"""HTTP Basic authentication of API clients (run by the request pipeline, :mod:`ltfu.api.asgi`).
 
 Each request reads its client's row (one primary-key SELECT at the driver, no transaction:
 ``store/client_reader.py``), so a removed client, a changed role or a changed password takes effect at
@@ -26,9 +26,8 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio.to_thread
-import orjson
 from anyio import CapacityLimiter
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope
 
 from ltfu.api.login_backoff import FailureBackoff
 from ltfu.fhir.outcome import FhirError, Issue
@@ -41,11 +40,10 @@ CACHE_ENTRIES = 10_000
 _KEY = os.urandom(32)
 
 
-class BasicAuthMiddleware:
+class Authenticator:
     def __init__(
-        self, app: ASGIApp, db: Database, settings: Settings, on_failure: Callable[[str], None] = lambda reason: None
+        self, db: Database, settings: Settings, on_failure: Callable[[str], None] = lambda reason: None
     ) -> None:
-        self.app = app
         self.db = db
         self.on_failure = on_failure  # reason: bad_credentials | throttled
         backoff = {"base_s": settings.auth_backoff_s, "max_s": settings.auth_lockout_max_s}
@@ -55,30 +53,18 @@ class BasicAuthMiddleware:
         self._limiter: CapacityLimiter | None = None
         self._verified: OrderedDict[bytes, str] = OrderedDict()  # HMAC(credentials) -> hash they matched
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
-            await self.app(scope, receive, send)
-            return
-        try:
-            client = await self._client(scope)
-        except FhirError as exc:
-            await _send_error(send, exc)
-            return
+    async def authenticate(self, scope: Scope, header: bytes | None) -> Client:
+        """The client the ``Authorization`` header names; FhirError 401 (none, unknown, wrong) or 429."""
+        client = await self._client(scope, header)
         if client is None:
-            await _send_error(
-                send,
-                FhirError(
-                    [Issue("login", "Authentication required: HTTP Basic with an ltfu client")],
-                    401,
-                    headers={"WWW-Authenticate": 'Basic realm="ltfu"'},
-                ),
+            raise FhirError(
+                [Issue("login", "Authentication required: HTTP Basic with an ltfu client")],
+                401,
+                headers={"WWW-Authenticate": 'Basic realm="ltfu"'},
             )
-            return
-        scope.setdefault("state", {})["client"] = client
-        await self.app(scope, receive, send)
+        return client
 
-    async def _client(self, scope: Scope) -> Client | None:
-        header = next((v for k, v in scope["headers"] if k == b"authorization"), None)
+    async def _client(self, scope: Scope, header: bytes | None) -> Client | None:
         if not header or header[:6].lower() != b"basic ":
             return None
         try:
@@ -115,14 +101,6 @@ class BasicAuthMiddleware:
         if self._limiter is None:
             self._limiter = CapacityLimiter(self._threads)
         return await anyio.to_thread.run_sync(verify_password, password_hash, password, limiter=self._limiter)
-
-
-async def _send_error(send: Send, err: FhirError) -> None:
-    body = orjson.dumps(err.outcome())
-    headers = [(b"content-type", b"application/fhir+json; charset=utf-8"), (b"content-length", str(len(body)).encode())]
-    headers += [(k.lower().encode(), v.encode()) for k, v in (err.headers or {}).items()]
-    await send({"type": "http.response.start", "status": err.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 def current_client(request: Any) -> Client:

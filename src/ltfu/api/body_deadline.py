@@ -1,4 +1,4 @@
-"""A deadline for reading a request's body (pure ASGI middleware).
+"""A deadline for reading a request's body (applied by the request pipeline, :mod:`ltfu.api.asgi`).
 
 A client that sends its headers and then trickles the body would keep the request, and a place
 under the server's connection cap, for as long as it likes. Every read of the body must finish
@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 
 import orjson
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Send
 
 from ltfu.fhir.outcome import FhirError, Issue
 
@@ -20,57 +20,40 @@ class BodyTooSlow(Exception):
     """The request body did not arrive before the deadline."""
 
 
-class BodyDeadlineMiddleware:
-    def __init__(self, app: ASGIApp, seconds: float) -> None:
-        self.app = app
-        self.seconds = seconds
+def timed_receive(receive: Receive, deadline: float) -> Receive:
+    """``receive`` with every read of the body bounded by ``deadline`` (event-loop time): BodyTooSlow past it."""
+    body_done = False
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        deadline = asyncio.get_running_loop().time() + self.seconds
-        body_done = False
-        started = False
-
-        async def timed_receive() -> Message:
-            nonlocal body_done
-            if body_done:
-                return await receive()
-            try:
-                async with asyncio.timeout_at(deadline):
-                    message = await receive()
-            except TimeoutError:
-                raise BodyTooSlow from None
-            if message["type"] != "http.request" or not message.get("more_body", False):
-                body_done = True
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+    async def timed() -> Message:
+        nonlocal body_done
+        if body_done:
+            return await receive()
         try:
-            await self.app(scope, timed_receive, tracking_send)
-        except BodyTooSlow:
-            if started:
-                return
-            body = orjson.dumps(
-                FhirError(
-                    [Issue("timeout", f"The request body did not arrive within {self.seconds:g} s")], 408
-                ).outcome()
-            )
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 408,
-                    "headers": [
-                        (b"content-type", b"application/fhir+json; charset=utf-8"),
-                        (b"content-length", str(len(body)).encode()),
-                        (b"connection", b"close"),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
+            async with asyncio.timeout_at(deadline):
+                message = await receive()
+        except TimeoutError:
+            raise BodyTooSlow from None
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            body_done = True
+        return message
+
+    return timed
+
+
+async def send_too_slow(send: Send, seconds: float) -> None:
+    """The 408 answer, closing the connection."""
+    body = orjson.dumps(
+        FhirError([Issue("timeout", f"The request body did not arrive within {seconds:g} s")], 408).outcome()
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 408,
+            "headers": [
+                (b"content-type", b"application/fhir+json; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

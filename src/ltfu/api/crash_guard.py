@@ -20,7 +20,40 @@ from ltfu.metrics import route_template, routing_copy
 log = logging.getLogger("ltfu.api")
 
 
+CRASH_BODY = orjson.dumps(FhirError([Issue("exception", "Internal error; see the server log")], 500).outcome())
+CRASH_START = {
+    "type": "http.response.start",
+    "status": 500,
+    "headers": [
+        (b"content-type", b"application/fhir+json; charset=utf-8"),
+        (b"content-length", str(len(CRASH_BODY)).encode()),
+    ],
+}
+
+
+def report_crash(exc: BaseException, scope: Scope, original: Scope) -> None:
+    """Log an unexpected exception: its type, where it happened and the route template (never the path)."""
+    frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    where = f"{os.path.basename(frame.filename)}:{frame.lineno}" if frame else "?"
+    log.error(
+        "unhandled %s at %s on %s %s",
+        type(exc).__name__,
+        where,
+        scope["method"],
+        route_template(scope, original),
+        exc_info=exc if os.environ.get("LTFU_DEBUG_TRACEBACKS") else None,
+    )
+
+
+async def send_crash(send: Send) -> None:
+    """The 500 OperationOutcome (no message, no trace: both can carry request data)."""
+    await send({**CRASH_START, "headers": list(CRASH_START["headers"])})
+    await send({"type": "http.response.body", "body": CRASH_BODY})
+
+
 class CrashGuardMiddleware:
+    """The crash guard for other ASGI apps (the API's pipeline, :mod:`ltfu.api.asgi`, has it inline)."""
+
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
@@ -40,16 +73,6 @@ class CrashGuardMiddleware:
         try:
             await self.app(scope, receive, tracking_send)
         except Exception as exc:  # noqa: BLE001 - this is the catch-all by design
-            frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
-            where = f"{os.path.basename(frame.filename)}:{frame.lineno}" if frame else "?"
-            # The route template, not the path: a path carries ids.
-            log.error("unhandled %s at %s on %s %s", type(exc).__name__, where, scope["method"],
-                      route_template(scope, original),
-                      exc_info=exc if os.environ.get("LTFU_DEBUG_TRACEBACKS") else None)
-            if started:
-                return
-            body = orjson.dumps(FhirError([Issue("exception", "Internal error; see the server log")], 500).outcome())
-            await send({"type": "http.response.start", "status": 500,
-                        "headers": [(b"content-type", b"application/fhir+json; charset=utf-8"),
-                                    (b"content-length", str(len(body)).encode())]})
-            await send({"type": "http.response.body", "body": body})
+            report_crash(exc, scope, original)
+            if not started:
+                await send_crash(send)

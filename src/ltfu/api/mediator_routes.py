@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -26,9 +27,12 @@ PREFIXES = ("/mediator", "/endpoint", "/organization", "/patient", "/service-req
 _STARTED = time.monotonic()
 
 
+def error_body(err: FhirError) -> bytes:
+    return orjson.dumps({"valid": False, "message": err.message, "outcome": err.outcome()})
+
+
 def error_response(err: FhirError) -> Response:
-    return JSONResponse({"valid": False, "message": err.message, "outcome": err.outcome()},
-                        status_code=err.status)
+    return Response(error_body(err), status_code=err.status, media_type=JSONResponse.media_type)
 
 
 def _os_uptime() -> float:
@@ -40,8 +44,9 @@ def _os_uptime() -> float:
 
 
 async def status(_: Request) -> Response:
-    return JSONResponse({"status": "success", "osuptime": _os_uptime(),
-                         "processuptime": round(time.monotonic() - _STARTED, 3)})
+    return JSONResponse(
+        {"status": "success", "osuptime": _os_uptime(), "processuptime": round(time.monotonic() - _STARTED, 3)}
+    )
 
 
 async def _body(request: Request, res_type: str) -> Any:

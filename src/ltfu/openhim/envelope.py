@@ -1,7 +1,8 @@
 """Answer in OpenHIM's mediator format (``application/json+openhim``) when the request came through core.
 
-``OpenHIMEnvelopeMiddleware(app, settings)`` wraps an ASGI app. Whether a request is enveloped is decided
-per request from ``settings.openhim_envelope`` (which the console may change at run time):
+``OpenHIMEnvelopeMiddleware(app, settings)`` wraps an ASGI app (the API's pipeline does the same inline).
+Whether a request is enveloped is decided per request from ``settings.openhim_envelope`` (which the console
+may change at run time):
 
 - ``auto``: when the request carries ``X-OpenHIM-TransactionID`` (core adds it to every routed request);
 - ``always`` / ``never``.
@@ -255,28 +256,97 @@ def envelope(
     return doc
 
 
+def wanted(settings: Settings, method: str, has_transaction_header: bool) -> bool:
+    """Whether this request's response is enveloped (``settings.openhim_envelope``, read per request)."""
+    mode = settings.openhim_envelope
+    if mode == "never" or method == "HEAD":
+        return False
+    return mode == "always" or has_transaction_header
+
+
+def has_transaction_header(headers: Any) -> bool:
+    return any(k.lower() == TRANSACTION_HEADER for k, _ in headers)
+
+
+def open_exchange() -> tuple[_Exchange, Any]:
+    """Start collecting orchestrations and properties for the current request (see :func:`close_exchange`)."""
+    exchange = _Exchange()
+    return exchange, _current.set(exchange)
+
+
+def close_exchange(exchange: _Exchange, token: Any) -> None:
+    exchange.open = False
+    _current.reset(token)
+
+
+async def send_enveloped(
+    send: Any, start: dict[str, Any] | None, chunks: list[bytes], exchange: _Exchange, urn: str = URN
+) -> None:
+    """Send the captured downstream response (``start`` and its body ``chunks``) wrapped in the envelope."""
+    if start is None:
+        raise RuntimeError("the application sent no response")
+    raw = b"".join(chunks)
+    raw_headers = [(bytes(k), bytes(v)) for k, v in start.get("headers", [])]
+    status = int(start["status"])
+    encoded = any(k.lower() == b"content-encoding" for k, _ in raw_headers)
+    # already enveloped (the middleware mounted twice) → as it is
+    encoded = encoded or any(
+        k.lower() == b"content-type" and CONTENT_TYPE.encode() in v.lower() for k, v in raw_headers
+    )
+    try:
+        text = None if encoded else raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is None:  # cannot be carried faithfully as a string: let it through as it is
+        await send(start)
+        await send({"type": "http.response.body", "body": raw})
+        return
+    headers = response_headers(raw_headers)
+    if text and "content-type" not in headers:
+        headers["content-type"] = "text/plain; charset=utf-8"
+    doc = envelope(
+        status,
+        headers,
+        text,
+        orchestrations=exchange.orchestrations,
+        properties=exchange.properties,
+        transaction_status=exchange.status,
+        error=exchange.error,
+        urn=urn,
+    )
+    payload = json.dumps(doc, separators=(",", ":")).encode("utf-8")
+    outer = status if 200 <= status < 600 and status not in (204, 304) else 200
+    await send(
+        {
+            "type": "http.response.start",
+            "status": outer,
+            "headers": [
+                (b"content-type", CONTENT_TYPE.encode()),
+                (b"content-length", str(len(payload)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
 class OpenHIMEnvelopeMiddleware:
-    """ASGI middleware: wrap responses into ``application/json+openhim`` (see module docstring)."""
+    """ASGI middleware: wrap responses into ``application/json+openhim`` (see module docstring).
+
+    The API's own pipeline (:mod:`ltfu.api.asgi`) does this inline with the same functions.
+    """
 
     def __init__(self, app: Any, settings: Settings, *, urn: str = URN) -> None:
         self.app = app
         self.settings = settings
         self.urn = urn
 
-    def _wanted(self, scope: dict[str, Any]) -> bool:
-        mode = self.settings.openhim_envelope
-        if mode == "never" or scope.get("method") == "HEAD":
-            return False
-        if mode == "always":
-            return True
-        return any(k.lower() == TRANSACTION_HEADER for k, _ in scope.get("headers", ()))
-
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or not self._wanted(scope):
+        if scope["type"] != "http" or not wanted(
+            self.settings, scope.get("method", ""), has_transaction_header(scope.get("headers", ()))
+        ):
             await self.app(scope, receive, send)
             return
-        exchange = _Exchange()
-        token = _current.set(exchange)
+        exchange, token = open_exchange()
         start: dict[str, Any] | None = None
         chunks: list[bytes] = []
 
@@ -290,49 +360,5 @@ class OpenHIMEnvelopeMiddleware:
         try:
             await self.app(scope, receive, capture)
         finally:
-            exchange.open = False
-            _current.reset(token)
-        if start is None:
-            raise RuntimeError("the application sent no response")
-        raw = b"".join(chunks)
-        raw_headers = [(bytes(k), bytes(v)) for k, v in start.get("headers", [])]
-        status = int(start["status"])
-        encoded = any(k.lower() == b"content-encoding" for k, _ in raw_headers)
-        # already enveloped (the middleware mounted twice) → as it is
-        encoded = encoded or any(
-            k.lower() == b"content-type" and CONTENT_TYPE.encode() in v.lower() for k, v in raw_headers
-        )
-        try:
-            text = None if encoded else raw.decode("utf-8")
-        except UnicodeDecodeError:
-            text = None
-        if text is None:  # cannot be carried faithfully as a string: let it through as it is
-            await send(start)
-            await send({"type": "http.response.body", "body": raw})
-            return
-        headers = response_headers(raw_headers)
-        if text and "content-type" not in headers:
-            headers["content-type"] = "text/plain; charset=utf-8"
-        doc = envelope(
-            status,
-            headers,
-            text,
-            orchestrations=exchange.orchestrations,
-            properties=exchange.properties,
-            transaction_status=exchange.status,
-            error=exchange.error,
-            urn=self.urn,
-        )
-        payload = json.dumps(doc, separators=(",", ":")).encode("utf-8")
-        outer = status if 200 <= status < 600 and status not in (204, 304) else 200
-        await send(
-            {
-                "type": "http.response.start",
-                "status": outer,
-                "headers": [
-                    (b"content-type", CONTENT_TYPE.encode()),
-                    (b"content-length", str(len(payload)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+            close_exchange(exchange, token)
+        await send_enveloped(send, start, chunks, exchange, self.urn)

@@ -1,0 +1,124 @@
+"""The request pipeline (api/asgi.py): what its one layer promises beyond the routes it calls, and the
+literal-route table giving the route Starlette's walk would give."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import orjson
+import pytest
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route, Router
+
+from ltfu.api.asgi import LiteralRouter, Pipeline, literal_routes
+from ltfu.settings import Settings
+
+
+def _call(app: Any, path: str, headers: list[tuple[bytes, bytes]] | None = None) -> tuple[dict, bytes]:
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": headers or [],
+        "scheme": "http",
+        "server": ("t", 80),
+        "client": ("c", 1),
+        "http_version": "1.1",
+        "asgi": {"version": "3.0"},
+    }
+    asyncio.run(app(scope, receive, send))
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    return start, b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+
+
+async def _crash(scope: Any, receive: Any, send: Any) -> None:
+    raise RuntimeError("Wanjiku Otieno")
+
+
+async def _silent(scope: Any, receive: Any, send: Any) -> None:
+    return None
+
+
+def _pipeline(inner: Any, **settings: Any) -> Pipeline:
+    return Pipeline(inner, db=None, settings=Settings(**settings), authenticator=None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("inner", [_crash, _silent], ids=["raises", "sends-nothing"])
+def test_a_broken_route_answers_500_outcome_with_the_request_id(inner: Any, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO):
+        start, body = _call(_pipeline(inner), "/health", [(b"x-request-id", b"rid-1")])
+    assert start["status"] == 500
+    assert orjson.loads(body)["resourceType"] == "OperationOutcome" and b"Wanjiku" not in body
+    assert (b"x-request-id", b"rid-1") in start["headers"]
+    assert not any("Wanjiku" in r.getMessage() for r in caplog.records)
+    assert any(r.name == "ltfu.access" and r.getMessage().startswith("GET unmatched 500 ") for r in caplog.records)
+
+
+def test_through_openhim_the_500_is_enveloped_and_the_request_id_on_the_envelope() -> None:
+    start, body = _call(
+        _pipeline(_crash, openhim_envelope="auto"),
+        "/health",
+        [(b"x-openhim-transactionid", b"tx-1"), (b"x-request-id", b"rid-2")],
+    )
+    assert dict(start["headers"])[b"content-type"] == b"application/json+openhim"
+    assert (b"x-request-id", b"rid-2") in start["headers"]
+    doc = orjson.loads(body)
+    assert doc["response"]["status"] == 500 and doc["status"] == "Failed"
+    assert orjson.loads(doc["response"]["body"])["resourceType"] == "OperationOutcome"
+
+
+def test_an_unsafe_request_id_is_replaced() -> None:
+    start, _ = _call(_pipeline(_crash), "/health", [(b"x-request-id", b"<script>")])
+    rid = dict(start["headers"])[b"x-request-id"]
+    assert rid != b"<script>" and len(rid) == 32
+
+
+async def by_id(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("by_id " + request.path_params["id"])
+
+
+async def literal(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("literal")
+
+
+def test_a_literal_route_behind_a_pattern_that_matches_it_is_left_to_the_walk() -> None:
+    router = Router(
+        [
+            Route("/x/{id}", by_id, methods=["GET"]),
+            Route("/x/new", literal, methods=["GET", "POST"]),
+            Route("/y", literal, methods=["GET"]),
+        ]
+    )
+    table = literal_routes(router.routes)
+    assert ("/x/new", "GET") not in table  # the walk gives /x/{id} for GET /x/new
+    assert table[("/x/new", "POST")].path == "/x/new" and table[("/y", "GET")].path == "/y"
+    app = LiteralRouter(router)
+    assert _call(app, "/x/new")[1] == b"by_id new"
+    assert _call(app, "/y")[1] == b"literal"
+
+
+def test_the_apps_literal_routes_are_those_the_walk_finds() -> None:
+    from starlette.routing import Match
+
+    from ltfu.api.app import create_app
+
+    routes = create_app(Settings()).router.routes
+    table = literal_routes(routes)
+    assert ("/mediator/service-request", "POST") in table
+    for (path, method), route in table.items():
+        probe = {"type": "http", "path": path, "root_path": "", "method": method}
+        assert next(r for r in routes if r.matches(probe)[0] is Match.FULL) is route

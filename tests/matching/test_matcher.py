@@ -222,6 +222,13 @@ def test_overflow_is_reported_not_silent() -> None:
     assert match(person(given="A", family="B"), [], common, overflow=True).reasons == ("block-overflow",)
 
 
+def test_no_candidate_from_an_overflowing_block_goes_to_review_not_to_creation() -> None:
+    """The cap left persons unread: one of them may be this patient, so no person is created for it."""
+    result = match(person(given="Grace", family="Wambui"), [], common, overflow=True)
+    assert result.decision == "review"
+    assert result.best is None
+
+
 def test_no_candidates_means_no_decision() -> None:
     result = match(person(given="Grace", family="Wambui"), [], common)
     assert result.decision == "none"

@@ -5,7 +5,8 @@ Runs in the CHT delivery worker, never inside the facility's request. Order:
    keeps its person even when the Patient comes back without the CHT id, a created one its place);
 2. a ``certain`` match → the Patient gets the CHT id;
 3. no candidate at all and one place resolved → a new CHT person under that place;
-4. anything else (probable/possible candidates, several places, no place) → the review queue, Task
+4. anything else (probable/possible candidates, no candidate from a block too large to read whole, several
+   places, no place) → the review queue, Task
    ``businessStatus`` ``awaiting-match`` (the facility is told); after ``LTFU_MATCH_REVIEW_DAYS`` the case
    is rejected ``unassignable``. Never an orphan person, never a default CHW.
 
@@ -182,17 +183,16 @@ async def decide(
         if len(places) == 1:
             return Decision("create", place_id=places[0].id, reason="no-candidate", proposal=proposal)
         return Decision("review", reason="ambiguous-place" if places else "no-place", proposal=proposal)
-    best = result.best
-    reason = (
-        "cht-duplicate"
-        if "cht-duplicate" in result.reasons
-        else "conflict"
-        if "conflict" in result.reasons
-        else best.grade
-        if best
-        else "review"
-    )
-    return Decision("review", reason=reason, proposal=proposal)
+    return Decision("review", reason=_review_reason(result), proposal=proposal)
+
+
+def _review_reason(result: MatchResult) -> str:
+    for reason in ("cht-duplicate", "conflict"):
+        if reason in result.reasons:
+            return reason
+    if result.best is not None:
+        return result.best.grade
+    return "block-overflow" if "block-overflow" in result.reasons else "review"
 
 
 async def link_patient(uow: UnitOfWork, patient_id: str, person_id: str) -> None:

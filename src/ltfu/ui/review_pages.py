@@ -47,6 +47,7 @@ REASON_LABELS = {
     "no-candidate": N_("no candidate"),
     "no-place": N_("no place found"),
     "ambiguous-place": N_("several possible places"),
+    "block-overflow": N_("too many similar persons to check"),
     "review": N_("needs review"),
     "cht-person-gone": N_("CHT person deleted or merged"),
 }

@@ -125,7 +125,9 @@ class MatchResult:
 
     @property
     def decision(self) -> str:
-        """``link`` (one certain candidate), ``review`` (candidates, none certain) or ``none``."""
+        """``link`` (one certain candidate), ``review`` (candidates, none certain) or ``none``. No candidate
+        from an overflowing block is ``review``, not ``none``: the persons the cap left unread may hold this
+        patient, and ``none`` lets intake create a person in CHT (a duplicate of one it never saw)."""
         if not self.candidates:
-            return "none"
+            return "review" if "block-overflow" in self.reasons else "none"
         return "link" if self.candidates[0].grade == "certain" else "review"

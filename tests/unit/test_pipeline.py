@@ -17,18 +17,10 @@ from ltfu.api.asgi import LiteralRouter, Pipeline, literal_routes
 from ltfu.settings import Settings
 
 
-def _call(app: Any, path: str, headers: list[tuple[bytes, bytes]] | None = None) -> tuple[dict, bytes]:
-    sent: list[dict] = []
-
-    async def receive() -> dict:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict) -> None:
-        sent.append(message)
-
-    scope = {
+def _scope(path: str, headers: list[tuple[bytes, bytes]] | None = None, method: str = "GET") -> dict:
+    return {
         "type": "http",
-        "method": "GET",
+        "method": method,
         "path": path,
         "raw_path": path.encode(),
         "root_path": "",
@@ -40,7 +32,18 @@ def _call(app: Any, path: str, headers: list[tuple[bytes, bytes]] | None = None)
         "http_version": "1.1",
         "asgi": {"version": "3.0"},
     }
-    asyncio.run(app(scope, receive, send))
+
+
+def _call(app: Any, path: str, headers: list[tuple[bytes, bytes]] | None = None) -> tuple[dict, bytes]:
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    asyncio.run(app(_scope(path, headers), receive, send))
     start = next(m for m in sent if m["type"] == "http.response.start")
     return start, b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
 
@@ -66,6 +69,27 @@ def test_a_broken_route_answers_500_outcome_with_the_request_id(inner: Any, capl
     assert (b"x-request-id", b"rid-1") in start["headers"]
     assert not any("Wanjiku" in r.getMessage() for r in caplog.records)
     assert any(r.name == "ltfu.access" and r.getMessage().startswith("GET unmatched 500 ") for r in caplog.records)
+
+
+async def _reads_body(scope: Any, receive: Any, send: Any) -> None:
+    await Request(scope, receive).body()
+    await PlainTextResponse("read")(scope, receive, send)
+
+
+def test_a_client_that_leaves_before_its_body_is_no_crash(caplog: pytest.LogCaptureFixture) -> None:
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    with caplog.at_level(logging.INFO):
+        asyncio.run(_pipeline(_reads_body)(_scope("/health", method="POST"), receive, send))
+    assert sent == []  # nobody to answer
+    assert not any(r.levelno >= logging.ERROR for r in caplog.records)
+    assert any(r.name == "ltfu.access" and r.getMessage().startswith("POST unmatched 499 ") for r in caplog.records)
 
 
 def test_through_openhim_the_500_is_enveloped_and_the_request_id_on_the_envelope() -> None:

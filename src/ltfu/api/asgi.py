@@ -36,6 +36,7 @@ from typing import Any
 import orjson
 from starlette.applications import Starlette
 from starlette.middleware.exceptions import ExceptionMiddleware
+from starlette.requests import ClientDisconnect
 from starlette.routing import BaseRoute, Match, Mount, Route, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -62,6 +63,9 @@ def _safe_id(value: bytes | None) -> str | None:
         return None
     text = value.decode("latin-1").strip()
     return text if _SAFE_ID.match(text) else None
+
+
+CLIENT_CLOSED = 499
 
 
 class _Reply:
@@ -198,6 +202,11 @@ class Pipeline:
             except BodyTooSlow:
                 if not reply.started:
                     await send_too_slow(reply, self.body_timeout_s)
+            except ClientDisconnect:
+                # the client left before its body was read: nothing was stored, nobody is left to answer, and
+                # it is not a crash; 499 (nginx's "client closed request") on the access line and in metrics
+                reply.status = reply.sent_status = CLIENT_CLOSED
+                return
         except Exception as exc:  # noqa: BLE001 - the crash guard: the catch-all by design
             report_crash(exc, scope, original)
             if not reply.started:

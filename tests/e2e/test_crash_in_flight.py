@@ -122,7 +122,10 @@ def _system(tmp: Path, db: str) -> Iterator[tuple[Process, Process, FlakyCht, Re
             "LTFU_CALLBACK_ALLOWED_NETWORKS": "127.0.0.0/8",  # the facility callback listens on loopback
             "LTFU_WORKERS": "true",
         }
-        serve = Process("mediator", [LTFU, "serve", "--port", str(port)], env, tmp / "mediator.log").start()
+        # serve is woken by its own requests and claims new work at once: with its 16 slots it would take
+        # every delivery at this pace and the worker none. One slot keeps it busy enough that both deliver.
+        serve_env = {**env, "LTFU_DELIVERY_CONCURRENCY": "1"}
+        serve = Process("mediator", [LTFU, "serve", "--port", str(port)], serve_env, tmp / "mediator.log").start()
         # its own CHT user, so CHT can tell whose deliveries it holds
         worker = Process("worker", [LTFU, "worker"], {**env, "LTFU_CHT_USERNAME": "medic-worker"}, tmp / "worker.log")
         try:

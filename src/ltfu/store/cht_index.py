@@ -7,7 +7,7 @@ persons is not read (it would be slow and say little) but is reported, never sil
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -78,14 +78,14 @@ _ROW_COLUMNS = (
 _KEY_COLUMNS = ("key", "person_id")
 
 
-def _person_values(p: Person, keys: Iterable[str], now: str) -> tuple[tuple[Any, ...], list[tuple[str, str]]]:
+def _person_values(p: Person, keys: Collection[str], now: str) -> tuple[tuple[Any, ...], list[tuple[str, str]]]:
     """The ``cht_persons`` row (``_ROW_COLUMNS``) and the ``cht_person_keys`` rows of a person.
 
     The row lists its keys (``block_keys``): replacing or removing a person deletes exactly those key rows by
     their primary key, so ``cht_person_keys`` needs no second index on ``person_id`` (a second B-tree that
     every write of a full build would update at random places)."""
     birth = p.birth
-    stored = sorted({k[:200] for k in keys})
+    stored = sorted(keys) if all(len(k) <= 200 for k in keys) else sorted({k[:200] for k in keys})
     row = (
         p.id,
         p.name or " ".join(p.tokens),

@@ -211,6 +211,34 @@ def test_transaction_is_atomic_across_the_sends_of_its_held_rows(server: Api, mo
     from ltfu.services import bundles
 
     monkeypatch.setattr(bundles, "FLUSH_EVERY", 3)
+    _atomic_list(server)
+
+
+def test_a_long_list_is_atomic_with_its_sends_and_commit_on_a_thread(server: Api, settings, monkeypatch) -> None:
+    """Long work (``ltfu.turns``): on SQLite its large inserts and its commit run on a thread, the loop serving
+    others meanwhile; still one transaction, all or nothing, and replayed as it was."""
+    import asyncio
+
+    from ltfu.services import bundles
+    from ltfu.store import driver
+
+    monkeypatch.setattr(bundles, "FLUSH_EVERY", 3)
+    monkeypatch.setattr(bundles, "LONG_ENTRIES", 5)
+    monkeypatch.setattr(driver, "THREAD_ROWS", 2)
+    sent: list[str] = []
+    real = asyncio.to_thread
+
+    async def to_thread(fn, *args, **kw):  # noqa: ANN001, ANN202 - a spy
+        sent.append(getattr(fn, "__name__", ""))
+        return await real(fn, *args, **kw)
+
+    monkeypatch.setattr(asyncio, "to_thread", to_thread)
+    _atomic_list(server)
+    if settings.is_sqlite:  # the inline writer: what went to a thread
+        assert {"executemany", "commit"} <= set(sent), sent
+
+
+def _atomic_list(server: Api) -> None:
     good = [{"resource": patient(f"F{i}"), "request": {"method": "POST", "url": "Patient",
                                                       "ifNoneExist": f"identifier={MRN}|F{i}"}} for i in range(10)]
     bad = {"resourceType": "Bundle", "type": "transaction", "entry": [

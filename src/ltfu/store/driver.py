@@ -16,6 +16,7 @@ SQLAlchemy's type processing. ``Database.raw_listeners`` hear every statement (t
 
 from __future__ import annotations
 
+import asyncio
 import operator
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -27,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import ClauseElement
 
 from ltfu.store.sqlite_inline import InlineConnection
+from ltfu.turns import in_long_work
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,9 @@ class Driver(ABC):
         raise NotImplementedError
 
 
+THREAD_ROWS = 200  # a long unit of work's inserts this long run on a thread (SQLite)
+
+
 class SqliteDriver(Driver):
     def __init__(self, conn: InlineConnection, dialect: Dialect, listeners: list[Callable[[str], None]]) -> None:
         super().__init__(dialect, listeners)
@@ -118,6 +123,12 @@ class SqliteDriver(Driver):
 
     async def execute_many(self, c: Compiled, rows: list[dict[str, Any]]) -> None:
         self._heard(c.sql)
+        if len(rows) >= THREAD_ROWS and in_long_work():
+            # Milliseconds of B-tree work, most of it with the interpreter lock released (sqlite3_step): on a
+            # thread the loop serves other requests meanwhile. Nobody else uses this connection: it is the
+            # unit of work's, which waits here.
+            await asyncio.to_thread(self._conn.executemany, c.sql, c.args_of(rows))
+            return
         self._conn.executemany(c.sql, c.args_of(rows))
         await self._owner.turn()
 

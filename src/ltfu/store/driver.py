@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import operator
+import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -127,10 +128,16 @@ class SqliteDriver(Driver):
             # Milliseconds of B-tree work, most of it with the interpreter lock released (sqlite3_step): on a
             # thread the loop serves other requests meanwhile. Nobody else uses this connection: it is the
             # unit of work's, which waits here.
-            await asyncio.to_thread(self._conn.executemany, c.sql, c.args_of(rows))
+            await asyncio.to_thread(_executemany, self._conn, c.sql, c.args_of(rows))
             return
         self._conn.executemany(c.sql, c.args_of(rows))
         await self._owner.turn()
+
+
+def _executemany(conn: sqlite3.Connection, sql: str, args: list[tuple[Any, ...]]) -> None:
+    """On the thread, and its cursor closed there: a cursor kept alive past its statement (a result handed back
+    to the loop) holds the cached statement, and the next ``executemany`` of the same SQL fails (misuse)."""
+    conn.executemany(sql, args).close()
 
 
 class AsyncpgDriver(Driver):

@@ -1,15 +1,15 @@
 """bundle3: identity locks as rows (``UnitOfWork.lock`` on PostgreSQL), not 512 shared advisory-lock buckets
 
-Revision ID: 0021
-Revises: 0020
+Revision ID: 0022
+Revises: 0021
 """
 
 from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0021'
-down_revision = '0020'
+revision = '0022'
+down_revision = '0021'
 branch_labels = None
 depends_on = None
 

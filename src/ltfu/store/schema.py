@@ -306,7 +306,7 @@ cht_persons = Table(
 )
 
 # A first full sync from CHT writes here first (append-only, no index but its rowid) and merges into
-# cht_persons/cht_person_keys in key order once the feed is read (store/cht_index.py, migration 0022). A row
+# cht_persons/cht_person_keys in key order once the feed is read (store/cht_index.py, migration 0023). A row
 # is a person as cht_persons holds it, or a deletion (``deleted``); the last staged row of a person counts.
 cht_stage_persons = Table(
     "cht_stage_persons",
@@ -340,7 +340,7 @@ cht_stage_persons = Table(
 cht_person_keys = Table(
     "cht_person_keys",
     metadata,
-    # PostgreSQL: collated "C", so a key prefix is one range of the index (migration 0022)
+    # PostgreSQL: collated "C", so a key prefix is one range of the index (migration 0023)
     Column("key", String(200).with_variant(String(200, collation="C"), "postgresql"), primary_key=True),
     Column("person_id", String(128), primary_key=True),
     sqlite_with_rowid=False,

@@ -8,8 +8,8 @@ first and then into the key table in key order (one pass of its B-tree, not a pa
 PostgreSQL: the key column is collated ``"C"``, so that a prefix is one range of its index whatever the
 database's collation.
 
-Revision ID: 0022
-Revises: 0021
+Revision ID: 0023
+Revises: 0022
 """
 
 from collections import namedtuple
@@ -17,8 +17,8 @@ from collections import namedtuple
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0022"
-down_revision = "0021"
+revision = "0023"
+down_revision = "0022"
 branch_labels = None
 depends_on = None
 

@@ -10,7 +10,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ltfu.api.access import current_actor
-from ltfu.api.capability import capability_statement
+from ltfu.api.capability import capability_json
 from ltfu.api.http import (
     FHIR_JSON,
     FhirResponse,
@@ -286,7 +286,7 @@ async def transaction_or_batch(request: Request) -> Response:
 
 
 async def metadata(request: Request) -> Response:
-    return FhirResponse(capability_statement(fhir_base(request)))
+    return Response(capability_json(fhir_base(request)), media_type=FHIR_JSON)
 
 
 routes = [

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import math
 import os
@@ -72,7 +71,7 @@ class Authenticator:
         except (binascii.Error, UnicodeDecodeError):
             return None
         stored = await self.db.client_reader.lookup(name)  # never waits for a writer
-        key = hmac.new(_KEY, header, hashlib.sha256).digest()
+        key = hmac.digest(_KEY, header, "sha256")
         if stored is not None and self._verified.get(key) == stored.password_hash:
             self._verified.move_to_end(key)
             return stored.client

@@ -262,6 +262,7 @@ signing_keys = Table(
     Column("secret", Text, nullable=False),
     Column("created_at", String(32), nullable=False),
     Column("retired_at", String(32), nullable=True),
+    Column("shown_at", String(32), nullable=True),  # handed to the facility (null: made with the subscription)
 )
 
 # The CHT person and place index (matching): fed by outbound push and the ``_changes`` sync.
@@ -372,6 +373,7 @@ match_decisions = Table(
     Column("evidence", Text, nullable=False),
 )
 Index("ix_match_decisions_patient", match_decisions.c.patient_id, match_decisions.c.action)
+Index("ix_match_decisions_person", match_decisions.c.person_id, match_decisions.c.action)
 
 # CHT persons a reviewer flagged as one human recorded twice (CHT's own contact merge happens in CHT).
 # Matching never auto-links a member of an open group while another member is still indexed.
@@ -379,7 +381,7 @@ cht_duplicate_groups = Table(
     "cht_duplicate_groups",
     metadata,
     Column("group_id", String(64), primary_key=True),
-    Column("status", String(16), nullable=False),  # open | resolved
+    Column("status", String(16), nullable=False),  # open | resolved | merged (into ``merged_into``)
     Column("review_id", String(64), nullable=True),  # the review item it was flagged from
     Column("flagged_by", String(128), nullable=False),
     Column("flagged_at", String(32), nullable=False),
@@ -387,6 +389,7 @@ cht_duplicate_groups = Table(
     Column("evidence", Text, nullable=False),  # JSON: the candidates as the reviewer saw them
     Column("resolved_by", String(128), nullable=True),
     Column("resolved_at", String(32), nullable=True),
+    Column("merged_into", String(64), nullable=True),  # an overlapping flag joined it to that group (0021)
 )
 Index("ix_cht_duplicate_groups_status", cht_duplicate_groups.c.status)
 

@@ -99,21 +99,22 @@ def _observation(systems: Systems, report: FollowUpReport, case_id: str, patient
     return obs
 
 
-async def _find_case(uow: UnitOfWork, report: FollowUpReport) -> Any:
+async def _find_case(uow: UnitOfWork, report: FollowUpReport) -> tuple[Any, bool]:
+    """(the case, whether the report names a CHT person its Patient was linked to until CHT deleted or merged
+    it: the CHW worked on the old task)."""
     if report.case_ref:
         case = await uow.cases.get(report.case_ref)
         if case is not None:
-            await _check_same_patient(uow, report, case)
-            return case
+            return case, await _check_same_patient(uow, report, case)
     if report.patient_uuid:
         patient = await patients.find(uow, report.patient_uuid)
         if patient is not None:
             case = await uow.cases.open_for_patient(patient.resource["id"])
             if case is not None:
-                return case
+                return case, False
         case = await _case_of_gone_person(uow, report.patient_uuid)
         if case is not None:
-            return case
+            return case, True
     raise FhirError.of("not-found", "No follow-up case matches this report's case_ref or patient", "case_ref",
                        status=404)
 
@@ -133,26 +134,27 @@ async def _case_of_gone_person(uow: UnitOfWork, patient_uuid: str) -> Any:
     return found[0] if found else None
 
 
-async def _check_same_patient(uow: UnitOfWork, report: FollowUpReport, case: Any) -> None:
+async def _check_same_patient(uow: UnitOfWork, report: FollowUpReport, case: Any) -> bool:
     """``case_ref`` and ``patient_uuid`` must name the same person: a report cannot land on another case.
 
     The person may be one the case's Patient was linked to until CHT deleted or merged it (the CHW worked on
-    the old task): that report belongs to this case; a person another Patient was linked to does not."""
+    the old task): that report belongs to this case (True); a person another Patient was linked to does not."""
     if not report.patient_uuid:
-        return
+        return False
     system, _, value = report.patient_uuid.rpartition("|")
     carriers = await uow.resources.find_ids_by_token("Patient", "identifier", system or None, value)
     if case.patient_id in carriers or report.patient_uuid == case.patient_id:
-        return  # the case's Patient carries the id (CHT's push may have made another Patient for the person)
+        return False  # the case's Patient carries the id (CHT's push may have made another Patient for the person)
     linked_before = await uow.reviews.linked_before(value)
     if case.patient_id in linked_before:
-        return
+        return True
     patient = await patients.find(uow, report.patient_uuid)
     other = patient is not None and case.patient_id not in (
         patient.resource["id"], patients.replaced_by(patient.resource))
     if other or linked_before:
         raise FhirError.of("conflict", "case_ref and patient_uuid name different patients", "patient_uuid",
                            status=409)
+    return False
 
 
 async def record_follow_up(uow: UnitOfWork, report: FollowUpReport, raw: dict[str, Any]) -> tuple[dict[str, Any], bool]:
@@ -162,7 +164,7 @@ async def record_follow_up(uow: UnitOfWork, report: FollowUpReport, raw: dict[st
     seen = await uow.receipts.get(key)
     if seen and seen[0] == digest:
         return seen[1], False
-    case = await _find_case(uow, report)
+    case, old_link = await _find_case(uow, report)
     systems = Systems(uow.settings.base_url)
     enc_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"cht-report:{report.report_id}"))
     obs_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"cht-report:{report.report_id}:outcome"))
@@ -176,7 +178,7 @@ async def record_follow_up(uow: UnitOfWork, report: FollowUpReport, raw: dict[st
     observation = await uow.resources.update(
         {**_observation(systems, report, case.case_id, patient, enc_id), "id": obs_id}, obs_id)
     result = {"case": case.case_id, "encounter": f"Encounter/{enc_id}", "observation": f"Observation/{obs_id}"}
-    if report.patient_uuid and case.patient_id in await uow.reviews.linked_before(_person_id(report.patient_uuid)):
+    if old_link:
         await _audit_old_link(uow, case, report, result)
     if case.status in OPEN_FOR_ATTEMPTS:
         await _advance(uow, case, report, encounter, observation, systems)

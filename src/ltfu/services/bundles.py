@@ -37,6 +37,9 @@ _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 _CREATE_FIRST = {"Endpoint": 0, "Organization": 1, "Practitioner": 2, "Patient": 3, "Appointment": 4}
 Token = tuple[str | None, str, bool]
 FLUSH_EVERY = 500  # entries between two sends of the held rows (a bound on what a long list holds)
+# A Bundle longer than this commits on its own (``UnitOfWork.alone``): the small requests that share the SQLite
+# writer's COMMIT with others do not wait for a defaulter list to end.
+ALONE_ENTRIES = 50
 
 
 @dataclass
@@ -222,6 +225,8 @@ async def _prefetch(uow: UnitOfWork, entries: list[dict[str, Any]], skip: set[in
 
 async def transaction(uow: UnitOfWork, bundle: dict[str, Any], search: Search) -> list[EntryResult]:
     entries = _entries(bundle, uow.settings.bundle_max_entries)
+    if len(entries) > ALONE_ENTRIES:
+        await uow.alone()
     mapping: dict[str, str] = {}
     preassigned: dict[int, str] = {}
     existing: dict[int, Stored] = {}
@@ -303,6 +308,8 @@ async def transaction(uow: UnitOfWork, bundle: dict[str, Any], search: Search) -
 
 async def batch(uow: UnitOfWork, bundle: dict[str, Any], search: Search) -> list[EntryResult]:
     entries = _entries(bundle, uow.settings.bundle_max_entries)
+    if len(entries) > ALONE_ENTRIES:
+        await uow.alone()
     results: list[EntryResult] = []
     for e in entries:
         try:

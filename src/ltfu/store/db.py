@@ -2,7 +2,8 @@
 
 SQLite: one write connection (a single writer anyway: queuing on the pool is cheaper than lock
 contention) — its statements on the event loop's own thread (``sqlite_inline``; ``LTFU_SQLITE_INLINE_WRITES``,
-on by default) — and a small pool of read-only connections. In WAL mode readers never wait for the writer, so reads
+on by default), concurrent units of work sharing a COMMIT (``group_commit``) — and a small pool of
+read-only connections. In WAL mode readers never wait for the writer, so reads
 (FHIR reads and searches, the dashboard, authentication) go on while a large Bundle or the workers write.
 PostgreSQL: one pool; every statement gets a custom plan (see ``_create_engine``).
 """
@@ -24,6 +25,7 @@ from sqlalchemy.util import await_only
 from ltfu.settings import Settings
 from ltfu.store import sqlite_inline
 from ltfu.store.client_reader import ClientReader
+from ltfu.store.group_commit import GroupCommit
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -36,16 +38,28 @@ class Database:
         self.settings = settings
         self.is_sqlite = settings.is_sqlite
         self.checkpointer: sqlite_inline.Checkpointer | None = None
-        self.engine: AsyncEngine = _create_engine(settings, self)
-        self.read_engine: AsyncEngine = _create_read_engine(settings) or self.engine
         # Told the SQL of each statement sent to a driver without SQLAlchemy (``driver``, ``client_reader``).
         self.raw_listeners: list[Callable[[str], None]] = []
+        self.engine: AsyncEngine = _create_engine(settings, self)
+        self.read_engine: AsyncEngine = _create_read_engine(settings) or self.engine
+        # The inline SQLite writer: units of work ready at the same moment share a COMMIT (group_commit.py).
+        self.group = GroupCommit(self.engine, self.raw_listeners) if self.checkpointer is not None else None
         self.client_reader = ClientReader(self)  # authentication's per-request read (opens on first use)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        if self.group is not None:
+            async with self.group.transaction() as conn:
+                yield conn
+            return
         async with self.engine.begin() as conn:
             yield conn
+
+    async def alone(self, conn: AsyncConnection) -> None:
+        """The transaction ``conn`` is in (which has written nothing yet) commits on its own: a long unit of
+        work (a defaulter list) keeps no other request waiting for a shared COMMIT (``group_commit``)."""
+        if self.group is not None:
+            await self.group.alone(conn)
 
     @asynccontextmanager
     async def read_transaction(self) -> AsyncIterator[AsyncConnection]:
@@ -131,7 +145,8 @@ def _create_engine(settings: Settings, owner: Database) -> AsyncEngine:
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # 64 MB of page cache (SQLite's default is 2 MB): loading a large CHT index inserts blocking keys all
         # over a B-tree of hundreds of MB, and each page evicted before its next insert is written again
-        _sqlite_pragmas(dbapi_conn, "PRAGMA journal_mode=WAL", "PRAGMA foreign_keys=ON", "PRAGMA cache_size=-65536")
+        _sqlite_pragmas(dbapi_conn, "PRAGMA journal_mode=WAL", "PRAGMA foreign_keys=ON", "PRAGMA cache_size=-65536",
+                        "PRAGMA temp_store=MEMORY")
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:

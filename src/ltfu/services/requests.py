@@ -78,6 +78,8 @@ async def _resolve_reference(uow: UnitOfWork, ref: dict[str, Any] | None, res_ty
         found = await patients.find(uow, key)
     else:
         found = None
+        if "|" not in key:
+            await uow.resources.prime_id_or_token(res_type, key)
         if "|" not in key and await policy.can_see(uow, res_type, key):
             found = await uow.resources.get(res_type, key)
         if found is None:

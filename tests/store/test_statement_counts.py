@@ -44,8 +44,8 @@ PID = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
 # route's Organization and Patient) is looked up as both at once (``prime_id_or_token``): 2 fewer on that route.
 # Concurrent requests on SQLite share a COMMIT (``group_commit``): a member after the first sends a SAVEPOINT
 # instead of BEGIN IMMEDIATE (one at a time, as here, each is the first of its group).
-MAX_PER_POC_CASE = {"sqlite": 14, "postgresql": 9}
-MAX_PER_FHIR_CASE = {"sqlite": 12, "postgresql": 7}
+MAX_PER_POC_CASE = {"sqlite": 11, "postgresql": 6}
+MAX_PER_FHIR_CASE = {"sqlite": 9, "postgresql": 4}
 # Statements for a whole defaulter list (a Patient ifNoneExist entry + a ServiceRequest entry each) in a
 # transaction Bundle, whatever its length (on main at 511cc8e: 21 to 23 per defaulter; the bound was 18 at 1129f5c).
 # Since issue 14 (bundle) the held rows go in executemany chunks of 500 (``write_buffer._CHUNK``: the SQLite

@@ -35,6 +35,13 @@ class CaseRepository:
         else:
             self.buffer.add(cases, values)
 
+    def known_absent(self, request_key: str) -> None:
+        """No case has this request key (another statement looked: ``store/lookups``)."""
+        self._absent.add(request_key)
+
+    def is_known_absent(self, request_key: str) -> bool:
+        return request_key in self._absent
+
     async def get(self, case_id: str) -> Any:
         return (await self.conn.execute(_BY_ID, {"i": case_id})).first()
 

@@ -11,6 +11,7 @@ PostgreSQL: one pool; every statement gets a custom plan (see ``_create_engine``
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event, text
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.util import await_only
 
@@ -128,8 +130,10 @@ def _create_engine(settings: Settings, owner: Database) -> AsyncEngine:
         # to a generic plan chosen while the tables were empty (seq scans), and keep it as they grow
         # inside one long transaction (a first defaulter list on a fresh database). Custom plans cost
         # a little planning per statement and follow the data.
-        return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True,
-                                   connect_args={"server_settings": {"plan_cache_mode": "force_custom_plan"}})
+        engine = create_async_engine(url, pool_size=10, max_overflow=10,
+                                     connect_args={"server_settings": {"plan_cache_mode": "force_custom_plan"}})
+        _ping_when_idle(engine)
+        return engine
     path = _sqlite_path(url)
     if path and path != ":memory:":
         _private_file(Path(path))
@@ -161,6 +165,35 @@ def _create_engine(settings: Settings, owner: Database) -> AsyncEngine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+PING_IDLE_S = 1.0
+_IDLE_SINCE = "ltfu.idle_since"
+
+
+def _ping_when_idle(engine: AsyncEngine) -> None:
+    """A pooled PostgreSQL connection that sat idle for ``PING_IDLE_S`` is pinged before use, and replaced if
+    the server dropped it (a restart, a timeout); one back from a unit of work a moment ago is used as it is.
+    SQLAlchemy's ``pool_pre_ping`` pings at every checkout: with asyncpg a ping is BEGIN, a statement and
+    ROLLBACK — three round trips, a third of a new case's."""
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _connected(_dbapi_conn: Any, record: Any) -> None:
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _checked_in(_dbapi_conn: Any, record: Any) -> None:
+        if record is not None:
+            record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _checked_out(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        if time.monotonic() - record.info.get(_IDLE_SINCE, 0.0) < PING_IDLE_S:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except Exception as exc:  # the pool connects anew (up to three times)
+            raise DisconnectionError() from exc
 
 
 def _sqlite_path(url: str) -> str:

@@ -130,6 +130,15 @@ class ResourceRepository:
         of work already holds (perhaps newer: its own write) is kept."""
         self._rows.setdefault((res_type, res_id), _Row(version, bool(deleted), last_updated, content))
 
+    def read_row(self, res_type: str, res_id: str, row: tuple[Any, ...] | None) -> None:
+        """The current row (version, deleted, last updated, content) or its absence, read by another statement
+        (``store/lookups``) as ``get`` would have read it: ``get`` then asks no one."""
+        self._rows[(res_type, res_id)] = _Row(row[0], bool(row[1]), row[2], row[3]) if row else None
+
+    def read_token(self, res_type: str, param: str, system: str | None, value: str, ids: list[str]) -> None:
+        """Ids of a token read by another statement, as ``find_ids_by_token`` would have read them."""
+        self._tokens[(res_type, param, system, value)] = list(dict.fromkeys(ids))
+
     def _changed(self, res_type: str) -> None:
         if self._tokens:
             self._tokens = {k: v for k, v in self._tokens.items() if k[0] != res_type}

@@ -158,7 +158,7 @@ class Notifier(Handler):
             verified = await notifications.verified_address(uow, sub_id)
             try:
                 lines = await uow.callbacks.headers("Subscription", sub_id)
-                keys = [k.secret for k in await uow.callbacks.signing_keys(sub_id)]
+                keys = await notifications.signing_secrets(uow, sub_id)
             except SecretUnreadable as exc:
                 log.error("notification %s to subscription %s: %s", row.id, sub_id, exc)
                 return Attempt(Verdict.RETRY, error=FAILED)

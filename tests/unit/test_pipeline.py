@@ -11,7 +11,7 @@ import orjson
 import pytest
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
-from starlette.routing import Route, Router
+from starlette.routing import Mount, Route, Router
 
 from ltfu.api.asgi import LiteralRouter, Pipeline, literal_routes
 from ltfu.settings import Settings
@@ -129,20 +129,55 @@ def test_a_literal_route_behind_a_pattern_that_matches_it_is_left_to_the_walk() 
     )
     table = literal_routes(router.routes)
     assert ("/x/new", "GET") not in table  # the walk gives /x/{id} for GET /x/new
-    assert table[("/x/new", "POST")].path == "/x/new" and table[("/y", "GET")].path == "/y"
+    assert table[("/x/new", "POST")].route.path == "/x/new" and table[("/y", "GET")].route.path == "/y"
     app = LiteralRouter(router)
     assert _call(app, "/x/new")[1] == b"by_id new"
     assert _call(app, "/y")[1] == b"literal"
 
 
-def test_the_apps_literal_routes_are_those_the_walk_finds() -> None:
-    from starlette.routing import Match
+async def by_type(request: Request) -> PlainTextResponse:
+    s = request.scope
+    return PlainTextResponse(f"by_type {request.path_params['type']} {s['root_path']} {s['route'].path}")
 
+
+def test_known_parameter_values_under_a_mount_go_where_the_walk_goes() -> None:
+    router = Router(
+        [
+            Route("/m/{type}", literal, methods=["POST"]),  # before the mount: the walk gives it POST /m/A
+            Mount("/m", routes=[Route("/B", literal, methods=["GET"]), Route("/{type}", by_type, methods=["GET"])]),
+        ]
+    )
+    table = literal_routes(router.routes, {"type": {"A", "B"}})
+    assert table[("/m/A", "GET")].params == {"type": "A"} and table[("/m/A", "GET")].root_path == "/m"
+    assert table[("/m/B", "GET")].route.path == "/B"  # the literal comes first in the mount
+    assert table[("/m/A", "POST")].route.path == "/m/{type}" and table[("/m/A", "POST")].mount is None
+    assert ("/m/C", "GET") not in table  # not a known value: walked
+    app = LiteralRouter(router, {"type": {"A", "B"}})
+    assert _call(app, "/m/A")[1] == b"by_type A /m /{type}"
+    assert _call(app, "/m/C")[1] == b"by_type C /m /{type}"
+    assert _call(app, "/m/B")[1] == b"literal"
+
+
+def test_the_apps_route_table_dispatches_as_the_walk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every entry of the app's table gives the route, path parameters and root path that Starlette's own
+    walk gives the same request (recorded at the route, without running it)."""
     from ltfu.api.app import create_app
 
-    routes = create_app(Settings()).router.routes
-    table = literal_routes(routes)
-    assert ("/mediator/service-request", "POST") in table
-    for (path, method), route in table.items():
-        probe = {"type": "http", "path": path, "root_path": "", "method": method}
-        assert next(r for r in routes if r.matches(probe)[0] is Match.FULL) is route
+    app = create_app(Settings())
+    table_router = app.build_middleware_stack().app
+    assert isinstance(table_router, LiteralRouter)
+    assert ("/mediator/service-request", "POST") in table_router.table
+    assert table_router.table[("/fhir/ServiceRequest", "POST")].params == {"type": "ServiceRequest"}
+    seen: list[tuple[Any, ...]] = []
+
+    async def record(route: Route, scope: dict, receive: Any, send: Any) -> None:
+        seen.append((route, scope["path_params"], scope.get("root_path", ""), scope["endpoint"]))
+
+    monkeypatch.setattr(Route, "handle", record)
+    for path, method in table_router.table:
+        for router in (app.router, table_router):
+            scope = {**_scope(path, method=method), "app": app}
+            asyncio.run(router(scope, None, None))
+        walked, tabled = seen[-2:]
+        assert tabled == walked, (path, method)
+    assert len(seen) == 2 * len(table_router.table) > 100

@@ -535,6 +535,8 @@ def cht_sync(
             await sync.client.close()
         console.print(f"{result.changes} changes read in {result.pages} pages: {result.persons} persons, "
                       f"{result.places} places indexed, {result.removed} removed; at seq {result.seq}")
+        if result.merged is not None:
+            console.print(f"staged build: {result.merged} persons merged into the index in {result.merge_s:.1f} s")
 
     try:
         asyncio.run(_with_db(settings, run))

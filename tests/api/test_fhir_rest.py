@@ -190,6 +190,13 @@ def test_metadata_is_a_capability_statement(server: Api) -> None:
     assert {"Patient", "ServiceRequest", "Task", "Subscription", "Encounter"} <= types
 
 
+def test_metadata_names_the_base_each_client_used(server: Api) -> None:
+    """The statement is built once per base: a second Host is not served the first one's URL."""
+    for host in ("one.example", "two.example:8080", "one.example"):
+        cs = server.get("/fhir/metadata", headers={"Host": host}).json()
+        assert cs["implementation"]["url"] == f"http://{host}/fhir"
+
+
 def test_base_url_served_with_and_without_slash_never_redirected(server: Api) -> None:
     org = {"resourceType": "Organization", "name": "Base"}
     bundle = {"resourceType": "Bundle", "type": "batch",

@@ -166,9 +166,13 @@ async def record_follow_up(uow: UnitOfWork, report: FollowUpReport, raw: dict[st
         return seen[1], False
     case, old_link = await _find_case(uow, report)
     systems = Systems(uow.settings.base_url)
-    patient = await uow.resources.read("Patient", case.patient_id)
     enc_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"cht-report:{report.report_id}"))
     obs_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"cht-report:{report.report_id}:outcome"))
+    # what the attempt reads and writes, in one statement: the patient, the attempt's own resources (from an
+    # earlier version of the report), the Task it moves and the ServiceRequest a final outcome closes
+    await uow.resources.prefetch([("Patient", case.patient_id), ("Encounter", enc_id), ("Observation", obs_id),
+                                  ("Task", case.task_id), ("ServiceRequest", case.case_id)])
+    patient = await uow.resources.read("Patient", case.patient_id)
     encounter = await uow.resources.update(
         {**_encounter(systems, report, case.case_id, patient, report.patient_uuid), "id": enc_id}, enc_id)
     observation = await uow.resources.update(
@@ -212,13 +216,13 @@ async def _advance(uow: UnitOfWork, case: Any, report: FollowUpReport, encounter
             {"type": {"text": "encounter"}, "valueReference": {"reference": encounter.ref}},
         ]
         await tasks.transition(uow, case.case_id, "completed", "outcome-recorded", outputs=outputs, owner=owner,
-                               context=context, case_values=values)
+                               context=context, case_values=values, case=case)
     else:
         # a case waiting for its new CHT person (the old one deleted or merged in CHT) keeps waiting: the
         # reviewer's decision still sends it to the new person (delivery/cht_submitter.py)
         business = "awaiting-match" if case.business_status == "awaiting-match" else "attempt-unsuccessful"
         await tasks.transition(uow, case.case_id, "in-progress", business, owner=owner,
-                               context=context, case_values=values)
+                               context=context, case_values=values, case=case)
 
 
 async def link_poc_encounter(uow: UnitOfWork, encounter: dict[str, Any], patient_id: str) -> dict[str, Any]:

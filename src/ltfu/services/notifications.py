@@ -170,8 +170,7 @@ async def queue_heartbeats(uow: UnitOfWork) -> int:
         period = heartbeat_period(sub.resource) if sub else None
         if sub is None or period is None or sub.resource.get("status") != "active":
             continue
-        last = await uow.conn.execute(select(func.max(outbox.c.created_at)).where(outbox.c.subscription_id == sub_id))
-        latest = last.scalar_one_or_none()
+        latest = await uow.outbox.last_enqueued_at([f"sub:{sub_id}", f"handshake:{sub_id}"])
         if latest is None or latest < instant_in(-period):
             await uow.outbox.enqueue("notify", "heartbeat", f"sub:{sub_id}", {"subscription": sub_id},
                                      subscription_id=sub_id, organization_id=subscription_org(sub.resource))

@@ -305,13 +305,43 @@ cht_persons = Table(
     Column("updated_at", String(32), nullable=False),
 )
 
+# A first full sync from CHT writes here first (append-only, no index but its rowid) and merges into
+# cht_persons/cht_person_keys in key order once the feed is read (store/cht_index.py, migration 0023). A row
+# is a person as cht_persons holds it, or a deletion (``deleted``); the last staged row of a person counts.
+cht_stage_persons = Table(
+    "cht_stage_persons",
+    metadata,
+    Column("stage_id", Id, primary_key=True, autoincrement=True),
+    Column("person_id", String(128), nullable=False),
+    Column("deleted", Boolean, nullable=False, default=False),
+    Column("name", String(255), nullable=False, default=""),
+    Column("given", String(255), nullable=False, default=""),
+    Column("family", String(255), nullable=False, default=""),
+    Column("sex", String(1), nullable=True),
+    Column("birth_date", String(10), nullable=True),
+    Column("birth_precision", String(8), nullable=True),
+    Column("phones", Text, nullable=False, default="[]"),
+    Column("identifiers", Text, nullable=False, default="[]"),
+    Column("parent_id", String(128), nullable=True),
+    Column("household_id", String(128), nullable=True),
+    Column("chw_area_id", String(128), nullable=True),
+    Column("unit_id", String(128), nullable=True),
+    Column("unit_code", String(64), nullable=True),
+    Column("facility_code", String(64), nullable=True),
+    Column("lineage", Text, nullable=False, default="[]"),
+    Column("flags", String(64), nullable=False, default=""),
+    Column("block_keys", Text, nullable=False, default="[]"),
+    Column("updated_at", String(32), nullable=False),  # when staged
+)
+
 # Blocking keys (domain/matching/blocking.py): the candidates of a query are the union of its keys' rows.
 # One B-tree keyed (key, person_id) (SQLite: WITHOUT ROWID); a person's rows are found by the keys its
 # cht_persons row lists, so no index on person_id (migration 0019).
 cht_person_keys = Table(
     "cht_person_keys",
     metadata,
-    Column("key", String(200), primary_key=True),
+    # PostgreSQL: collated "C", so a key prefix is one range of the index (migration 0023)
+    Column("key", String(200).with_variant(String(200, collation="C"), "postgresql"), primary_key=True),
     Column("person_id", String(128), primary_key=True),
     sqlite_with_rowid=False,
 )

@@ -89,7 +89,7 @@ class UnitOfWork:
 
     @cached_property
     def receipts(self) -> ReceiptRepository:
-        return ReceiptRepository(self.conn)
+        return ReceiptRepository(self.conn, self.buffer)
 
     @cached_property
     def retention(self) -> RetentionRepository:

@@ -163,7 +163,16 @@ class Store:
                     await self._pg.execute(f"SELECT setval('{_seq(t, c)}', (SELECT MAX({c}) FROM {t}))")
                 await self._pg.execute(COUNTERS)
 
-        self._run(copy())
+        import asyncpg
+
+        for attempt in range(5):  # the server's transactions lock the same tables one by one: a deadlock may end ours
+            try:
+                self._run(copy())
+                return
+            except asyncpg.DeadlockDetectedError:
+                if attempt == 4:
+                    raise
+                time.sleep(1)
 
 
 def _seq(table: str, col: str) -> str:

@@ -174,7 +174,7 @@ async def post(session: aiohttp.ClientSession, url: str, body: Any) -> tuple[int
 
 
 async def setup_facility(session: aiohttp.ClientSession, base: str, stub_url: str) -> str:
-    for _ in range(300):
+    for _ in range(1800):  # a loaded machine: the server may take a minute to start
         try:
             async with session.get(base + "/health") as r:
                 if r.status == 200:
@@ -256,12 +256,15 @@ async def load(
         while time.perf_counter() < end:
             path, body = request_body(route, tag, next(counter), org_id)
             t0 = time.perf_counter()
-            async with session.post(base + path, json=body, headers=AUTH) as r:
-                await r.read()
-                if r.status == 201:
-                    latencies.append(time.perf_counter() - t0)
-                else:
-                    errors += 1
+            try:
+                async with session.post(base + path, json=body, headers=AUTH) as r:
+                    await r.read()
+                    if r.status == 201:
+                        latencies.append(time.perf_counter() - t0)
+                    else:
+                        errors += 1
+            except aiohttp.ClientError:  # a connection dropped (a loaded machine): counted, not fatal
+                errors += 1
 
     t0 = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(conc)))
@@ -483,9 +486,11 @@ def storage(url: str, breakdown: bool) -> tuple[int, list[tuple[str, int]]]:
     with Store(url) as store:
         if store.sqlite:
             path = Path(store.url.database or "")
-            total = sum(p.stat().st_size for p in (path, path.with_name(path.name + "-wal")) if p.exists())
+            wal = path.with_name(path.name + "-wal")
+            total = sum(p.stat().st_size for p in (path, wal) if p.exists())
             parts = store.rows_sql("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name ORDER BY 2 DESC LIMIT 12") \
                 if breakdown else []
+            parts = [("wal_file", wal.stat().st_size if wal.exists() else 0), *parts]
         else:
             total = int(store.rows_sql("SELECT pg_database_size(current_database())")[0][0])
             parts = store.rows_sql(
@@ -529,12 +534,15 @@ async def requests_of(session: aiohttp.ClientSession, conc: int, calls: list[tup
             if time.perf_counter() > end:
                 return
             t0 = time.perf_counter()
-            async with session.request(method, url, json=body, headers=AUTH) as r:
-                await r.read()
-                if r.status in ok:
-                    latencies.append(time.perf_counter() - t0)
-                else:
-                    errors += 1
+            try:
+                async with session.request(method, url, json=body, headers=AUTH) as r:
+                    await r.read()
+                    if r.status in ok:
+                        latencies.append(time.perf_counter() - t0)
+                    else:
+                        errors += 1
+            except aiohttp.ClientError:
+                errors += 1
 
     t0 = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(conc)))

@@ -187,6 +187,11 @@ Index("ix_outbox_failing", outbox.c.id, sqlite_where=text(FAILING), postgresql_w
 _PENDING = outbox.c.status == "pending"
 Index("ix_outbox_pending_due", outbox.c.destination, outbox.c.next_attempt_at,
       sqlite_where=_PENDING, postgresql_where=_PENDING)
+# The newest row of a subscription (has it heard anything within its heartbeat period?): one index step each;
+# only notification rows carry a subscription (migration 0021).
+_HAS_SUBSCRIPTION = outbox.c.subscription_id.is_not(None)
+Index("ix_outbox_subscription_created", outbox.c.subscription_id, outbox.c.created_at,
+      sqlite_where=_HAS_SUBSCRIPTION, postgresql_where=_HAS_SUBSCRIPTION)
 
 delivery_attempts = Table(
     "delivery_attempts",

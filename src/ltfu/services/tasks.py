@@ -41,12 +41,15 @@ async def transition(
     owner: dict[str, Any] | None = None,
     context: list[dict[str, Any]] | None = None,
     case_values: dict[str, Any] | None = None,
+    case: Any = None,
 ) -> Stored | None:
-    """Move the case's Task; None when it is already there (replays are no-ops).
+    """Move the case's Task; None when it is already there (replays are no-ops). ``case``: its row, when the
+    caller has just read it in this unit of work (else it is read here).
 
     Raises FhirError 409 for a transition the state machine forbids.
     """
-    case = await uow.cases.get(case_id)
+    if case is None:
+        case = await uow.cases.get(case_id)
     if case is None:
         raise FhirError.of("not-found", f"No case {case_id}", status=404)
     task = await uow.resources.read("Task", case.task_id)

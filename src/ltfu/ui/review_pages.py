@@ -69,6 +69,8 @@ ACTION_LABELS = {
     "defer": NC_("review decision", "deferred"),
     "flag-duplicate": NC_("review decision", "flagged as duplicates in CHT"),
     "resolve-duplicate": NC_("review decision", "marked as dealt with in CHT"),
+    "cht-person-gone": NC_("review decision", "unlinked: the CHT person was deleted or merged in CHT"),
+    "report-old-link": NC_("review decision", "sent a CHW report on the former CHT person"),
 }
 # The queue's filter: which items to show.
 FILTER_LABELS = {"open": N_("Open"), "decided": N_("Decided"), "all": N_("All")}

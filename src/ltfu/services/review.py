@@ -29,8 +29,8 @@ from ltfu.store.uow import UnitOfWork
 ACTIONS = ("link", "create", "reject", "defer", "flag-duplicate")
 STATUSES = {
     "open": OPEN,
-    "decided": ("linked", "created", "rejected", "expired"),
-    "all": (*OPEN, "linked", "created", "rejected", "expired"),
+    "decided": ("linked", "created", "rejected", "expired", "closed"),  # closed: the case ended first
+    "all": (*OPEN, "linked", "created", "rejected", "expired", "closed"),
 }
 MAX_DUPLICATES = 20
 DUPLICATES_LOCK = "cht-duplicate-groups"

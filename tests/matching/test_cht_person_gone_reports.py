@@ -18,7 +18,7 @@ from ltfu.store.db import Database
 from ltfu.store.uow import unit_of_work
 from tests.api.test_roles import _clients
 from tests.conftest import Api
-from tests.matching.test_cht_person_gone import _business, _request, _task
+from tests.matching.test_cht_person_gone import _business, _request, _revoke, _task
 from tests.matching.test_review import _org
 
 CONTACT = "https://ltfu.example.org/fhir/NamingSystem/cht-contact-id"
@@ -138,3 +138,27 @@ def test_a_report_for_the_deleted_person_never_lands_on_another_case(server: Api
     assert wrong.json()["resourceType"] == "OperationOutcome"
     assert _task(server, other)["status"] == "requested"
     assert _task(server, case)["status"] == "requested"
+
+
+def test_a_final_report_while_awaiting_a_match_closes_the_case_and_its_review_item(
+    server: Api, settings: Settings
+) -> None:
+    """The CHW found the patient on the old task (back in care): the case is done, so its review item no longer
+    asks for a decision (was left open, to expire days later with nothing to decide)."""
+    _, case, _facility, gone = _setup(server, settings, twin=False)
+    done = _push().post(f"{server.url}/cht/follow-up", json=_report("rep-1", gone, case, "returning_to_care"))
+    assert done.status_code == 201, done.text
+    assert _task(server, case)["status"] == "completed"
+    item = _review_item(server, case)
+    assert item["status"] == "closed"
+    assert [d["action"] for d in item["decisions"]] == ["cht-person-gone", "report-old-link", "case-closed"]
+    assert case not in [i["case_id"] for i in server.get("/admin/review", params={"status": "open"}).json()["items"]]
+    late = server.post(f"/admin/review/{item['review_id']}", json={"action": "defer"})
+    assert late.status_code == 409  # nothing left to decide
+
+
+def test_a_case_revoked_while_in_review_closes_its_review_item(server: Api, settings: Settings) -> None:
+    _, case, _facility, _gone = _setup(server, settings, twin=False)
+    _revoke(server, case)
+    item = _review_item(server, case)
+    assert (item["status"], item["decisions"][-1]["action"]) == ("closed", "case-closed")

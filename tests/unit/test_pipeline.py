@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 import pytest
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route, Router
@@ -103,6 +104,45 @@ def test_through_openhim_the_500_is_enveloped_and_the_request_id_on_the_envelope
     doc = orjson.loads(body)
     assert doc["response"]["status"] == 500 and doc["status"] == "Failed"
     assert orjson.loads(doc["response"]["body"])["resourceType"] == "OperationOutcome"
+
+
+class _Refusal(ValueError):
+    pass
+
+
+def _raising(exc: Exception, *, after_start: bool = False) -> Any:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if after_start:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+        raise exc
+
+    return app
+
+
+def test_the_apps_exception_handlers_answer_as_starlette_would_pick_them() -> None:
+    """By HTTP status first for an HTTPException, else by the exception's class or its nearest base."""
+
+    async def by_status(request: Request, exc: Exception) -> PlainTextResponse:
+        return PlainTextResponse("teapot", status_code=418)
+
+    async def by_class(request: Request, exc: Exception) -> PlainTextResponse:
+        return PlainTextResponse(f"{type(exc).__name__} at {request.url.path}", status_code=400)
+
+    handlers = {418: by_status, HTTPException: by_class, ValueError: by_class}
+
+    def call(inner: Any) -> tuple[dict, bytes]:
+        app = Pipeline(inner, db=None, settings=Settings(), authenticator=None, handlers=handlers)  # type: ignore[arg-type]
+        return _call(app, "/health")
+
+    assert call(_raising(HTTPException(418)))[1] == b"teapot"
+    assert call(_raising(HTTPException(404)))[1] == b"HTTPException at /health"
+    start, body = call(_raising(_Refusal("no")))
+    assert (start["status"], body) == (400, b"_Refusal at /health")
+    assert call(_raising(KeyError("x")))[0]["status"] == 500  # no handler: the crash guard's
+    # too late to answer: the response had started, nothing more is sent
+    sent = _call(Pipeline(_raising(_Refusal("late"), after_start=True), db=None, settings=Settings(),  # type: ignore[arg-type]
+                          authenticator=None, handlers=handlers), "/health")
+    assert sent[0]["status"] == 200 and sent[1] == b""
 
 
 def test_an_unsafe_request_id_is_replaced() -> None:

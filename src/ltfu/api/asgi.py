@@ -13,7 +13,6 @@ Every HTTP request passes, from the outside in:
 5. HTTP Basic authentication (:mod:`ltfu.api.auth`), then the policy's say on who acts and whether that
    role may use this part of the API (:mod:`ltfu.api.access`);
 6. the body deadline (:mod:`ltfu.api.body_deadline`);
-
 7. the app's exception handlers (FhirError, HTTPException), as Starlette's ExceptionMiddleware would call them;
 
 then the router, where routes with a literal path (``/mediator/service-request``...), and those whose path

@@ -45,8 +45,8 @@ class Handler(ABC):
 
     async def prepare(self, uow: UnitOfWork, rows: list[OutboxRow]) -> list[OutboxRow]:
         """What :meth:`send` will need of the database, read in the transaction that claims ``rows`` (one
-        transaction fewer per delivery) and carried in ``OutboxRow.prepared``. Only reads; nothing that can
-        fail the claim: whatever it cannot read, :meth:`send` reads itself."""
+        transaction fewer per delivery) and carried in ``OutboxRow.prepared``. Reads (at most a first signing
+        key is made), nothing that fails the claim: whatever it cannot read, :meth:`send` reads itself."""
         return rows
 
     def dead_effect(self, row: OutboxRow, error: str) -> Effect | None:

@@ -356,7 +356,8 @@ def main() -> None:
         "--index",
         default=None,
         help="SQLite file of the index: built there and kept when absent, reused (not rebuilt) when present "
-        "(the same --persons and --seed); the bench's own update is then in it",
+        "(the same --persons, --incoming and --seed: the draws of the incoming patients shape the community); "
+        "the bench's own update is then in it",
     )
     parser.add_argument("--reuse", action="store_true", help="with --database-url: the database holds the index")
     parser.add_argument("--examples", default="", help="outcomes to print examples of, e.g. certain-wrong")

@@ -1,6 +1,6 @@
 """Matching benchmark: accuracy and latency of the matcher against a seeded Kenyan-like CHT index.
 
-Builds the index through the real path (CHT docs → ``services.cht_index.index_docs`` → SQL), then matches
+Builds the index through the real path (CHT's ``_changes`` → ``ChtSync`` → SQL), then matches
 incoming facility patients with known truth through ``services.matching.find_matches`` (in process, CHT
 excluded) and reports precision, recall, review load, latency and the confusion by perturbation type
 against issue 13's targets.
@@ -8,8 +8,10 @@ against issue 13's targets.
     nice -n 10 .venv/bin/python bench/matching.py --persons 100000 [--incoming 10000] [--database-url ...]
     nice -n 10 .venv/bin/python bench/matching.py --persons 1000000 --incoming 2000   # the 1e6 targets
 
-The build is reported as wall time, CPU time of this process (the generator included) and CPU time spent
-indexing (``index_docs``, what ``ltfu cht sync --full`` does per page), with the peak RSS.
+The build is ``ltfu cht sync --full`` (``ChtSync`` over the generated community served as CHT's ``_changes``
+feed, 500 docs a page as the CLI reads it: staged, then merged). It is reported as wall time, CPU time of this
+process (the generator included) and CPU time of the sync (the generator left out), with the peak RSS.
+``--index FILE`` keeps the SQLite index and reuses it on the next run (latency work without a rebuild).
 """
 
 from __future__ import annotations
@@ -26,8 +28,13 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
+from urllib.parse import parse_qs, urlparse
 
+from ltfu.cht.client import ChtResponse
+from ltfu.delivery.cht_sync import ChtSync
 from ltfu.domain.matching import query_keys
 from ltfu.emulators.population import Community, Incoming, absent_patient, facility_patient
 from ltfu.fhir.match_patient import person_from_patient
@@ -36,22 +43,47 @@ from ltfu.gc_tuning import tune_gc
 from ltfu.services.cht_index import index_docs
 from ltfu.services.matching import find_matches, match_config
 from ltfu.settings import Settings
-from ltfu.store.cht_index import vacuum_analyze
 from ltfu.store.db import Database
 from ltfu.store.uow import UnitOfWork, unit_of_work
-
-BATCH = 5000
 
 
 def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-INDEX_CPU = [0.0]  # CPU seconds inside index_docs during the build
+INDEX_CPU = [0.0]  # CPU seconds of the sync during the build, the generator's left out
+MERGE_S = [0.0]  # wall seconds of the staged build's merge (SQLite's writer held)
 
 
-async def build(db: Database, persons: int, incoming: int, seed: int) -> tuple[list[Incoming], float, int]:
-    """Index the community; pick the incoming patients on the way (70% present, 30% absent)."""
+class Feed:
+    """CHT's ``_changes?include_docs=true`` over the generated community, for ``ChtSync``: the build is what
+    ``ltfu cht sync --full`` does (its page size, one transaction per page, the staging and the merge)."""
+
+    def __init__(self, docs: Iterator[dict]) -> None:
+        self.docs, self.served, self.cpu = docs, 0, 0.0
+
+    async def request(self, method: str, path: str, body: object = None) -> ChtResponse:
+        c0 = time.process_time()
+        query = parse_qs(urlparse(path).query)
+        since, limit = int(query["since"][0]), int(query["limit"][0])
+        assert since == self.served, (since, self.served)  # the sync reads on from where the last page ended
+        results = []
+        for doc in islice(self.docs, limit):
+            self.served += 1
+            results.append({"id": doc["_id"], "seq": str(self.served), "changes": [], "doc": doc})
+        self.cpu += time.process_time() - c0
+        return ChtResponse(200, {"results": results, "last_seq": str(self.served)}, 0)
+
+    async def close(self) -> None:
+        return None
+
+
+async def build(
+    db: Database, settings: Settings, persons: int, incoming: int, seed: int, *, write: bool = True
+) -> tuple[list[Incoming], float, int]:
+    """Index the community through ``ChtSync.sync_once(full=True)``; pick the incoming patients on the way
+    (70% present, 30% absent). ``write=False``: the index is already built (``--index``), only the incoming
+    patients are drawn (the same seed, the same community)."""
     rng = random.Random(seed + 1)
     community = Community(seed)
     present_n = int(incoming * 0.7)
@@ -61,35 +93,34 @@ async def build(db: Database, persons: int, incoming: int, seed: int) -> tuple[l
     relative_p = (absent_n / 2) / expected_households
     chosen: list[Incoming] = []
     absent: list[Incoming] = []
-    batch: list[dict] = []
     mrn = 0
     start = time.perf_counter()
 
-    async def flush() -> None:
-        c0 = time.process_time()
-        async with unit_of_work(db) as uow:
-            await index_docs(uow, batch)
-        INDEX_CPU[0] += time.process_time() - c0
-        batch.clear()
-
-    for places, hh in community.stream(persons):
-        batch.extend(places)
-        if hh is None:
-            continue
-        batch.append(hh.place)
-        batch.extend(m.doc for m in hh.members)
-        for member in hh.members:
-            if len(chosen) < present_n and rng.random() < pick_p * 1.05:
+    def docs() -> Iterator[dict]:
+        nonlocal mrn
+        for places, hh in community.stream(persons):
+            yield from places
+            if hh is None:
+                continue
+            yield hh.place
+            yield from (m.doc for m in hh.members)
+            for member in hh.members:
+                if len(chosen) < present_n and rng.random() < pick_p * 1.05:
+                    mrn += 1
+                    chosen.append(facility_patient(rng, member, hh, f"P{mrn:07d}"))
+            if len(absent) < absent_n // 2 and rng.random() < relative_p * 1.05:
                 mrn += 1
-                chosen.append(facility_patient(rng, member, hh, f"P{mrn:07d}"))
-        if len(absent) < absent_n // 2 and rng.random() < relative_p * 1.05:
-            mrn += 1
-            absent.append(absent_patient(rng, community, hh, f"P{mrn:07d}"))
-        if len(batch) >= BATCH:
-            await flush()
-    if batch:
-        await flush()
-    await vacuum_analyze(db)  # as ``ChtSync`` does after a large load
+                absent.append(absent_patient(rng, community, hh, f"P{mrn:07d}"))
+
+    if write:
+        feed = Feed(docs())
+        c0 = time.process_time()
+        synced = await ChtSync(db, settings, feed).sync_once(full=True)  # type: ignore[arg-type]
+        INDEX_CPU[0] = time.process_time() - c0 - feed.cpu
+        MERGE_S[0] = synced.merge_s
+    else:
+        for _ in docs():
+            pass
     build_s = time.perf_counter() - start
     while len(absent) < absent_n:
         mrn += 1
@@ -126,7 +157,9 @@ def pct(values: list[float], q: float) -> float:
 
 async def run(args: argparse.Namespace) -> dict:
     tmp = tempfile.TemporaryDirectory(prefix="ltfu-bench-match-")
-    url = args.database_url or f"sqlite:///{Path(tmp.name) / 'match.db'}"
+    index = Path(args.index) if getattr(args, "index", None) else Path(tmp.name) / "match.db"
+    reuse = getattr(args, "reuse", False) if args.database_url else index.exists()
+    url = args.database_url or f"sqlite:///{index}"
     settings = Settings(
         database_url=url,
         data_dir=Path(tmp.name),
@@ -137,13 +170,16 @@ async def run(args: argparse.Namespace) -> dict:
     await db.upgrade()
     tune_gc(settings)  # as ``ltfu cht sync``, ``serve`` and ``worker`` do
     c0 = time.process_time()
-    incoming, build_s, persons = await build(db, args.persons, args.incoming, args.seed)
+    incoming, build_s, persons = await build(db, settings, args.persons, args.incoming, args.seed, write=not reuse)
+    if reuse:
+        where = "the database" if args.database_url else index
+        print(f"index reused ({where}): the build figures are not a build's", file=sys.stderr)
     build_cpu = time.process_time() - c0
     build_rss = rss_mb()
     build_server_cpu = await server_cpu_s(db)
     print(
         f"index: {persons} persons in {build_s:.1f} s wall, {build_cpu:.1f} s CPU "
-        f"({INDEX_CPU[0]:.1f} s indexing), peak RSS {build_rss:.0f} MB",
+        f"({INDEX_CPU[0]:.1f} s in the sync), peak RSS {build_rss:.0f} MB",
         file=sys.stderr,
     )
     systems = Systems(settings.base_url)
@@ -247,6 +283,7 @@ async def run(args: argparse.Namespace) -> dict:
         "build_s": round(build_s, 1),
         "build_cpu_s": round(build_cpu, 1),
         "build_index_cpu_s": round(INDEX_CPU[0], 1),
+        "build_merge_wall_s": round(MERGE_S[0], 1),
         "build_peak_rss_mb": round(build_rss),
         "build_server_cpu_s": None if build_server_cpu is None else round(build_server_cpu, 1),
         "latency_ms": {
@@ -298,6 +335,7 @@ async def run(args: argparse.Namespace) -> dict:
         "cpu_p50": round(pct(update_cpu, 0.5), 2),
     }
     report["peak_rss_mb"] = round(rss_mb())
+    report["index_reused"] = reuse
     await db.dispose()
     tmp.cleanup()
     return report
@@ -314,6 +352,13 @@ def main() -> None:
     parser.add_argument("--incoming", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--database-url", default=None)
+    parser.add_argument(
+        "--index",
+        default=None,
+        help="SQLite file of the index: built there and kept when absent, reused (not rebuilt) when present "
+        "(the same --persons and --seed); the bench's own update is then in it",
+    )
+    parser.add_argument("--reuse", action="store_true", help="with --database-url: the database holds the index")
     parser.add_argument("--examples", default="", help="outcomes to print examples of, e.g. certain-wrong")
     parser.add_argument("--examples-min-weight", type=float, default=-100.0)
     parser.add_argument("--weights", default=None, help="JSON overrides of MatchConfig (as LTFU_MATCH_WEIGHTS)")

@@ -178,7 +178,8 @@ def clients_secret(
     retire_previous: Annotated[bool, typer.Option(
         "--retire-previous", help="End a rotation: drop the previous key (no new secret).")] = False,
 ) -> None:
-    """A new notification signing secret for the facility, shown once (the previous one stays live)."""
+    """The facility's notification signing secret, shown once: the first time the key its calls were signed
+    with from the start, then a new one (the previous one stays live)."""
     from ltfu.fhir.outcome import FhirError
     from ltfu.services import notifications
 
@@ -534,6 +535,8 @@ def cht_sync(
             await sync.client.close()
         console.print(f"{result.changes} changes read in {result.pages} pages: {result.persons} persons, "
                       f"{result.places} places indexed, {result.removed} removed; at seq {result.seq}")
+        if result.merged is not None:
+            console.print(f"staged build: {result.merged} persons merged into the index in {result.merge_s:.1f} s")
 
     try:
         asyncio.run(_with_db(settings, run))

@@ -243,7 +243,10 @@ def test_signing_secret_per_subscription_and_rotation(server: Api, settings: Set
     assert issued.status_code == 200 and issued.headers["cache-control"] == "no-store"
     secret = issued.json()["subscriptions"][0]["secret"]
     assert secret.startswith("whsec_")
-    assert [k.secret for k in live("org-a")] == [secret, first_a[0].secret]  # two live keys during rotation
+    # the first issue hands over the key every call was signed with so far (no second key beside it)
+    assert secret == first_a[0].secret and [k.secret for k in live("org-a")] == [secret]
+    rotated = server.post("/admin/organizations/org-a/signing-secret").json()["subscriptions"][0]["secret"]
+    assert [k.secret for k in live("org-a")] == [rotated, secret]  # two live keys during rotation
     runner = CliRunner()
     env = {"LTFU_DATABASE_URL": settings.database_url, "LTFU_DATA_DIR": str(tmp_path), "LTFU_SECRETS_KEY": KEY}
     from ltfu.cli import app
@@ -251,7 +254,7 @@ def test_signing_secret_per_subscription_and_rotation(server: Api, settings: Set
     out = runner.invoke(app, ["clients", "secret", "org-a"], env=env)
     assert out.exit_code == 0, out.output
     cli_secret = out.stdout.split()[-1]
-    assert [k.secret for k in live("org-a")] == [cli_secret, secret]  # the oldest one is retired
+    assert [k.secret for k in live("org-a")] == [cli_secret, rotated]  # the oldest one is retired
     out = runner.invoke(app, ["clients", "secret", "org-a", "--retire-previous"], env=env)
     assert out.exit_code == 0 and "whsec_" not in out.output
     assert [k.secret for k in live("org-a")] == [cli_secret]

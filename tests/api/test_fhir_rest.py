@@ -190,6 +190,13 @@ def test_metadata_is_a_capability_statement(server: Api) -> None:
     assert {"Patient", "ServiceRequest", "Task", "Subscription", "Encounter"} <= types
 
 
+def test_metadata_names_the_base_each_client_used(server: Api) -> None:
+    """The statement is built once per base: a second Host is not served the first one's URL."""
+    for host in ("one.example", "two.example:8080", "one.example"):
+        cs = server.get("/fhir/metadata", headers={"Host": host}).json()
+        assert cs["implementation"]["url"] == f"http://{host}/fhir"
+
+
 def test_base_url_served_with_and_without_slash_never_redirected(server: Api) -> None:
     org = {"resourceType": "Organization", "name": "Base"}
     bundle = {"resourceType": "Bundle", "type": "batch",
@@ -211,18 +218,47 @@ def test_transaction_is_atomic_across_the_sends_of_its_held_rows(server: Api, mo
     from ltfu.services import bundles
 
     monkeypatch.setattr(bundles, "FLUSH_EVERY", 3)
+    _atomic_list(server)
+
+
+def test_a_long_list_is_atomic_with_its_sends_and_commit_on_a_thread(server: Api, settings, monkeypatch) -> None:
+    """Long work (``ltfu.turns``): on SQLite its large inserts and its commit run on a thread, the loop serving
+    others meanwhile; still one transaction, all or nothing, and replayed as it was."""
+    import asyncio
+
+    from ltfu.services import bundles
+    from ltfu.store import driver
+
+    monkeypatch.setattr(bundles, "FLUSH_EVERY", 3)
+    monkeypatch.setattr(bundles, "LONG_ENTRIES", 5)
+    monkeypatch.setattr(driver, "THREAD_ROWS", 2)
+    sent: list[str] = []
+    real = asyncio.to_thread
+
+    async def to_thread(fn, *args, **kw):  # noqa: ANN001, ANN202 - a spy
+        sent.append(getattr(fn, "__name__", ""))
+        return await real(fn, *args, **kw)
+
+    monkeypatch.setattr(asyncio, "to_thread", to_thread)
+    _atomic_list(server, 300)  # many sends of the same INSERT in a row, each on a thread
+    if settings.is_sqlite:  # the inline writer: what went to a thread
+        assert {"_executemany", "commit"} <= set(sent), sent
+
+
+def _atomic_list(server: Api, n: int = 10) -> None:
     good = [{"resource": patient(f"F{i}"), "request": {"method": "POST", "url": "Patient",
-                                                      "ifNoneExist": f"identifier={MRN}|F{i}"}} for i in range(10)]
+                                                      "ifNoneExist": f"identifier={MRN}|F{i}"}} for i in range(n)]
     bad = {"resourceType": "Bundle", "type": "transaction", "entry": [
         *good, {"resource": {**patient("F-bad"), "gender": "bogus"}, "request": {"method": "POST", "url": "Patient"}}]}
     r = server.post("/fhir", json=bad)
     assert r.status_code == 400
-    assert issue(r)["expression"] == ["Bundle.entry[10].resource.gender"]
+    assert issue(r)["expression"] == [f"Bundle.entry[{n}].resource.gender"]
     assert server.get("/fhir/Patient", params={"_summary": "count"}).json()["total"] == 0
     bundle = {"resourceType": "Bundle", "type": "transaction", "entry": good}
-    first = server.post("/fhir", json=bundle).json()["entry"]
-    assert [e["response"]["status"] for e in first] == ["201 Created"] * 10
+    first = server.post("/fhir", json=bundle)
+    assert first.status_code == 200, first.text[:300]
+    assert [e["response"]["status"] for e in first.json()["entry"]] == ["201 Created"] * n
     again = server.post("/fhir", json=bundle).json()["entry"]
-    assert [e["response"]["status"] for e in again] == ["200 OK"] * 10
-    assert [e["resource"]["id"] for e in again] == [e["resource"]["id"] for e in first]
-    assert server.get("/fhir/Patient", params={"_summary": "count"}).json()["total"] == 10
+    assert [e["response"]["status"] for e in again] == ["200 OK"] * n
+    assert [e["resource"]["id"] for e in again] == [e["resource"]["id"] for e in first.json()["entry"]]
+    assert server.get("/fhir/Patient", params={"_summary": "count"}).json()["total"] == n

@@ -265,12 +265,14 @@ async def test_migration_0019_gives_stored_persons_their_key_lists(db: Database)
                 "('np:M600:O350', 'old'), ('ph:+254700000001', 'old')"
             )
         )
-        await conn.run_sync(migrate, "head")
+        await conn.run_sync(migrate, "0020")
     if db.is_sqlite:
         async with db.connect() as conn:
             sql = (await conn.execute(text("SELECT sql FROM sqlite_master WHERE name = 'cht_person_keys'"))).scalar()
         assert "WITHOUT ROWID" in sql
     assert await _key_rows(db) == {("np:M600:O350", "old"), ("ph:+254700000001", "old")}
+    async with db.transaction() as conn:
+        await conn.run_sync(migrate, "head")  # 0023 re-derives the keys from the row
     async with unit_of_work(db) as uow:
         await index_docs(uow, [person_doc("old", "Peter Kamau")])
     assert ("ph:+254700000001", "old") not in await _key_rows(db)

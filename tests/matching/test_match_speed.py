@@ -15,6 +15,7 @@ from sqlalchemy import select
 from ltfu.cht.people_index import person_of
 from ltfu.domain.matching import MatchConfig, index_keys, match, query_keys
 from ltfu.domain.matching import matcher as matcher_module
+from ltfu.domain.matching.blocking import WIDE_CAP
 from ltfu.domain.matching.matcher import _with_household_phones, prior_log_odds
 from ltfu.domain.matching.scoring import score, weight_bound
 from ltfu.emulators.population import Community, absent_patient, facility_patient
@@ -23,9 +24,11 @@ from ltfu.fhir.systems import Systems
 from ltfu.services.cht_index import index_docs
 from ltfu.services.matching import find_matches
 from ltfu.settings import Settings
+from ltfu.store import cht_index as cht_index_store
 from ltfu.store.db import Database
 from ltfu.store.schema import cht_person_keys
 from ltfu.store.uow import unit_of_work
+from tests.support.blocks import Keys, read_block
 
 CFG = MatchConfig()
 
@@ -56,17 +59,18 @@ def _community(seed: int, persons: int, incoming: int) -> tuple[list[dict], list
     return docs, people, incoming_people
 
 
-def _inverted(people: list) -> dict[str, list]:
-    out: dict[str, list] = {}
+def _inverted(people: list) -> tuple[Keys, dict[str, object]]:
+    out: dict[str, set[str]] = {}
     for p in people:
         for k in index_keys(p):
-            out.setdefault(k, []).append(p)
-    return out
+            out.setdefault(k, set()).add(p.id)
+    return Keys(out), {p.id: p for p in people}
 
 
-def _blocks(by_key: dict[str, list], incoming) -> list:
-    keys = [k for k in query_keys(incoming) if len(by_key.get(k.key, ())) <= min(k.cap or CFG.block_cap, CFG.block_cap)]
-    return list({p.id: p for k in keys for p in by_key.get(k.key, ())}.values())
+def _blocks(index: tuple[Keys, dict[str, object]], incoming) -> list:
+    by_key, everyone = index
+    ids, _ = read_block(by_key, query_keys(incoming), CFG.block_cap)
+    return [everyone[i] for i in sorted(ids)]
 
 
 def _signature(result) -> tuple:
@@ -105,7 +109,11 @@ def test_skipping_by_the_bound_changes_no_decision(monkeypatch: pytest.MonkeyPat
     assert pairs > 2000 and skipped > pairs / 2  # and the bound does skip most of the scoring
 
 
-async def test_one_statement_reads_the_block_the_keys_name(db: Database, settings: Settings) -> None:
+async def test_one_statement_reads_the_block_the_keys_name(
+    db: Database, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every kind of key (exact, capped, prefix read whole, prefix beyond ``WIDE_CAP`` read by its finer key)
+    as the plain rule of ``tests/support/blocks.py`` says (``wide=1``: every crowded prefix by its fine key)."""
     docs, _, incoming = _community(22, 1500, 60)
     async with unit_of_work(db) as uow:
         await index_docs(uow, docs)
@@ -114,18 +122,18 @@ async def test_one_statement_reads_the_block_the_keys_name(db: Database, setting
         for key, pid in rows:
             by_key.setdefault(key, set()).add(pid)
         everyone = {p.id: p for p in await uow.cht_index.persons([p for s in by_key.values() for p in s])}
+        stored = Keys(by_key)
         tokens = Counter(t for p in everyone.values() for t in set(p.tokens))
-        for cap in (2000, 8):
+        for cap, wide in ((2000, WIDE_CAP), (8, WIDE_CAP), (2000, 1)):
+            monkeypatch.setattr(cht_index_store, "WIDE_CAP", wide)
             for q in incoming:
                 keys = query_keys(q)
-                sizes = {k.key: len(by_key.get(k.key, ())) for k in keys}
-                caps = {k.key: min(k.cap or cap, cap) for k in keys}
-                want = {pid for k in caps if 0 < sizes[k] <= caps[k] for pid in by_key[k]}
+                want, overflow = read_block(stored, keys, cap, wide)
                 block = await uow.cht_index.block(keys, q.tokens, cap, ids=["nobody", next(iter(everyone))])
                 want.add(next(iter(everyone)))
                 assert sorted(p.id for p in block.persons) == sorted(want)
                 assert all(p == everyone[p.id] for p in block.persons)
-                assert block.overflow == sorted(k.key for k in keys if sizes[k.key] > cap and k.cap is None)
+                assert block.overflow == overflow
                 assert block.frequencies == {t: tokens[t] / len(everyone) for t in set(q.tokens) if tokens[t]}
         # and the service decides on it as on the same persons handed over directly
         freq = {t: n / len(everyone) for t, n in tokens.items()}

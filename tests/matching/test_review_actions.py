@@ -148,6 +148,58 @@ def test_a_group_stops_holding_back_once_cht_merged_it(server: Api, settings: Se
     assert group["persons"][1] == {"id": "grace2", "indexed": False}
 
 
+def _flag(server: Api, review: str, persons: list[str]) -> None:
+    r = requests.post(server.url + f"/admin/review/{review}", json={"action": "flag-duplicate", "persons": persons},
+                      auth=MATCHER, timeout=30)
+    assert r.status_code == 200, r.text
+
+
+def _open_groups(server: Api) -> list[tuple[str, list[str]]]:
+    groups = requests.get(server.url + "/admin/review/duplicates", auth=MATCHER, timeout=30).json()["groups"]
+    return [(g["group"], [p["id"] for p in g["persons"]]) for g in groups]
+
+
+def _members(settings: Settings) -> dict[str, frozenset[str]]:
+    async def run() -> dict[str, frozenset[str]]:
+        db = Database(settings)
+        try:
+            async with unit_of_work(db) as uow:
+                return await uow.duplicates.open_members()
+        finally:
+            await db.dispose()
+
+    return asyncio.run(run())
+
+
+def test_overlapping_duplicate_flags_make_one_group(server: Api, settings: Settings) -> None:
+    """A~B and B~C flagged separately are one human recorded three times: one group (A, B, C), listed once,
+    resolved once, every member holding the others back in matching. Was two groups sharing B."""
+    w = _world(server, settings)
+    _flag(server, w["review_a"], ["grace", "grace2"])
+    [(first, persons)] = _open_groups(server)
+    assert persons == ["grace", "grace2"]
+    _flag(server, w["review_b"], ["grace2", "dup1"])
+    assert _open_groups(server) == [(first, ["dup1", "grace", "grace2"])]
+    assert _members(settings)["grace"] == {"grace2", "dup1"}
+    # two separate groups bridged by a third flag: one group of all of them
+    _flag(server, w["review_b"], ["peter", "other0"])
+    _flag(server, w["review_b"], ["other0", "dup1"])
+    assert _open_groups(server) == [(first, ["dup1", "grace", "grace2", "other0", "peter"])]
+    # flagging persons all already in the group: no new group, the decision still audited
+    _flag(server, w["review_a"], ["peter", "grace"])
+    assert [g for g, _ in _open_groups(server)] == [first]
+    every = requests.get(server.url + "/admin/review/duplicates?status=all", auth=MATCHER, timeout=30).json()["groups"]
+    merged = [g for g in every if g["group"] != first]
+    assert [(g["status"], g["merged_into"]) for g in merged] == [("merged", first)]
+    assert merged[0]["persons"][0]["id"] in ("other0", "peter")  # what was flagged then, kept for the audit
+    decisions = server.get(f"/admin/review/{w['review_a']}").json()["decisions"]
+    assert [d["action"] for d in decisions] == ["flag-duplicate", "flag-duplicate"]
+
+    done = requests.post(server.url + f"/admin/review/duplicates/{first}/resolve", auth=MATCHER, timeout=30)
+    assert done.status_code == 200 and done.json()["status"] == "resolved"
+    assert _open_groups(server) == [] and _members(settings) == {}
+
+
 def test_flagged_persons_are_never_certain_in_the_matcher() -> None:
     incoming = Person(given=("GRACE",), family=("OTIENO",), sex="F", identifiers=(("upi", "U1"),))
     twin = Person(id="p1", given=("GRACE",), family=("OTIENO",), sex="F", identifiers=(("upi", "U1"),))

@@ -158,3 +158,38 @@ def test_write_path_and_dashboard_queries_use_indexes(recorded: tuple[Api, Recor
     assert len(recorder.seen) > 30  # the recorder saw the routes' queries
     scans = _scans(settings, recorder)
     assert not scans, "\n\n".join(scans)
+
+
+def test_heartbeat_sweep_queries_use_indexes(recorded: tuple[Api, Recorder], settings: Settings) -> None:
+    """The sweep asks, for each subscription with a heartbeat period, when it last queued a notification."""
+    from ltfu.services import notifications
+    from ltfu.store.uow import unit_of_work
+
+    api, recorder = recorded
+    _facility(api)
+    assert api.post("/mediator/service-request", json=_poc_request(0)).status_code == 201
+    org = api.get("/fhir/Organization?identifier=test-org").json()["entry"][0]["resource"]["id"]
+    sub = {"resourceType": "Subscription", "status": "requested", "reason": "r",
+           "criteria": f"Task?requester=Organization/{org}",
+           "channel": {"type": "rest-hook", "endpoint": "http://127.0.0.1:9/hb", "payload": "application/fhir+json",
+                       "extension": [{"url": "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
+                                      "backport-heartbeat-period", "valueUnsignedInt": 3600}]}}
+    created = api.post("/fhir/Subscription", json=sub)
+    assert created.status_code == 201
+
+    async def sweep() -> int:
+        db = Database(settings)
+        async with unit_of_work(db) as uow:  # as if its handshake had been answered
+            await notifications.set_status(uow, created.json()["id"], "active")
+        event.listen(db.engine.sync_engine, "before_cursor_execute", recorder)
+        async with unit_of_work(db) as uow:
+            queued = await notifications.queue_heartbeats(uow)
+        await db.dispose()
+        return queued
+
+    recorder.seen.clear()
+    recorder.label = "heartbeat sweep"
+    assert asyncio.run(sweep()) == 0  # its handshake was queued within the period
+    assert any("outbox" in sql for sql in recorder.seen), list(recorder.seen)
+    scans = _scans(settings, recorder)
+    assert not scans, "\n\n".join(scans)

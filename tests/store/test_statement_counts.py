@@ -249,3 +249,93 @@ def test_statements_of_a_long_bundle_grow_per_send_of_its_rows_not_per_entry(
     assert repeats <= _chunks(80), repeats
     assert statements <= MAX_PER_BUNDLE + MAX_PER_FLUSH * sends, statements
     assert api.get("/fhir/Task?_summary=count").json()["total"] == 82
+
+
+# The loop after a case is accepted (issue 14, full loop). A CHT delivery of a follow-up, one at a time: its
+# claim with the case read for the record (one transaction), and the transaction that records the attempt,
+# moves the Task to ``received`` and queues the facility's event (on main at fd43740: 23 on SQLite, 20 on
+# PostgreSQL, in three transactions; the lease check is the UPDATE that records the result).
+MAX_PER_CHT_DELIVERY = {"sqlite": 20, "postgresql": 18}
+# The CHW's report pushed by CHT (``/cht/follow-up``): Encounter, Observation, Task completed, the
+# ServiceRequest closed, the event and the receipt (at fd43740: 27 on SQLite, 26 on PostgreSQL; the rows it
+# reads now come in one statement; one more since 7191c37: is the CHT person one the case was linked to before?).
+MAX_PER_FOLLOW_UP_PUSH = {"sqlite": 24, "postgresql": 23}
+
+
+class InstantCht:
+    """What CHT answers the submitter when all is well, without HTTP."""
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+
+    async def get_person(self, person_id: str) -> Any:
+        from ltfu.cht.client import ChtResponse
+
+        return ChtResponse(200, {"_id": person_id, "type": "person", "patient_id": "12345"}, 0)
+
+    async def create_record(self, record: dict[str, Any]) -> Any:
+        from ltfu.cht.client import ChtResponse
+
+        self.records.append(record)
+        return ChtResponse(200, {"success": True, "id": f"rec-{len(self.records)}"}, 0)
+
+    async def get_doc(self, doc_id: str) -> Any:
+        from ltfu.cht.client import ChtResponse
+
+        return ChtResponse(200, {"_id": doc_id, "type": "data_record", "errors": []}, 0)
+
+    async def close(self) -> None:
+        return None
+
+
+def _deliver_one_at_a_time(settings: Settings, counter: Counter, cht: InstantCht, n: int) -> list[int]:
+    """Statements of each of ``n`` CHT deliveries made by a worker with one slot."""
+    from ltfu.delivery.cht_submitter import ChtSubmitter
+    from ltfu.delivery.worker import Worker
+
+    cht_settings = settings.model_copy(update={"cht_url": "http://cht.invalid"})
+
+    async def run() -> list[int]:
+        db = Database(cht_settings)
+        for engine in db.engines():
+            event.listen(engine.sync_engine, "before_cursor_execute", counter)
+        db.raw_listeners.append(lambda sql: counter(None, None, sql))
+        submitter = ChtSubmitter(db, cht_settings)
+        submitter.client = cht  # type: ignore[assignment]
+        worker = Worker(db, cht_settings, [submitter], concurrency=1, batch=1)
+        counts = []
+        counter.take()
+        for _ in range(n):
+            assert await worker.run_once()
+            counts.append(len(counter.take()))
+        await db.dispose()
+        return counts
+
+    return asyncio.run(run())
+
+
+def test_statements_per_cht_delivery_and_follow_up_push(counted: tuple[Api, Counter], settings: Settings) -> None:
+    api, counter = counted
+    _facility(api)
+    for n in range(4):
+        assert api.post("/mediator/service-request", json=_poc_request(n)).status_code == 201
+    cht = InstantCht()
+    counts = _deliver_one_at_a_time(settings, counter, cht, 4)
+    dialect = "sqlite" if settings.is_sqlite else "postgresql"
+    assert max(counts[1:]) <= MAX_PER_CHT_DELIVERY[dialect], counts
+    cases = [r["case_ref"] for r in cht.records]
+    tasks = api.get("/fhir/Task", params={"status": "received"}).json()
+    assert tasks["total"] == 4  # each delivery moved its Task
+    pushes = []
+    for i, case_id in enumerate(cases):
+        counter.take()
+        report = {"report_id": f"r-{i}", "case_ref": case_id, "patient_uuid": PID, "method": "phone",
+                  "contacted": "yes", "outcome": "returning_to_care", "attempt_no": 1,
+                  "reported_date": 1732440000000}
+        r = api.post("/cht/follow-up", json=report)
+        assert r.status_code == 201, r.text
+        pushes.append(len(counter.take()))
+    assert max(pushes[1:]) <= MAX_PER_FOLLOW_UP_PUSH[dialect], pushes
+    assert api.get("/fhir/Task", params={"status": "completed"}).json()["total"] == 4
+    again = api.post("/cht/follow-up", json=report)  # CHT's push again: a no-op
+    assert again.status_code == 200 and again.json()["status"] == "duplicate"

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from aiohttp.abc import AbstractResolver
+from sqlalchemy import delete
 from standardwebhooks import Webhook
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -28,6 +29,7 @@ from ltfu.services import resources as ops
 from ltfu.settings import Settings
 from ltfu.store.db import Database
 from ltfu.store.outbox import OutboxRow
+from ltfu.store.schema import signing_keys
 from ltfu.store.uow import unit_of_work
 from tests.conftest import ADMIN_PASSWORD, LOOPBACK, _truncate
 from tests.support.server import ServerThread
@@ -166,6 +168,55 @@ async def test_allowed_network_delivers_signed_with_the_subscription_key(fresh: 
         for _, _, headers, body in rcv.calls:
             assert headers["authorization"] == "Bearer t-1"
             Webhook(keys[0]).verify(body, headers, json_parse=False)
+        await worker.handlers["notify"].close()
+    finally:
+        await db.dispose()
+
+
+async def test_calls_signed_before_the_secret_was_handed_over_verify_with_it(
+        fresh: str, tmp_path: Path, receiver: tuple[Receiver, int]) -> None:
+    """The start-up race: the handshake is signed as the subscription is made, before the admin hands the facility
+    its secret. The first secret issued is the key those calls were signed with (not a new one beside it): a
+    call signed before the hand-over verifies once the facility holds it. Was a second key, so a call signed
+    just before arrived with a signature the facility could not check (refused, then retried)."""
+    rcv, port = receiver
+    settings = _settings(fresh, tmp_path, LOOPBACK)
+    db = Database(settings)
+    try:
+        sub_id = await _register(db, f"http://{NAME}:{port}/cb")
+        worker = Worker(db, settings, [Notifier(db, settings, resolver=LoopbackDns())])
+        await _drain(worker, db, lambda rows: rows and all(r.status == "done" for r in rows))
+        assert rcv.at("/cb") == ["handshake"]
+        async with unit_of_work(db) as uow:
+            secret = (await notifications.issue_signing_secret(uow, "org-1"))[sub_id]
+        _, _, headers, body = rcv.calls[0]
+        Webhook(secret).verify(body, headers, json_parse=False)
+        async with unit_of_work(db) as uow:  # once shown, issuing again is a rotation: a new key beside it
+            rotated = (await notifications.issue_signing_secret(uow, "org-1"))[sub_id]
+            live = [k.secret for k in await uow.callbacks.signing_keys(sub_id)]
+        assert rotated != secret and live == [rotated, secret]
+        await worker.handlers["notify"].close()
+    finally:
+        await db.dispose()
+
+
+async def test_a_subscription_without_a_key_is_never_called_unsigned(
+        fresh: str, tmp_path: Path, receiver: tuple[Receiver, int]) -> None:
+    """A subscription made before signing keys existed: its first call makes the key (the one the first
+    hand-over reveals) rather than going unsigned. Was sent without any webhook-signature."""
+    rcv, port = receiver
+    settings = _settings(fresh, tmp_path, LOOPBACK)
+    db = Database(settings)
+    try:
+        sub_id = await _register(db, f"http://{NAME}:{port}/cb")
+        async with unit_of_work(db) as uow:
+            await uow.conn.execute(delete(signing_keys))
+        worker = Worker(db, settings, [Notifier(db, settings, resolver=LoopbackDns())])
+        await _drain(worker, db, lambda rows: rows and all(r.status == "done" for r in rows))
+        async with unit_of_work(db) as uow:
+            secret = (await notifications.issue_signing_secret(uow, "org-1"))[sub_id]
+        [(_, _, headers, body)] = rcv.calls
+        Webhook(secret).verify(body, headers, json_parse=False)
         await worker.handlers["notify"].close()
     finally:
         await db.dispose()

@@ -30,6 +30,7 @@ from ltfu.cht.client import ChtClient
 from ltfu.cht.users import ChtUsers
 from ltfu.delivery.runtime import Runtime
 from ltfu.fhir.outcome import FhirError, Issue
+from ltfu.fhir.validation import SUPPORTED_TYPES
 from ltfu.metrics import count_auth_failure, metrics_route
 from ltfu.openhim.client import RegistrationRejected
 from ltfu.openhim.runtime import run_openhim
@@ -114,7 +115,8 @@ def create_app(settings: Settings | None = None) -> Api:
 
     authenticator = Authenticator(db, settings, on_failure=count_auth_failure)
     app = Api(
-        pipeline=lambda inner: Pipeline(inner, db, settings, authenticator),
+        pipeline=lambda inner, handlers: Pipeline(inner, db, settings, authenticator, handlers),
+        route_params={"type": SUPPORTED_TYPES},
         routes=[
             *ops_routes.routes,
             # [base] with and without the trailing slash, and never a redirect under it: many FHIR

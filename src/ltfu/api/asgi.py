@@ -13,10 +13,11 @@ Every HTTP request passes, from the outside in:
 5. HTTP Basic authentication (:mod:`ltfu.api.auth`), then the policy's say on who acts and whether that
    role may use this part of the API (:mod:`ltfu.api.access`);
 6. the body deadline (:mod:`ltfu.api.body_deadline`);
+7. the app's exception handlers (FhirError, HTTPException), as Starlette's ExceptionMiddleware would call them;
 
-then Starlette's exception middleware (FhirError, HTTPException: the app's handlers) and the router, where
-routes with a literal path (``/mediator/service-request``...) are found in a table instead of trying every
-route's pattern in turn (the same route the walk would find: the table is built by asking the walk).
+then the router, where routes with a literal path (``/mediator/service-request``...), and those whose path
+parameters take known values (``/fhir/{type}`` for each type we serve), are found in a table instead of trying
+every route's pattern in turn (the same route the walk would find: the table is built by asking the walk).
 
 These were seven stacked middlewares, each wrapping ``send`` (some ``receive`` too) in a closure of its own
 and scanning the headers for its own, on every request: here the headers are read once and ``send``
@@ -26,17 +27,21 @@ wrapped once.
 from __future__ import annotations
 
 import asyncio
+import inspect
+import itertools
 import logging
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from starlette.applications import Starlette
-from starlette.middleware.exceptions import ExceptionMiddleware
-from starlette.requests import ClientDisconnect
+from starlette.convertors import StringConvertor
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
 from starlette.routing import BaseRoute, Match, Mount, Route, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -66,6 +71,7 @@ def _safe_id(value: bytes | None) -> str | None:
 
 
 CLIENT_CLOSED = 499
+Handlers = Mapping[Any, Callable[..., Any]]  # exception class or HTTP status -> handler(request, exc)
 
 
 class _Reply:
@@ -121,12 +127,28 @@ async def _send_outcome(send: Send, err: FhirError, *, mediator: bool = False) -
 class Pipeline:
     """The layers above the router, in one coroutine per request (see the module docstring)."""
 
-    def __init__(self, app: ASGIApp, db: Database, settings: Settings, authenticator: Authenticator) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        db: Database,
+        settings: Settings,
+        authenticator: Authenticator,
+        handlers: Handlers | None = None,
+    ) -> None:
         self.app = app
         self.db = db
         self.settings = settings
         self.auth = authenticator
         self.body_timeout_s = settings.body_timeout_s
+        handlers = handlers or {}
+        self.by_status = {k: v for k, v in handlers.items() if isinstance(k, int)}
+        self.by_class = {k: v for k, v in handlers.items() if not isinstance(k, int)}
+
+    def _handler(self, exc: Exception) -> Any:
+        """The app's handler for ``exc``, as Starlette's ExceptionMiddleware picks it (None: a crash)."""
+        if isinstance(exc, HTTPException) and exc.status_code in self.by_status:
+            return self.by_status[exc.status_code]
+        return next((self.by_class[c] for c in type(exc).__mro__ if c in self.by_class), None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -197,8 +219,9 @@ class Pipeline:
                     await _send_outcome(reply, err, mediator=path.startswith(PREFIXES))
                     return
             deadline = asyncio.get_running_loop().time() + self.body_timeout_s
+            timed = timed_receive(receive, deadline)
             try:
-                await self.app(scope, timed_receive(receive, deadline), reply)
+                await self.app(scope, timed, reply)
             except BodyTooSlow:
                 if not reply.started:
                     await send_too_slow(reply, self.body_timeout_s)
@@ -207,6 +230,15 @@ class Pipeline:
                 # it is not a crash; 499 (nginx's "client closed request") on the access line and in metrics
                 reply.status = reply.sent_status = CLIENT_CLOSED
                 return
+            except Exception as exc:
+                handler = self._handler(exc)
+                if handler is None or reply.started:  # unhandled, or too late to answer: the crash guard's
+                    raise
+                response = handler(Request(scope, timed), exc)
+                if inspect.isawaitable(response):
+                    response = await response
+                exc.__traceback__ = None  # a reused exception instance would pile up tracebacks
+                await response(scope, timed, reply)
         except Exception as exc:  # noqa: BLE001 - the crash guard: the catch-all by design
             report_crash(exc, scope, original)
             if not reply.started:
@@ -217,37 +249,90 @@ class Pipeline:
             await send_crash(reply)
 
 
-def literal_routes(routes: list[BaseRoute]) -> dict[tuple[str, str], Route]:
-    """(path, method) -> route, for the routes with a literal path: exactly those the walk in order finds first."""
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """Where Starlette's walk takes a request: the route, its path parameters and, when the route sits under a
+    ``Mount``, that mount and the ``root_path`` it gives."""
+
+    route: Route
+    params: dict[str, Any]
+    mount: Mount | None = None
+    root_path: str = ""
+
+
+def _walk(routes: list[BaseRoute], probe: Scope) -> Resolved | None:
+    """What the walk in order finds first for ``probe``, through one level of ``Mount``; None when it ends
+    anywhere else (a mount of another kind of app, a partial match only)."""
+    for route in routes:
+        match, child = route.matches(probe)
+        if match is not Match.FULL:
+            continue
+        if type(route) is Route:
+            return Resolved(route, child["path_params"])
+        inner = route.app if type(route) is Mount else None
+        # a plain router (a subclass may only add what a path without a trailing slash never meets)
+        if not isinstance(inner, Router) or inner.middleware_stack != inner.app or child["path_params"]:
+            return None
+        found = _walk(inner.routes, {**probe, **child})
+        if found is None or found.mount is not None:
+            return None
+        return Resolved(found.route, found.params, route, child["root_path"])
+    return None
+
+
+def _concrete(path: str, route: Route, known: Mapping[str, Iterable[str]]) -> list[str]:
+    """The paths ``route`` matches when each of its parameters takes one of its ``known`` values."""
+    names = list(route.param_convertors)
+    if any(n not in known or not isinstance(route.param_convertors[n], StringConvertor) for n in names):
+        return []
+    return [path + route.path_format.format(**dict(zip(names, values, strict=True)))
+            for values in itertools.product(*(sorted(known[n]) for n in names))]
+
+
+def literal_routes(
+    routes: list[BaseRoute], known: Mapping[str, Iterable[str]] | None = None
+) -> dict[tuple[str, str], Resolved]:
+    """(path, method) -> where the walk takes it, for the routes with a literal path, and those whose parameters
+    all have ``known`` values (``/fhir/{type}`` for each type), under one level of ``Mount`` too: exactly what the
+    walk in order finds first (it is asked), else the path is left to the walk."""
     if any(not isinstance(r, Route | Mount) for r in routes):
         return {}  # a Host or other route may match on more than path and method: walk
-    table: dict[tuple[str, str], Route] = {}
+    known = known or {}
+    candidates: list[tuple[str, Route]] = []
     for route in routes:
-        if type(route) is not Route or route.param_convertors or not route.methods:
-            continue
-        for method in route.methods:
-            probe = {"type": "http", "path": route.path, "root_path": "", "method": method}
-            first = next((r for r in routes if r.matches(probe)[0] is Match.FULL), None)
-            if first is route:
-                table[(route.path, method)] = route
+        if type(route) is Route:
+            candidates += [(p, route) for p in _concrete("", route, known)]
+        elif type(route) is Mount and isinstance(route.app, Router):
+            for inner in route.app.routes:
+                if type(inner) is Route:
+                    candidates += [(p, inner) for p in _concrete(route.path, inner, known) if not p.endswith("/")]
+    table: dict[tuple[str, str], Resolved] = {}
+    for path, route in candidates:
+        for method in route.methods or ():
+            found = _walk(routes, {"type": "http", "path": path, "root_path": "", "method": method})
+            if found is not None and found.route is route:
+                table[(path, method)] = found
     return table
 
 
 class LiteralRouter:
     """The router, with a table lookup before the walk (see :func:`literal_routes`)."""
 
-    def __init__(self, router: Router) -> None:
+    def __init__(self, router: Router, known: Mapping[str, Iterable[str]] | None = None) -> None:
         self.router = router
-        self.table = literal_routes(router.routes)
+        self.table = literal_routes(router.routes, known)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not scope.get("root_path"):
-            route = self.table.get((scope["path"], scope["method"]))
-            if route is not None:  # what Router.app does with a full match
+            found = self.table.get((scope["path"], scope["method"]))
+            if found is not None:  # what Router.app (and Mount.matches) do with a full match
                 scope.setdefault("router", self.router)
-                scope["route"] = route
+                if found.mount is not None:
+                    scope["app_root_path"] = scope.get("app_root_path", "")
+                    scope["root_path"] = found.root_path
+                route = scope["route"] = found.route
                 scope["endpoint"] = route.endpoint
-                scope["path_params"] = dict(scope.get("path_params", {}))
+                scope["path_params"] = {**scope.get("path_params", {}), **found.params}
                 await route.handle(scope, receive, send)
                 return
         await self.router(scope, receive, send)
@@ -255,15 +340,24 @@ class LiteralRouter:
 
 class Api(Starlette):
     """Starlette with :class:`Pipeline` as its middleware stack (middleware added with ``add_middleware``
-    goes around it). Starlette's outermost ServerErrorMiddleware is left out: the crash guard answers."""
+    goes around it). Starlette's outermost ServerErrorMiddleware is left out: the crash guard answers; and its
+    ExceptionMiddleware too: the pipeline calls the app's exception handlers. ``route_params``: the values path
+    parameters are known to take, for the route table (:func:`literal_routes`)."""
 
-    def __init__(self, *, pipeline: Callable[[ASGIApp], ASGIApp], **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        pipeline: Callable[[ASGIApp, Handlers], ASGIApp],
+        route_params: Mapping[str, Iterable[str]] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self._pipeline = pipeline
+        self._route_params = route_params
 
     def build_middleware_stack(self) -> ASGIApp:
         handlers = {k: v for k, v in self.exception_handlers.items() if k not in (500, Exception)}
-        app = self._pipeline(ExceptionMiddleware(LiteralRouter(self.router), handlers=handlers))
+        app = self._pipeline(LiteralRouter(self.router, self._route_params), handlers)
         for cls, args, kwargs in reversed(self.user_middleware):
             app = cls(app, *args, **kwargs)
         return app

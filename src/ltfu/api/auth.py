@@ -4,7 +4,7 @@ Each request reads its client's row (one primary-key SELECT at the driver, no tr
 ``store/client_reader.py``), so a removed client, a changed role or a changed password takes effect at
 once in every process. argon2 costs tens of milliseconds by
 design, so it runs in a small thread pool (never on the event loop), and a check that succeeded is
-remembered, keyed by an HMAC of the credentials under a per-process random key, together with the
+remembered, keyed by a BLAKE2b MAC (keyed mode) of the credentials under a per-process random key, with the
 hash it matched: a new password gives a new hash and the remembered success no longer counts.
 
 An unknown name is verified against a dummy hash (same cost as a wrong password: no user
@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import hmac
 import math
 import os
 from collections import OrderedDict
@@ -51,7 +50,7 @@ class Authenticator:
         self.by_address = FailureBackoff(settings.auth_max_failures_per_address, **backoff)
         self._threads = settings.auth_threads
         self._limiter: CapacityLimiter | None = None
-        self._verified: OrderedDict[bytes, str] = OrderedDict()  # HMAC(credentials) -> hash they matched
+        self._verified: OrderedDict[bytes, str] = OrderedDict()  # MAC(credentials) -> hash they matched
 
     async def authenticate(self, scope: Scope, header: bytes | None) -> Client:
         """The client the ``Authorization`` header names; FhirError 401 (none, unknown, wrong) or 429."""
@@ -72,7 +71,7 @@ class Authenticator:
         except (binascii.Error, UnicodeDecodeError):
             return None
         stored = await self.db.client_reader.lookup(name)  # never waits for a writer
-        key = hmac.new(_KEY, header, hashlib.sha256).digest()
+        key = hashlib.blake2b(header, key=_KEY, digest_size=32).digest()
         if stored is not None and self._verified.get(key) == stored.password_hash:
             self._verified.move_to_end(key)
             return stored.client

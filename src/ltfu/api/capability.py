@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from importlib.metadata import version
 from typing import Any
+
+import orjson
 
 from ltfu.fhir.search_params import SEARCH_PARAMS
 from ltfu.fhir.validation import SUPPORTED_TYPES
@@ -65,3 +68,10 @@ def capability_statement(base: str) -> dict[str, Any]:
             ],
         }],
     }
+
+
+@functools.lru_cache(maxsize=32)
+def capability_json(base: str) -> bytes:
+    """The statement rendered, per base URL: a pure function of the code and the base, built once (~0.6 ms of
+    CPU a request otherwise). Bounded: without ``public_url`` the base follows each request's Host header."""
+    return orjson.dumps(capability_statement(base))

@@ -10,7 +10,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ltfu.api.access import current_actor
-from ltfu.api.capability import capability_statement
+from ltfu.api.capability import capability_json
 from ltfu.api.http import (
     FHIR_JSON,
     FhirResponse,
@@ -18,6 +18,7 @@ from ltfu.api.http import (
     json_body,
     nudge_workers,
     prefer_return,
+    query_string,
     read_body,
     report_write,
 )
@@ -195,7 +196,7 @@ async def create(request: Request) -> Response:
     res_type = _type(request)
     body = await json_body(request)
     # fhirpy's get_or_create sends the condition as the query string instead of If-None-Exist.
-    condition = request.headers.get("if-none-exist") or (request.url.query or None)
+    condition = request.headers.get("if-none-exist") or query_string(request) or None
     async with _uow(request) as uow:
         result = await ops.create(uow, body, res_type=res_type, if_none_exist=condition)
     return _write_response(request, result.stored, 201 if result.created else 200)
@@ -213,10 +214,11 @@ async def update(request: Request) -> Response:
 async def conditional_update(request: Request) -> Response:
     res_type = _type(request)
     body = await json_body(request)
-    if not request.url.query:
+    query = query_string(request)
+    if not query:
         raise FhirError.of("invalid", "PUT on a type needs search parameters (conditional update) or an id")
     async with _uow(request) as uow:
-        result = await ops.conditional_update(uow, res_type, request.url.query, body)
+        result = await ops.conditional_update(uow, res_type, query, body)
     return _write_response(request, result.stored, 201 if result.created else 200)
 
 
@@ -286,7 +288,7 @@ async def transaction_or_batch(request: Request) -> Response:
 
 
 async def metadata(request: Request) -> Response:
-    return FhirResponse(capability_statement(fhir_base(request)))
+    return Response(capability_json(fhir_base(request)), media_type=FHIR_JSON)
 
 
 routes = [

@@ -22,8 +22,11 @@ TOP_LEVEL_ID_FIELDS = ("upi", "patient_id", "external_id")
 def lineage_of(doc: dict[str, Any]) -> tuple[str, ...]:
     ids: list[str] = []
     parent = doc.get("parent")
-    while isinstance(parent, dict) and isinstance(parent.get("_id"), str) and len(ids) < 20:
-        ids.append(parent["_id"])
+    while type(parent) is dict and len(ids) < 20:
+        pid = parent.get("_id")
+        if type(pid) is not str:
+            break
+        ids.append(pid)
         parent = parent.get("parent")
     return tuple(ids)
 
@@ -112,7 +115,8 @@ def person_of(
     phones = (phone, other) if phone and other and other != phone else (phone,) if phone else (other,) if other else ()
     method = doc.get("date_of_birth_method") or doc.get("dob_method")
     estimated = bool(method) and str(method).lower() in ("approx", "estimated")
-    flags = tuple(f for f, on in (("dead", bool(doc.get("date_of_death"))), ("muted", bool(doc.get("muted")))) if on)
+    dead, muted = doc.get("date_of_death"), doc.get("muted")
+    flags = (("dead",) if dead else ()) + (("muted",) if muted else ()) if dead or muted else ()
     name = _str(doc, "name") or " ".join(given + family)
     return Person(
         **placement,

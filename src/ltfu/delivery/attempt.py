@@ -28,6 +28,9 @@ class Handler(ABC):
     Must not raise for delivery problems: return an Attempt instead."""
 
     destination: str
+    # Its lanes often hold many messages (a facility's events): after a success the lane's next is claimed in
+    # the transaction that records it. Lanes of one or two (a case's CHT records) leave it to the next claim.
+    chains: bool = True
 
     @abstractmethod
     async def send(self, row: OutboxRow) -> Attempt: ...
@@ -39,6 +42,12 @@ class Handler(ABC):
     async def send_group(self, rows: list[OutboxRow]) -> Attempt:
         """Send consecutive messages of one lane in one call (only when :meth:`group_limit` allows it)."""
         raise NotImplementedError
+
+    async def prepare(self, uow: UnitOfWork, rows: list[OutboxRow]) -> list[OutboxRow]:
+        """What :meth:`send` will need of the database, read in the transaction that claims ``rows`` (one
+        transaction fewer per delivery) and carried in ``OutboxRow.prepared``. Reads (at most a first signing
+        key is made), nothing that fails the claim: whatever it cannot read, :meth:`send` reads itself."""
+        return rows
 
     def dead_effect(self, row: OutboxRow, error: str) -> Effect | None:
         """What giving up on ``row`` changes (applied in the transaction that marks it dead)."""

@@ -10,6 +10,7 @@ it assigns the ``_id`` itself; a raw CouchDB write would skip all of that (refer
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -36,6 +37,21 @@ from ltfu.store.reviews import OPEN
 from ltfu.store.uow import UnitOfWork, unit_of_work
 
 MAX_CONFLICTS = 5  # re-reads after a 409 before the update waits for the next retry
+CaseData = tuple[Any, dict[str, Any], dict[str, Any], dict[str, Any] | None]  # case row, SR, Patient, Organization
+
+
+async def _read_case(uow: UnitOfWork, case_id: str) -> CaseData | None:
+    """What a record of the case is built from; None when a part is missing (the send then reads it again and
+    fails as it would have: a retry, not a failed claim)."""
+    case = await uow.cases.get(case_id)
+    if case is None:
+        return None
+    sr = await uow.resources.get("ServiceRequest", case_id)
+    patient = await uow.resources.get("Patient", case.patient_id)
+    if sr is None or patient is None:
+        return None
+    org = await uow.resources.get("Organization", case.organization_id) if case.organization_id else None
+    return case, sr.resource, patient.resource, org.resource if org else None
 
 
 def _failure(resp: ChtResponse, what: str) -> Attempt:
@@ -55,6 +71,7 @@ def _failure(resp: ChtResponse, what: str) -> Attempt:
 
 class ChtSubmitter(Handler):
     destination = "cht"
+    chains = False  # a case's lane: its follow-up, perhaps a cancel later
 
     def __init__(self, db: Database, settings: Settings) -> None:
         assert settings.cht_url
@@ -78,7 +95,17 @@ class ChtSubmitter(Handler):
         except (aiohttp.ClientError, TimeoutError) as exc:
             return Attempt(Verdict.RETRY, error=f"CHT unreachable: {type(exc).__name__}")
 
-    async def _load(self, case_id: str) -> tuple[Any, dict[str, Any], dict[str, Any], dict[str, Any] | None]:
+    async def prepare(self, uow: UnitOfWork, rows: list[OutboxRow]) -> list[OutboxRow]:
+        """The case of a follow-up or cancel, read in the claim's transaction."""
+        row = rows[0]
+        if row.kind not in ("follow-up", "cancel"):
+            return rows
+        return [replace(row, prepared=await _read_case(uow, row.payload["case_id"])), *rows[1:]]
+
+    async def _load(self, row: OutboxRow) -> CaseData:
+        if row.prepared is not None:
+            return row.prepared  # type: ignore[no-any-return]
+        case_id = row.payload["case_id"]
         async with unit_of_work(self.db) as uow:
             case = await uow.cases.get(case_id)
             sr = (await uow.resources.read("ServiceRequest", case_id)).resource
@@ -111,7 +138,7 @@ class ChtSubmitter(Handler):
 
     async def _follow_up(self, row: OutboxRow) -> Attempt:
         case_id = row.payload["case_id"]
-        case, sr, patient, org = await self._load(case_id)
+        case, sr, patient, org = await self._load(row)
         rematched = case.business_status == "awaiting-match" and case.status not in TERMINAL
         if case.status not in ("requested", "received") and not rematched:
             return Attempt(Verdict.OK, error=f"case already {case.status}; not sent")
@@ -143,13 +170,13 @@ class ChtSubmitter(Handler):
             current = await uow.cases.get(case_id)
             if current is not None and current.status in ("received", "accepted", "in-progress", "on-hold") \
                     and current.business_status == "awaiting-match":  # re-sent to a new person
-                await tasks.transition(uow, case_id, current.status, "received-by-cht",
+                await tasks.transition(uow, case_id, current.status, "received-by-cht", case=current,
                                        case_values={"cht_record_id": record_id, "sent_to_cht_at": now_instant()})
                 return
             if current is None or current.status != "requested":
                 await uow.cases.set(case_id, cht_record_id=record_id, sent_to_cht_at=now_instant())
                 return
-            await tasks.transition(uow, case_id, "received", "received-by-cht",
+            await tasks.transition(uow, case_id, "received", "received-by-cht", case=current,
                                    case_values={"cht_record_id": record_id, "sent_to_cht_at": now_instant()})
 
         attempt.on_done = received
@@ -267,7 +294,7 @@ class ChtSubmitter(Handler):
 
     async def _cancel(self, row: OutboxRow) -> Attempt:
         case_id = row.payload["case_id"]
-        _, _, patient, _ = await self._load(case_id)
+        _, _, patient, _ = await self._load(row)
         form = self.settings.cht_cancel_form
         record = records.cancel_record(form, case_id=case_id, patient_uuid=records.cht_contact_id(
             patient, self.systems), reason=row.payload.get("reason"))

@@ -1,8 +1,14 @@
 """Sync the person and place index from CHT's CouchDB ``_changes`` feed, incrementally from a stored seq.
 
 Each page is indexed and its ``last_seq`` stored in one transaction, so a crash re-reads at most one page
-(indexing is idempotent). Index writers serialise on a lock (services/cht_index.py); the first sync
-reads the feed from ``0``.
+(indexing is idempotent). Index writers serialise on a lock (services/cht_index.py).
+
+A sync from ``0`` (the first one, or ``--full``) is *staged*: its pages go to a staging table (append-only,
+no index to rewrite) with the feed's sequence under ``medic-staging``, and once the feed is read they are
+merged into the index in key order in one transaction, with ``medic`` set to where the feed ended. A crash
+or a restart resumes the staging from its sequence; pushes that arrive meanwhile go to the index at once
+and win over the staged version of their person (services/cht_index.merge_staged). Until the merge the
+index holds what it held before (and the places).
 """
 
 from __future__ import annotations
@@ -10,11 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 from urllib.parse import quote
 
 from ltfu.cht.client import ChtClient
-from ltfu.services.cht_index import changed_docs, index_docs
+from ltfu.services.cht_index import changed_docs, index_docs, merge_staged
 from ltfu.settings import Settings
 from ltfu.store.cht_index import vacuum_analyze
 from ltfu.store.db import Database
@@ -22,6 +29,7 @@ from ltfu.store.uow import unit_of_work
 
 log = logging.getLogger("ltfu.cht_sync")
 SEQ_NAME = "medic"
+STAGE_NAME = "medic-staging"  # where a staged full build stopped reading the feed
 ANALYZE_AFTER = 10_000  # persons indexed by one sync from which the planner's statistics are refreshed
 
 
@@ -37,6 +45,8 @@ class SyncResult:
     places: int = 0
     removed: int = 0
     seq: str = "0"
+    merged: int | None = None  # a staged build: the persons merged into the index at its end
+    merge_s: float = 0.0
 
 
 class ChtSync:
@@ -56,10 +66,18 @@ class ChtSync:
         self.db, self.settings, self.client, self.page = db, settings, client, page
 
     async def sync_once(self, *, full: bool = False) -> SyncResult:
-        """Read the feed to its end (from ``0`` when ``full``), indexing every person and place."""
+        """Read the feed to its end (from ``0`` when ``full``), indexing every person and place; staged when
+        it reads from ``0`` or resumes a staged build."""
         result = SyncResult()
         async with unit_of_work(self.db) as uow:
-            result.seq = "0" if full else (await uow.cht_index.sync_seq(SEQ_NAME) or "0")
+            staging = await uow.cht_index.sync_seq(STAGE_NAME)
+            seq = await uow.cht_index.sync_seq(SEQ_NAME)
+            if staging is None and (full or seq is None):
+                await uow.cht_index.clear_stage()
+                await uow.cht_index.set_sync_seq(STAGE_NAME, "0")
+                staging = "0"
+        stage = staging is not None
+        result.seq = staging if staging is not None else (seq or "0")
         while True:
             path = f"/medic/_changes?include_docs=true&limit={self.page}&since={quote(result.seq, safe='')}"
             response = await self.client.request("GET", path)
@@ -68,8 +86,8 @@ class ChtSync:
             rows = response.body.get("results") or []
             last = str(response.body.get("last_seq", result.seq))
             async with unit_of_work(self.db) as uow:
-                stats = await index_docs(uow, changed_docs(rows))
-                await uow.cht_index.set_sync_seq(SEQ_NAME, last)
+                stats = await index_docs(uow, changed_docs(rows), stage=stage)
+                await uow.cht_index.set_sync_seq(STAGE_NAME if stage else SEQ_NAME, last)
             result.pages += 1
             result.changes += len(rows)
             result.persons += stats.persons
@@ -77,6 +95,13 @@ class ChtSync:
             result.removed += stats.removed
             result.seq = last
             if len(rows) < self.page:
+                if stage:
+                    start = time.perf_counter()
+                    async with unit_of_work(self.db) as uow:
+                        result.merged = await merge_staged(uow)
+                        await uow.cht_index.set_sync_seq(SEQ_NAME, last)
+                        await uow.cht_index.forget_sync_seq(STAGE_NAME)
+                    result.merge_s = time.perf_counter() - start
                 if result.persons >= ANALYZE_AFTER:
                     await vacuum_analyze(self.db)
                 return result

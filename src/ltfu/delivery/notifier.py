@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -148,20 +149,22 @@ class Notifier(Handler):
     async def send(self, row: OutboxRow) -> Attempt:
         return await self.send_group([row])
 
+    async def prepare(self, uow: UnitOfWork, rows: list[OutboxRow]) -> list[OutboxRow]:
+        """The subscription's state, read in the claim's transaction."""
+        return [replace(rows[0], prepared=await _read_subscription(uow, rows[0].payload["subscription"])), *rows[1:]]
+
     async def send_group(self, rows: list[OutboxRow]) -> Attempt:
         """One message, or consecutive events of one subscription (:meth:`group_limit`)."""
         row = rows[0]
         sub_id = row.payload["subscription"]
-        async with unit_of_work(self.db) as uow:
-            sub = await uow.resources.get("Subscription", sub_id)
-            total = await notifications.events_count(uow, sub_id)
-            verified = await notifications.verified_address(uow, sub_id)
-            try:
-                lines = await uow.callbacks.headers("Subscription", sub_id)
-                keys = [k.secret for k in await uow.callbacks.signing_keys(sub_id)]
-            except SecretUnreadable as exc:
-                log.error("notification %s to subscription %s: %s", row.id, sub_id, exc)
-                return Attempt(Verdict.RETRY, error=FAILED)
+        state = row.prepared
+        if state is None:
+            async with unit_of_work(self.db) as uow:
+                state = await _read_subscription(uow, sub_id)
+        sub, total, verified, lines, keys = state
+        if isinstance(lines, SecretUnreadable):
+            log.error("notification %s to subscription %s: %s", row.id, sub_id, lines)
+            return Attempt(Verdict.RETRY, error=FAILED)
         if sub is None or sub.resource.get("status") == "off":
             return Attempt(Verdict.OK, error="subscription off or gone; event kept for $events")
         channel = sub.resource.get("channel", {})
@@ -240,6 +243,20 @@ class Notifier(Handler):
             return None
         gone = error == GONE
         return _set_status(row.payload["subscription"], "off" if gone else "error", None if gone else error)
+
+
+async def _read_subscription(uow: UnitOfWork, sub_id: str) -> tuple[Any, int, str | None, Any, list[str]]:
+    """The Subscription, its event count, verified address, header lines and live signing keys (the lines are
+    the ``SecretUnreadable`` when a stored secret cannot be decrypted)."""
+    sub = await uow.resources.get("Subscription", sub_id)
+    total = await notifications.events_count(uow, sub_id)
+    verified = await notifications.verified_address(uow, sub_id)
+    try:
+        lines: Any = await uow.callbacks.headers("Subscription", sub_id)
+        keys = await notifications.signing_secrets(uow, sub_id)
+    except SecretUnreadable as exc:
+        return sub, total, verified, exc, []
+    return sub, total, verified, lines, keys
 
 
 GONE = FAILED + ": the facility ended the subscription (410 Gone)"

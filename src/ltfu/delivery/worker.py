@@ -123,11 +123,14 @@ class Worker:
                 return  # failed, or the lane is empty, or the batch is used up: nothing is left leased
 
     async def _group(self, uow: UnitOfWork, head: OutboxRow) -> list[OutboxRow]:
-        """``head`` (claimed in ``uow``) and the followers its handler may send with it, leased in ``uow`` too."""
-        limit = self.handlers[head.destination].group_limit(head)
-        if limit <= 1:
-            return [head]
-        return [head, *await uow.outbox.claim_followers(self.name, head, limit - 1, self.lease_s)]
+        """``head`` (claimed in ``uow``) and the followers its handler may send with it, leased in ``uow`` too,
+        with what the handler reads for them in ``uow`` (:meth:`Handler.prepare`)."""
+        handler = self.handlers[head.destination]
+        limit = handler.group_limit(head)
+        rows = [head]
+        if limit > 1:
+            rows += await uow.outbox.claim_followers(self.name, head, limit - 1, self.lease_s)
+        return await handler.prepare(uow, rows)
 
     async def _send(self, rows: list[OutboxRow], *, chain: bool) -> list[OutboxRow]:
         """One attempt (of one message, or of a lane's group in one call), recorded. When it succeeded and
@@ -138,46 +141,50 @@ class Worker:
         except Exception as exc:  # noqa: BLE001 - a bug in one message must not stop the others
             log.error("delivery of outbox row %s crashed: %s", rows[0].id, type(exc).__name__)
             attempt = Attempt(Verdict.RETRY, error=f"internal error: {type(exc).__name__}")
-        return await self._record(rows, handler, attempt, chain=chain)
+        return await self._record(rows, handler, attempt, chain=chain and handler.chains)
 
     async def _record(self, rows: list[OutboxRow], handler: Handler, attempt: Attempt, *,
                       chain: bool = False) -> list[OutboxRow]:
         """The attempt's result for every row it carried, in one transaction (a group shares its fate); on
-        success and with ``chain``, the lane's next group claimed in it too."""
+        success and with ``chain``, the lane's next group claimed in it too. The rows' new state is written
+        first, only while they are still leased to us: a lost lease rolls the whole result back."""
         head = rows[0]
         ids = [r.id for r in rows]
-        async with unit_of_work(self.db) as uow:
-            if not await uow.outbox.still_leased_by(ids, self.name):
-                log.warning("lease on outbox row %s lost; its result is dropped (it will be retried)", head.id)
-                return []
-            error = attempt.error or ""
-            if attempt.verdict is Verdict.OK:
-                await uow.outbox.record_attempt(ids, attempt.status_code, attempt.latency_ms, "ok", attempt.error)
-                metrics.observe_delivery(head.destination, "ok", attempt.status_code, attempt.latency_ms)
-                if attempt.on_done:
-                    await attempt.on_done(uow)
-                await uow.outbox.done(ids)
-                self.sent += len(rows)
-                if not chain:
-                    return []
-                after = await uow.outbox.claim(self.name, 1, self.lease_s, tuple(self.handlers),
-                                               order_key=head.order_key)
-                return await self._group(uow, after[0]) if after else []
+        error = attempt.error or ""
+        if attempt.verdict is Verdict.OK:
+            result, wait, effect = "ok", None, attempt.on_done
+        else:
             wait = self.policy.next_step(attempt.verdict, head.attempts)
-            if wait is None:
-                await uow.outbox.record_attempt(ids, attempt.status_code, attempt.latency_ms, "dead", error)
-                metrics.observe_delivery(head.destination, "dead", attempt.status_code, attempt.latency_ms)
-                effect = handler.dead_effect(head, error)
+            result = "dead" if wait is None else "retry"
+            effect = handler.dead_effect(head, error) if wait is None else None
+        try:
+            async with unit_of_work(self.db) as uow:
+                if not await uow.outbox.settle(ids, "done" if result == "ok" else result, worker=self.name,
+                                               delay_s=wait or 0.0, error=None if result == "ok" else error):
+                    raise _LeaseLost
+                await uow.outbox.record_attempt(ids, attempt.status_code, attempt.latency_ms, result,
+                                                attempt.error if result == "ok" else error)
                 if effect:
                     await effect(uow)
-                await uow.outbox.dead(ids, error)
-                log.warning("outbox row %s (%s %s) is dead after %s attempts: %s", head.id, head.destination,
-                            head.kind, head.attempts + 1, error[:200])
-            else:
-                await uow.outbox.record_attempt(ids, attempt.status_code, attempt.latency_ms, "retry", error)
-                metrics.observe_delivery(head.destination, "retry", attempt.status_code, attempt.latency_ms)
-                await uow.outbox.retry_later(ids, wait, error)
-        return []
+                after = []
+                if result == "ok" and chain:
+                    after = await uow.outbox.claim(self.name, 1, self.lease_s, tuple(self.handlers),
+                                                   order_key=head.order_key)
+                group = await self._group(uow, after[0]) if after else []
+        except _LeaseLost:
+            log.warning("lease on outbox row %s lost; its result is dropped (it will be retried)", head.id)
+            return []
+        metrics.observe_delivery(head.destination, result, attempt.status_code, attempt.latency_ms)
+        if result == "ok":
+            self.sent += len(rows)
+        elif result == "dead":
+            log.warning("outbox row %s (%s %s) is dead after %s attempts: %s", head.id, head.destination,
+                        head.kind, head.attempts + 1, error[:200])
+        return group
+
+
+class _LeaseLost(Exception):
+    """Another worker may hold the rows now: nothing of this attempt's result is written."""
 
 
 def _alive(pid: int) -> bool:

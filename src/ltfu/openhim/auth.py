@@ -35,8 +35,7 @@ def new_client_salt() -> str:
 
 def js_iso(dt: datetime) -> str:
     """``Date.prototype.toISOString()``: UTC, milliseconds, ``Z``."""
-    dt = dt.astimezone(UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    return dt.astimezone(UTC).isoformat(timespec="milliseconds").removesuffix("+00:00") + "Z"
 
 
 def parse_js_iso(text: str) -> datetime:

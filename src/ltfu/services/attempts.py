@@ -19,6 +19,7 @@ from ltfu.store.resources import Stored, now_instant
 from ltfu.store.uow import UnitOfWork
 
 OPEN_FOR_ATTEMPTS = ("requested", "received", "accepted", "in-progress", "on-hold")
+OLD_LINK_REPORT = "report-old-link"  # review decision: a CHW reported on the task of a person CHT deleted/merged
 
 
 def _concept(system: str, c: Concept) -> dict[str, Any]:
@@ -98,34 +99,62 @@ def _observation(systems: Systems, report: FollowUpReport, case_id: str, patient
     return obs
 
 
-async def _find_case(uow: UnitOfWork, report: FollowUpReport) -> Any:
+async def _find_case(uow: UnitOfWork, report: FollowUpReport) -> tuple[Any, bool]:
+    """(the case, whether the report names a CHT person its Patient was linked to until CHT deleted or merged
+    it: the CHW worked on the old task)."""
     if report.case_ref:
         case = await uow.cases.get(report.case_ref)
         if case is not None:
-            await _check_same_patient(uow, report, case)
-            return case
+            return case, await _check_same_patient(uow, report, case)
     if report.patient_uuid:
         patient = await patients.find(uow, report.patient_uuid)
         if patient is not None:
             case = await uow.cases.open_for_patient(patient.resource["id"])
             if case is not None:
-                return case
+                return case, False
+        case = await _case_of_gone_person(uow, report.patient_uuid)
+        if case is not None:
+            return case, True
     raise FhirError.of("not-found", "No follow-up case matches this report's case_ref or patient", "case_ref",
                        status=404)
 
 
-async def _check_same_patient(uow: UnitOfWork, report: FollowUpReport, case: Any) -> None:
-    """``case_ref`` and ``patient_uuid`` must name the same person: a report cannot land on another case."""
+def _person_id(patient_uuid: str) -> str:
+    return patient_uuid.rpartition("|")[2]
+
+
+async def _case_of_gone_person(uow: UnitOfWork, patient_uuid: str) -> Any:
+    """The open case whose Patient was linked to this CHT person until CHT deleted or merged it away (the
+    CHW's task was made for it); None when there is none; 409 when several Patients were."""
+    found = [c for pid in await uow.reviews.linked_before(_person_id(patient_uuid))
+             if (c := await uow.cases.open_for_patient(pid)) is not None]
+    if len(found) > 1:
+        raise FhirError.of("multiple-matches", "More than one open case was linked to that CHT person",
+                           "patient_uuid", status=409)
+    return found[0] if found else None
+
+
+async def _check_same_patient(uow: UnitOfWork, report: FollowUpReport, case: Any) -> bool:
+    """``case_ref`` and ``patient_uuid`` must name the same person: a report cannot land on another case.
+
+    The person may be one the case's Patient was linked to until CHT deleted or merged it (the CHW worked on
+    the old task): that report belongs to this case (True); a person another Patient was linked to does not."""
     if not report.patient_uuid:
-        return
+        return False
     system, _, value = report.patient_uuid.rpartition("|")
     carriers = await uow.resources.find_ids_by_token("Patient", "identifier", system or None, value)
     if case.patient_id in carriers or report.patient_uuid == case.patient_id:
-        return  # the case's Patient carries the id (CHT's push may have made another Patient for the person)
+        return False  # the case's Patient carries the id (CHT's push may have made another Patient for the person)
+    linked_before = await uow.reviews.linked_before(value)
+    if case.patient_id in linked_before:
+        return True
     patient = await patients.find(uow, report.patient_uuid)
-    if patient is not None and patient.resource["id"] != case.patient_id:
+    other = patient is not None and case.patient_id not in (
+        patient.resource["id"], patients.replaced_by(patient.resource))
+    if other or linked_before:
         raise FhirError.of("conflict", "case_ref and patient_uuid name different patients", "patient_uuid",
                            status=409)
+    return False
 
 
 async def record_follow_up(uow: UnitOfWork, report: FollowUpReport, raw: dict[str, Any]) -> tuple[dict[str, Any], bool]:
@@ -135,20 +164,37 @@ async def record_follow_up(uow: UnitOfWork, report: FollowUpReport, raw: dict[st
     seen = await uow.receipts.get(key)
     if seen and seen[0] == digest:
         return seen[1], False
-    case = await _find_case(uow, report)
+    case, old_link = await _find_case(uow, report)
     systems = Systems(uow.settings.base_url)
-    patient = await uow.resources.read("Patient", case.patient_id)
     enc_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"cht-report:{report.report_id}"))
     obs_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"cht-report:{report.report_id}:outcome"))
+    # what the attempt reads and writes, in one statement: the patient, the attempt's own resources (from an
+    # earlier version of the report), the Task it moves and the ServiceRequest a final outcome closes
+    await uow.resources.prefetch([("Patient", case.patient_id), ("Encounter", enc_id), ("Observation", obs_id),
+                                  ("Task", case.task_id), ("ServiceRequest", case.case_id)])
+    patient = await uow.resources.read("Patient", case.patient_id)
     encounter = await uow.resources.update(
         {**_encounter(systems, report, case.case_id, patient, report.patient_uuid), "id": enc_id}, enc_id)
     observation = await uow.resources.update(
         {**_observation(systems, report, case.case_id, patient, enc_id), "id": obs_id}, obs_id)
     result = {"case": case.case_id, "encounter": f"Encounter/{enc_id}", "observation": f"Observation/{obs_id}"}
+    if old_link:
+        await _audit_old_link(uow, case, report, result)
     if case.status in OPEN_FOR_ATTEMPTS:
         await _advance(uow, case, report, encounter, observation, systems)
     await uow.receipts.put(key, digest, result, exists=seen is not None)
     return result, True
+
+
+async def _audit_old_link(uow: UnitOfWork, case: Any, report: FollowUpReport, result: dict[str, Any]) -> None:
+    """A report on the task of a person CHT deleted or merged away: recorded on the case (above) and noted on
+    its review item, where the reviewer sees it beside the decision still to take."""
+    item = await uow.reviews.for_case(case.case_id)
+    if item is not None:
+        await uow.reviews.record(review_id=item["review_id"], patient_id=case.patient_id, action=OLD_LINK_REPORT,
+                                 actor=uow.actor.name or uow.actor.role,
+                                 person_id=_person_id(report.patient_uuid or ""),
+                                 evidence={"report": report.report_id, "outcome": report.outcome, **result})
 
 
 async def _advance(uow: UnitOfWork, case: Any, report: FollowUpReport, encounter: Stored, observation: Stored,
@@ -170,10 +216,13 @@ async def _advance(uow: UnitOfWork, case: Any, report: FollowUpReport, encounter
             {"type": {"text": "encounter"}, "valueReference": {"reference": encounter.ref}},
         ]
         await tasks.transition(uow, case.case_id, "completed", "outcome-recorded", outputs=outputs, owner=owner,
-                               context=context, case_values=values)
+                               context=context, case_values=values, case=case)
     else:
-        await tasks.transition(uow, case.case_id, "in-progress", "attempt-unsuccessful", owner=owner,
-                               context=context, case_values=values)
+        # a case waiting for its new CHT person (the old one deleted or merged in CHT) keeps waiting: the
+        # reviewer's decision still sends it to the new person (delivery/cht_submitter.py)
+        business = "awaiting-match" if case.business_status == "awaiting-match" else "attempt-unsuccessful"
+        await tasks.transition(uow, case.case_id, "in-progress", business, owner=owner,
+                               context=context, case_values=values, case=case)
 
 
 async def link_poc_encounter(uow: UnitOfWork, encounter: dict[str, Any], patient_id: str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -30,13 +31,14 @@ from ltfu.services import policy
 from ltfu.services import resources as ops
 from ltfu.store.resources import Stored
 from ltfu.store.uow import UnitOfWork
-from ltfu.turns import turn
+from ltfu.turns import long_work, turn
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 # Within the POSTs, what others point at goes first (a defaulter list may put each Patient after its request).
 _CREATE_FIRST = {"Endpoint": 0, "Organization": 1, "Practitioner": 2, "Patient": 3, "Appointment": 4}
 Token = tuple[str | None, str, bool]
 FLUSH_EVERY = 500  # entries between two sends of the held rows (a bound on what a long list holds)
+LONG_ENTRIES = 200  # a Bundle this long is long work (``ltfu.turns``): its turns give way to other requests
 
 
 @dataclass
@@ -91,6 +93,8 @@ def _entries(bundle: dict[str, Any], max_entries: int) -> list[dict[str, Any]]:
     if len(entries) > max_entries:
         raise FhirError.of("too-long", f"A Bundle may carry at most {max_entries} entries", "Bundle.entry",
                            status=413)
+    if len(entries) >= LONG_ENTRIES:
+        long_work()
     for i, e in enumerate(entries):
         req = e.get("request") if isinstance(e, dict) else None
         if not isinstance(req, dict) or not req.get("method") or not req.get("url"):
@@ -102,6 +106,7 @@ def _entries(bundle: dict[str, Any], max_entries: int) -> list[dict[str, Any]]:
     return entries
 
 
+@lru_cache(maxsize=1024)  # a defaulter list names two URLs 20,000 times, and each is split in several passes
 def _split_url(url: str) -> tuple[str, str | None, str | None]:
     """``Patient/1`` → (Patient, 1, None); ``Patient?identifier=x`` → (Patient, None, 'identifier=x')."""
     parts = urlsplit(url)
@@ -123,30 +128,35 @@ def _prefix(err: FhirError, index: int) -> FhirError:
     return FhirError(issues, err.status, err.headers)
 
 
-def _rewrite(node: Any, mapping: dict[str, str]) -> Any:
-    if isinstance(node, dict):
-        out = {}
+def _rewrite(node: Any, mapping: dict[str, str]) -> None:
+    """Every ``reference`` of ``node`` that ``mapping`` knows, rewritten in place (the entry's resource is ours)."""
+    if type(node) is dict:
         for k, v in node.items():
-            if k == "reference" and isinstance(v, str) and v in mapping:
-                out[k] = mapping[v]
-            else:
-                out[k] = _rewrite(v, mapping)
-        return out
-    if isinstance(node, list):
-        return [_rewrite(v, mapping) for v in node]
-    return node
+            t = type(v)
+            if t is str:
+                if k == "reference" and v in mapping:
+                    node[k] = mapping[v]
+            elif t is dict or t is list:
+                _rewrite(v, mapping)
+    elif type(node) is list:
+        for v in node:
+            if type(v) is dict or type(v) is list:
+                _rewrite(v, mapping)
 
 
 def _conditional_refs(node: Any, found: set[str]) -> None:
-    if isinstance(node, dict):
+    if type(node) is dict:
         for k, v in node.items():
-            if k == "reference" and isinstance(v, str) and "?" in v and not v.startswith("urn:"):
-                found.add(v)
-            else:
+            t = type(v)
+            if t is str:
+                if k == "reference" and "?" in v and not v.startswith("urn:"):
+                    found.add(v)
+            elif t is dict or t is list:
                 _conditional_refs(v, found)
-    elif isinstance(node, list):
+    elif type(node) is list:
         for v in node:
-            _conditional_refs(v, found)
+            if type(v) is dict or type(v) is list:
+                _conditional_refs(v, found)
 
 
 def _identifier_token(res_type: str, query: str) -> Token | None:
@@ -289,8 +299,8 @@ async def transaction(uow: UnitOfWork, bundle: dict[str, Any], search: Search) -
         if i in existing:
             results[i] = EntryResult("200 OK", existing[i])
             continue
-        resource = e.pop("resource", None)  # what is stored from here on is the rewritten copy
-        resource = _rewrite(resource, mapping) if resource is not None else None
+        resource = e.pop("resource", None)  # let go of once stored: the stored copy is what the response shows
+        _rewrite(resource, mapping)
         try:
             req = e["request"] if i not in checked else {k: v for k, v in e["request"].items() if k != "ifNoneExist"}
             results[i] = await _run_entry(uow, req, resource, preassigned.get(i), search)

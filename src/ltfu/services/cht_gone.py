@@ -10,7 +10,9 @@ surviving person, so a human decides: every **open** case whose Patient carries 
 - gets a review item (reopened if the case had one, with a new deadline) with reason ``cht-person-gone``
   and a fresh proposal (the merge survivor is usually the first candidate);
 - its Task keeps its status and gets ``businessStatus`` ``awaiting-match``; the facility is notified
-  through the outbox like every Task change.
+  through the outbox like every Task change;
+- the item records a ``cht-person-gone`` decision naming the person (who: ``ltfu``): the audit trail, and how
+  a CHW's report on the old task, naming the old person, still finds its case (``services/attempts.py``).
 Closed cases are left as they are. Replays (the page read again after a crash) find no Patient linked.
 """
 
@@ -25,9 +27,10 @@ import orjson
 
 from ltfu.fhir.systems import POC_CHT_SYSTEM, Systems
 from ltfu.services import intake, tasks
+from ltfu.store.reviews import GONE
 from ltfu.store.uow import UnitOfWork
 
-REASON = "cht-person-gone"
+REASON = GONE
 
 
 async def persons_gone(uow: UnitOfWork, person_ids: Sequence[str]) -> int:
@@ -49,7 +52,7 @@ async def persons_gone(uow: UnitOfWork, person_ids: Sequence[str]) -> int:
     for patient_id in sorted({c.patient_id for c in open_cases}):
         await _unlink(uow, systems, patient_id, gone_by_patient[patient_id])
     for case in open_cases:
-        await _back_to_review(uow, case)
+        await _back_to_review(uow, case, sorted(gone_by_patient[case.patient_id]))
     return len(open_cases)
 
 
@@ -68,7 +71,7 @@ async def _unlink(uow: UnitOfWork, systems: Systems, patient_id: str, gone: set[
         await uow.resources.update(body, patient_id)
 
 
-async def _back_to_review(uow: UnitOfWork, case: Any) -> None:
+async def _back_to_review(uow: UnitOfWork, case: Any, gone: list[str]) -> None:
     case_id, organization_id = case.case_id, case.organization_id
     sr = (await uow.resources.read("ServiceRequest", case_id)).resource
     patient = (await uow.resources.read("Patient", case.patient_id)).resource
@@ -77,10 +80,15 @@ async def _back_to_review(uow: UnitOfWork, case: Any) -> None:
     due = (datetime.now(UTC) + timedelta(days=uow.settings.match_review_days)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     existing = await uow.reviews.for_case(case_id)
     if existing is not None:
-        await uow.reviews.reopen(existing["review_id"], reason=REASON, proposal=proposal, due_at=due)
+        review_id = existing["review_id"]
+        await uow.reviews.reopen(review_id, reason=REASON, proposal=proposal, due_at=due)
     else:
-        await uow.reviews.create(review_id=uuid.uuid4().hex, case_id=case_id, organization_id=organization_id,
+        review_id = uuid.uuid4().hex
+        await uow.reviews.create(review_id=review_id, case_id=case_id, organization_id=organization_id,
                                  patient_id=patient["id"], reason=REASON, proposal=proposal, due_at=due)
+    for person_id in gone:  # audited, and how a CHW's late report on the old task still finds this case
+        await uow.reviews.record(review_id=review_id, patient_id=patient["id"], action=GONE, actor="ltfu",
+                                 evidence={"reason": REASON, "case": case_id}, person_id=person_id)
     await tasks.transition(uow, case_id, case.status, "awaiting-match",
                            reason="the CHT person of this patient was deleted or merged in CHT: matching again")
     await uow.cases.set(case_id, matched_by="review")

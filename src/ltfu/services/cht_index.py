@@ -57,11 +57,15 @@ def _placement(lineage: tuple[str, ...], places: dict[str, Place], levels: dict[
     }
 
 
-async def index_docs(uow: UnitOfWork, docs: Sequence[dict[str, Any]]) -> IndexStats:
+async def index_docs(uow: UnitOfWork, docs: Sequence[dict[str, Any]], *, stage: bool = False) -> IndexStats:
     """Index a batch of CHT docs (persons and places; ``_deleted`` ones removed; anything else ignored).
 
     Writers of the index (outbound push, the sync, intake) serialise on one lock (PostgreSQL): each replaces
-    a person's rows (delete + insert), which two concurrent transactions would otherwise both do."""
+    a person's rows (delete + insert), which two concurrent transactions would otherwise both do.
+
+    ``stage``: a page of a first full build (:func:`merge_staged`): the persons go to the staging table;
+    places and deletions go to the index at once (a deletion is staged too, so that an earlier staged
+    version of the person is not merged)."""
     await uow.lock(["cht-index"])
     settings = uow.settings
     stats = IndexStats()
@@ -95,7 +99,10 @@ async def index_docs(uow: UnitOfWork, docs: Sequence[dict[str, Any]]) -> IndexSt
         if (placement := where.get(lineage)) is None:
             placement = where[lineage] = _placement(lineage, known, levels)
         placed.append(person_of(doc, region, lineage, **placement))
-    await uow.cht_index.put_persons([(p, index_keys(p)) for p in placed])
+    if stage:
+        await uow.cht_index.stage_persons([(p, index_keys(p)) for p in placed], gone)
+    else:
+        await uow.cht_index.put_persons([(p, index_keys(p)) for p in placed])
     stats.persons, stats.places = len(placed), len(places)
     if gone:  # a linked person deleted or merged away in CHT: its open cases go back to review
         stats.reopened = await persons_gone(uow, gone)
@@ -111,15 +118,50 @@ async def index_person_doc(uow: UnitOfWork, doc: dict[str, Any]) -> None:
         return
     new = person_of(doc, uow.settings.match_default_region)
     old = await uow.cht_index.person(new.id or "")
-    if old is not None:
-        kinds = {k for k, _ in new.identifiers}
-        new = replace(new, identifiers=new.identifiers + tuple(i for i in old.identifiers if i[0] not in kinds),
-                      lineage=new.lineage or old.lineage, phones=new.phones or old.phones,
-                      birth=new.birth or old.birth, sex=new.sex or old.sex,
-                      given=new.given or old.given, family=new.family if new.given else old.family,
-                      flags=new.flags or old.flags)
-    placed = await place_with_lineage(uow, new)
+    placed = await place_with_lineage(uow, _pushed_over(new, old) if old is not None else new)
     await uow.cht_index.put_persons([(placed, index_keys(placed))])
+
+
+def _pushed_over(new: Person, old: Person) -> Person:
+    """A pushed person over the version known before: what the push carries wins, the rest is kept."""
+    kinds = {k for k, _ in new.identifiers}
+    return replace(
+        new,
+        identifiers=new.identifiers + tuple(i for i in old.identifiers if i[0] not in kinds),
+        lineage=new.lineage or old.lineage,
+        phones=new.phones or old.phones,
+        birth=new.birth or old.birth,
+        sex=new.sex or old.sex,
+        given=new.given or old.given,
+        family=new.family if new.given else old.family,
+        flags=new.flags or old.flags,
+    )
+
+
+async def merge_staged(uow: UnitOfWork) -> int:
+    """End a staged full build: the staged persons into the index, in one transaction (the caller's).
+
+    A person the index already holds was written by a push (during the build, or before it): when that
+    write is later than the staging, the push wins and the staged doc (a whole doc, where a push carries the
+    fields its mapping names) fills what it lacks; when earlier, the staged version replaces it, and a staged
+    deletion removes it. Returns the persons merged."""
+    await uow.lock(["cht-index"])
+    put: list[Person] = []
+    removed: list[str] = []
+    for staged, staged_at, indexed, indexed_at in await uow.cht_index.staged_over_indexed():
+        if indexed_at > staged_at:
+            if staged is not None:
+                put.append(await place_with_lineage(uow, _pushed_over(indexed, staged)))
+        elif staged is None:
+            removed.append(indexed.id or "")
+        else:
+            put.append(staged)
+    if removed:
+        await uow.cht_index.remove_persons(removed)
+        await persons_gone(uow, removed)
+    for i in range(0, len(put), 500):
+        await uow.cht_index.put_persons([(p, index_keys(p)) for p in put[i : i + 500]])
+    return len(put) + await uow.cht_index.merge_stage()
 
 
 def changed_docs(results: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

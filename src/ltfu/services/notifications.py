@@ -170,8 +170,7 @@ async def queue_heartbeats(uow: UnitOfWork) -> int:
         period = heartbeat_period(sub.resource) if sub else None
         if sub is None or period is None or sub.resource.get("status") != "active":
             continue
-        last = await uow.conn.execute(select(func.max(outbox.c.created_at)).where(outbox.c.subscription_id == sub_id))
-        latest = last.scalar_one_or_none()
+        latest = await uow.outbox.last_enqueued_at([f"sub:{sub_id}", f"handshake:{sub_id}"])
         if latest is None or latest < instant_in(-period):
             await uow.outbox.enqueue("notify", "heartbeat", f"sub:{sub_id}", {"subscription": sub_id},
                                      subscription_id=sub_id, organization_id=subscription_org(sub.resource))
@@ -244,11 +243,27 @@ def verified_effect(sub_id: str, address: str) -> Callable[[UnitOfWork], Awaitab
     return apply
 
 
-async def issue_signing_secret(uow: UnitOfWork, org_id: str, *, retire_previous: bool = False) -> dict[str, str]:
-    """A new signing secret for each live subscription of the facility (shown once, to the caller).
+async def signing_secrets(uow: UnitOfWork, sub_id: str) -> list[str]:
+    """The live keys a call to this subscription is signed with, newest first. Never none: a subscription
+    without a key (made before keys existed) gets one now, unshown, that the first hand-over reveals — a
+    notification is never sent unsigned to a facility that will hold a secret."""
+    keys = await uow.callbacks.signing_keys(sub_id)
+    if not keys:
+        await uow.lock([f"signing-key:{sub_id}"])  # two deliveries at once make one key
+        keys = await uow.callbacks.signing_keys(sub_id)
+        if not keys:
+            return [await uow.callbacks.add_signing_key(sub_id, shown=False)]
+    return [k.secret for k in keys]
 
-    The previous key stays live, so a facility can switch without losing a notification; with
-    ``retire_previous`` only the previous key is dropped (the end of a rotation) and nothing new is made."""
+
+async def issue_signing_secret(uow: UnitOfWork, org_id: str, *, retire_previous: bool = False) -> dict[str, str]:
+    """The signing secret of each live subscription of the facility (shown once, to the caller).
+
+    The first issue hands over the key the subscription was made with, which signed every call so far (the
+    handshake went before anybody held a secret): no call signed before the hand-over carries a key the
+    facility never gets. Later issues rotate: a new key, the previous one stays live so a facility can switch
+    without losing a notification; with ``retire_previous`` only the previous key is dropped (the end of a
+    rotation) and nothing new is made."""
     out: dict[str, str] = {}
     for sub_id in await subscriptions_of(uow, org_id):
         sub = await uow.resources.get("Subscription", sub_id)
@@ -258,7 +273,7 @@ async def issue_signing_secret(uow: UnitOfWork, org_id: str, *, retire_previous:
             await uow.callbacks.retire_previous_keys(sub_id)
             out[sub_id] = ""
         else:
-            out[sub_id] = await uow.callbacks.add_signing_key(sub_id)
+            out[sub_id] = await uow.callbacks.reveal_unshown_key(sub_id) or await uow.callbacks.add_signing_key(sub_id)
     if not out:
         raise FhirError.of("not-found", f"Organization/{org_id} has no live notification subscription", status=404)
     return out
@@ -406,7 +421,8 @@ async def _subscription_after(uow: UnitOfWork, stored: Stored, previous: Stored 
         if not exists.scalar_one():
             await uow.conn.execute(insert(subscription_counters).values(
                 subscription_id=sub_id, organization_id=org_id, events_since_start=0))
-            await uow.callbacks.add_signing_key(sub_id)  # signed from the first call; shown by a rotation
+            await uow.callbacks.add_signing_key(sub_id, shown=False)  # signs from the first call; the first
+            # issue_signing_secret hands this key over
             uow.memo.pop(("subscriptions_of", org_id), None)
     if stored.resource.get("status") == "requested" and (
             previous is None or previous.resource.get("status") != "requested"

@@ -29,10 +29,11 @@ from ltfu.store.uow import UnitOfWork
 ACTIONS = ("link", "create", "reject", "defer", "flag-duplicate")
 STATUSES = {
     "open": OPEN,
-    "decided": ("linked", "created", "rejected", "expired"),
-    "all": (*OPEN, "linked", "created", "rejected", "expired"),
+    "decided": ("linked", "created", "rejected", "expired", "closed"),  # closed: the case ended first
+    "all": (*OPEN, "linked", "created", "rejected", "expired", "closed"),
 }
 MAX_DUPLICATES = 20
+DUPLICATES_LOCK = "cht-duplicate-groups"
 
 
 async def list_items(uow: UnitOfWork, status: str = "open") -> list[dict[str, Any]]:
@@ -128,7 +129,8 @@ async def flag_duplicates(
 ) -> str:
     """Record that ``persons`` are one human in CHT (a CHT admin merges them in CHT). The item stays as it
     is: the case still needs a link or create decision. From now on matching never auto-links any of them
-    while another of the group is indexed (``cht-duplicate``). Returns the group id."""
+    while another of the group is indexed (``cht-duplicate``). Groups never overlap: persons of open groups
+    join the oldest of them with the others (A~B then B~C: one group A, B, C). Returns the group id."""
     if (
         not isinstance(persons, list)
         or not all(isinstance(p, str) and p for p in persons)
@@ -145,20 +147,30 @@ async def flag_duplicates(
         raise FhirError.of(
             "invalid", f"Not a CHT person known here: {', '.join(unknown)}", "persons", status=422
         )
-    group = await uow.duplicates.open_group_with(persons)
+    await uow.lock([DUPLICATES_LOCK])  # two flags sharing a person or a group must not make two groups
+    touching = await uow.duplicates.open_groups_touching(persons)
     shown = [c for c in item["proposal"].get("candidates", []) if c["person"] in persons]
-    if group is None:
+    actor = uow.actor.name or uow.actor.role
+    if not touching:
         group = uuid.uuid4().hex
         await uow.duplicates.create(
             group_id=group,
             persons=persons,
-            actor=uow.actor.name or uow.actor.role,
+            actor=actor,
             review_id=item["review_id"],
             note=note or "",
             evidence={"patient": item["proposal"].get("patient"), "candidates": shown},
         )
-        forget_flagged_duplicates(uow.db)
-    await _record(uow, item, "flag-duplicate", evidence={"group": group, "persons": persons, "candidates": shown})
+    else:  # overlapping flags are one human: the oldest group takes the new persons and the other groups
+        group, merged = touching[0], touching[1:]
+        await uow.duplicates.merge(group, persons, merged, actor)
+    forget_flagged_duplicates(uow.db)
+    evidence: dict[str, Any] = {"group": group, "persons": persons, "candidates": shown}
+    if touching[1:]:
+        evidence["merged"] = touching[1:]
+    if note and touching:
+        evidence["note"] = note
+    await _record(uow, item, "flag-duplicate", evidence=evidence)
     return group
 
 

@@ -9,6 +9,7 @@ from ltfu.fhir.outcome import FhirError
 from ltfu.fhir.systems import Systems
 from ltfu.services import notifications
 from ltfu.store.resources import Stored, now_instant
+from ltfu.store.reviews import OPEN
 from ltfu.store.uow import UnitOfWork
 
 BUSINESS_STATUS = {
@@ -41,12 +42,15 @@ async def transition(
     owner: dict[str, Any] | None = None,
     context: list[dict[str, Any]] | None = None,
     case_values: dict[str, Any] | None = None,
+    case: Any = None,
 ) -> Stored | None:
-    """Move the case's Task; None when it is already there (replays are no-ops).
+    """Move the case's Task; None when it is already there (replays are no-ops). ``case``: its row, when the
+    caller has just read it in this unit of work (else it is read here).
 
     Raises FhirError 409 for a transition the state machine forbids.
     """
-    case = await uow.cases.get(case_id)
+    if case is None:
+        case = await uow.cases.get(case_id)
     if case is None:
         raise FhirError.of("not-found", f"No case {case_id}", status=404)
     task = await uow.resources.read("Task", case.task_id)
@@ -86,8 +90,21 @@ async def transition(
     await uow.cases.set(case_id, **values)
     if status in ("completed", "failed"):
         await _close_request(uow, case_id)
+    if status in task_states.TERMINAL and current_business == "awaiting-match":
+        await _close_review(uow, case_id, status, business)
     await notifications.emit_task_event(uow, stored, context, case_id=case_id)
     return stored
+
+
+async def _close_review(uow: UnitOfWork, case_id: str, status: str, business: str) -> None:
+    """The case ended while it waited for a match (a CHW's report on the old task, a revoked request): its
+    review item has nothing left to decide. Closed, audited (who: ``ltfu``)."""
+    item = await uow.reviews.for_case(case_id)
+    if item is None or item["status"] not in OPEN:
+        return
+    await uow.reviews.set_status(item["review_id"], "closed")
+    await uow.reviews.record(review_id=item["review_id"], patient_id=item["patient_id"], action="case-closed",
+                             actor="ltfu", evidence={"task": status, "business": business})
 
 
 async def _close_request(uow: UnitOfWork, case_id: str) -> None:

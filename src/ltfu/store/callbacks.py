@@ -3,7 +3,8 @@
 - ``endpoint_owners``: which Organization owns an Endpoint (set by the server; one owner).
 - ``callback_secrets``: the real ``header`` lines of an Endpoint or Subscription; the stored
   resource (and so every read, search and history version) carries ``Name: ***`` only.
-- ``signing_keys``: Standard Webhooks secrets per Subscription; the two newest are live.
+- ``signing_keys``: Standard Webhooks secrets per Subscription; the two newest are live. The first is made with
+  the Subscription (every call is signed from the first one) and handed over by the first issue (``shown_at``).
 
 Secret values are encrypted with Fernet when ``LTFU_SECRETS_KEY`` is configured.
 """
@@ -172,12 +173,14 @@ class CallbackStore:
         )
         return [SigningKey(r.id, self.box.open(r.secret), r.created_at) for r in rows]
 
-    async def add_signing_key(self, subscription_id: str) -> str:
-        """A new key for the subscription; the previous one stays live, older ones are retired."""
+    async def add_signing_key(self, subscription_id: str, *, shown: bool = True) -> str:
+        """A new key for the subscription; the previous one stays live, older ones are retired. ``shown``: it
+        goes to the caller now (a key made with the subscription is not: the first hand-over reveals it)."""
         secret = new_signing_secret()
         now = now_instant()
         await self.conn.execute(
-            insert(signing_keys).values(subscription_id=subscription_id, secret=self.box.seal(secret), created_at=now)
+            insert(signing_keys).values(subscription_id=subscription_id, secret=self.box.seal(secret), created_at=now,
+                                        shown_at=now if shown else None)
         )
         live = await self.signing_keys(subscription_id)
         sk = signing_keys.c
@@ -193,6 +196,20 @@ class CallbackStore:
             .values(retired_at=now)
         )
         return secret
+
+    async def reveal_unshown_key(self, subscription_id: str) -> str | None:
+        """The newest live key if it was never handed to anyone (made with the subscription), marked shown now;
+        None otherwise. Every call signed so far carries it, so the facility can check them all."""
+        live = await self.signing_keys(subscription_id)
+        if not live:
+            return None
+        sk = signing_keys.c
+        taken = await self.conn.execute(
+            update(signing_keys)
+            .where(and_(sk.id == live[0].key_id, sk.shown_at.is_(None), sk.retired_at.is_(None)))
+            .values(shown_at=now_instant())
+        )
+        return live[0].secret if taken.rowcount == 1 else None  # shown once, even to two callers at once
 
     async def retire_previous_keys(self, subscription_id: str) -> int:
         """End a rotation: only the newest key stays live."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import namedtuple
+from functools import cache
 from typing import Any
 
 from sqlalchemy import and_, bindparam, insert, select, update
@@ -16,6 +17,13 @@ from ltfu.store.write_buffer import WriteBuffer
 _BY_KEY = select(cases).where(cases.c.request_key == bindparam("k"))
 _BY_KEYS = select(cases).where(cases.c.request_key.in_(bindparam("ks", expanding=True)))
 _BY_ID = select(cases).where(cases.c.case_id == bindparam("i"))
+@cache
+def _set_statement(columns: tuple[str, ...]) -> Any:
+    """The UPDATE of these columns of one case (the few sets the services make, each built once and kept:
+    ``compiled`` knows a statement by its identity)."""
+    return update(cases).where(cases.c.case_id == bindparam("case_id_")).values({c: bindparam(c) for c in columns})
+
+
 # A case row read at the driver (store/driver.py), with the attribute access of SQLAlchemy's rows.
 CaseRow = namedtuple("CaseRow", [c.name for c in cases.columns])  # type: ignore[misc]  # noqa: PYI024
 
@@ -36,6 +44,11 @@ class CaseRepository:
             self.buffer.add(cases, values)
 
     async def get(self, case_id: str) -> Any:
+        if self.driver is not None:
+            if self.buffer is not None:
+                await self.buffer.flush()
+            rows = await self.driver.fetch(compiled(_BY_ID, self.driver.dialect), {"i": case_id})
+            return CaseRow(*rows[0]) if rows else None
         return (await self.conn.execute(_BY_ID, {"i": case_id})).first()
 
     async def by_request_key(self, request_key: str) -> Any:
@@ -76,6 +89,12 @@ class CaseRepository:
         return list((await self.conn.execute(q)).all())
 
     async def set(self, case_id: str, **values: Any) -> None:
+        if self.driver is not None:
+            if self.buffer is not None:
+                await self.buffer.flush()
+            statement = _set_statement(tuple(sorted(values)))
+            await self.driver.execute_many(compiled(statement, self.driver.dialect), [{**values, "case_id_": case_id}])
+            return
         await self.conn.execute(update(cases).where(cases.c.case_id == case_id).values(**values))
 
     async def expired(self, now: str, limit: int) -> list[str]:

@@ -7,7 +7,7 @@ persons is not read (it would be slow and say little) but is reported, never sil
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -17,7 +17,7 @@ from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ltfu.domain.matching.blocking import QueryKey
+from ltfu.domain.matching.blocking import WIDE_CAP, QueryKey
 from ltfu.domain.matching.normalise import BirthDate
 from ltfu.domain.matching.records import Person, Place
 from ltfu.store.resources import now_instant
@@ -26,6 +26,7 @@ from ltfu.store.schema import (
     cht_person_keys,
     cht_persons,
     cht_places,
+    cht_stage_persons,
     cht_sync_state,
     facility_places,
 )
@@ -37,6 +38,10 @@ ALL = "*"  # the cht_name_tokens row counting every indexed person
 _CHUNK = 500  # ids per IN (...) list
 _COPY_MIN = 200  # rows from which PostgreSQL's COPY beats an INSERT
 
+
+# The last staged row of each person (a person staged twice: changed in CHT during the build, or a page read
+# again after a crash).
+_LAST_STAGED = "SELECT max(stage_id) FROM cht_stage_persons GROUP BY person_id"
 
 _PG_DELETE_KEYS = text(
     "DELETE FROM cht_person_keys WHERE (key, person_id) IN "
@@ -73,14 +78,14 @@ _ROW_COLUMNS = (
 _KEY_COLUMNS = ("key", "person_id")
 
 
-def _person_values(p: Person, keys: Iterable[str], now: str) -> tuple[tuple[Any, ...], list[tuple[str, str]]]:
+def _person_values(p: Person, keys: Collection[str], now: str) -> tuple[tuple[Any, ...], list[tuple[str, str]]]:
     """The ``cht_persons`` row (``_ROW_COLUMNS``) and the ``cht_person_keys`` rows of a person.
 
     The row lists its keys (``block_keys``): replacing or removing a person deletes exactly those key rows by
     their primary key, so ``cht_person_keys`` needs no second index on ``person_id`` (a second B-tree that
     every write of a full build would update at random places)."""
     birth = p.birth
-    stored = sorted({k[:200] for k in keys})
+    stored = sorted(keys) if all(len(k) <= 200 for k in keys) else sorted({k[:200] for k in keys})
     row = (
         p.id,
         p.name or " ".join(p.tokens),
@@ -202,19 +207,49 @@ class Block:
     frequencies: dict[str, float] = field(default_factory=dict)
 
 
-def _block_sql(groups: Sequence[int], tokens: int, ids: int) -> Any:
+def _after(prefix: str) -> str:
+    """The least string above every string that starts with ``prefix`` (the end of its key range)."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+_COUNT = "(SELECT count(*) FROM (SELECT 1 FROM cht_person_keys k WHERE {where} LIMIT {limit}) s)"
+_IN_RANGE = "k.key >= {t}.lo AND k.key < {t}.hi"
+
+
+@lru_cache(maxsize=512)
+def _block_sql(groups: tuple[int, ...], fine: int, whole: int, tokens: int, ids: int) -> Any:
     """One statement for a whole query (one round trip): each key's size counted up to its cap + 1 only (a
     huge key costs no more than a small one), the persons of the keys within their cap (and of ``ids``), the
     overflowing keys of the first group (the block cap; the other groups' caps are silent), and the
-    name-token counts — told apart by ``kind`` (0 person, 1 key, 2 token). ``groups``: keys per cap."""
+    name-token counts — told apart by ``kind`` (0 person, 1 key, 2 token). ``groups``: keys per cap. Built once
+    per shape (numbers of keys): making a ``text()`` parses its bind parameters, a tenth of a query's CPU.
+
+    Prefixes (key ranges ``[lo, hi)``): ``fine`` ones are read while they hold at most ``:wide`` persons, and
+    beyond it their finer key joins the first group; ``whole`` ones are read within the block cap (the
+    first group's) and reported above it."""
     ctes, sized = [], []
     for g, n in enumerate(groups):
         values = ", ".join(f"(:k{g}_{i})" for i in range(n)) or "(NULL)"
         ctes.append(f"q{g}(key) AS (VALUES {values})")
         sized.append(
-            f"SELECT q{g}.key AS key, {g} AS grp, CAST(:cap{g} AS INTEGER) AS cap, (SELECT count(*) FROM "
-            f"(SELECT 1 FROM cht_person_keys k WHERE k.key = q{g}.key LIMIT :over{g}) s) AS n FROM q{g}"
+            f"SELECT q{g}.key AS key, {g} AS grp, CAST(:cap{g} AS INTEGER) AS cap, "
+            f"{_COUNT.format(where=f'k.key = q{g}.key', limit=f':over{g}')} AS n FROM q{g}"
         )
+    fine_values = ", ".join(f"(:fl{i}, :fh{i}, :ff{i})" for i in range(fine)) or "(NULL, NULL, NULL)"
+    whole_values = ", ".join(f"(:wl{i}, :wh{i})" for i in range(whole)) or "(NULL, NULL)"
+    ctes.append(f"rf(lo, hi, fine) AS (VALUES {fine_values})")
+    ctes.append(f"rw(lo, hi) AS (VALUES {whole_values})")
+    ctes.append(
+        f"fsized AS (SELECT rf.lo, rf.hi, rf.fine, {_COUNT.format(where=_IN_RANGE.format(t='rf'), limit=':wide_over')}"
+        " AS n FROM rf)"
+    )
+    ctes.append(
+        f"wsized AS (SELECT rw.lo, rw.hi, {_COUNT.format(where=_IN_RANGE.format(t='rw'), limit=':over0')} AS n FROM rw)"
+    )
+    sized.append(
+        f"SELECT fsized.fine, 0, CAST(:cap0 AS INTEGER), {_COUNT.format(where='k.key = fsized.fine', limit=':over0')}"
+        " FROM fsized WHERE fsized.n > :wide"
+    )
     by_id = (
         (
             " UNION SELECT person_id FROM cht_persons WHERE person_id IN ("
@@ -231,28 +266,53 @@ def _block_sql(groups: Sequence[int], tokens: int, ids: int) -> Any:
 WITH {", ".join(ctes)},
 sized AS ({" UNION ALL ".join(sized)}),
 ids AS (
-  SELECT k.person_id FROM cht_person_keys k JOIN sized ON k.key = sized.key WHERE sized.n <= sized.cap{by_id}
+  SELECT k.person_id FROM cht_person_keys k JOIN sized ON k.key = sized.key WHERE sized.n <= sized.cap
+  UNION SELECT k.person_id FROM cht_person_keys k JOIN fsized ON {_IN_RANGE.format(t="fsized")}
+    WHERE fsized.n <= :wide
+  UNION SELECT k.person_id FROM cht_person_keys k JOIN wsized ON {_IN_RANGE.format(t="wsized")}
+    WHERE wsized.n <= :cap0{by_id}
 )
 SELECT 0 AS kind, CAST(NULL AS INTEGER) AS persons, {cols}
 FROM cht_persons p WHERE p.person_id IN (SELECT person_id FROM ids)
 UNION ALL SELECT 1, NULL, sized.key, {pad} FROM sized WHERE sized.n > sized.cap AND sized.grp = 0
+UNION ALL SELECT 1, NULL, wsized.lo, {pad} FROM wsized WHERE wsized.n > :cap0
 UNION ALL SELECT 2, t.persons, t.token, {pad} FROM cht_name_tokens t WHERE t.token IN ({token_list})
 """
     return text(sql)
 
 
-def _by_cap(keys: Iterable[QueryKey | str], cap: int) -> dict[int, list[str]]:
-    """Keys grouped by their cap, the block cap first (its overflowing keys are reported); a key asked
-    with several caps is read with the largest."""
+@dataclass
+class _Plan:
+    """A query's keys as the statement reads them: exact keys by cap (the block cap first), prefixes with a
+    finer key (``prefix → fine``), prefixes read whole."""
+
+    groups: dict[int, list[str]]
+    fine: dict[str, str]
+    whole: list[str]
+
+
+def _plan(keys: Iterable[QueryKey | str], cap: int) -> _Plan:
+    """Exact keys grouped by their cap, the block cap first (its overflowing keys are reported); a key
+    asked with several caps is read with the largest. A prefix asked both with and without a finer key is
+    read whole."""
     best: dict[str, int] = {}
+    fine: dict[str, str] = {}
+    whole: set[str] = set()
     for k in keys:
-        key, own = (k, None) if isinstance(k, str) else (k.key, k.cap)
-        key = key[:200]
-        best[key] = max(best.get(key, 0), cap if own is None else min(own, cap))
+        if isinstance(k, str):
+            k = QueryKey(k)
+        key = k.key[:200]
+        if k.prefix:
+            if k.fine is None:
+                whole.add(key)
+            else:
+                fine[key] = k.fine[:200]
+            continue
+        best[key] = max(best.get(key, 0), cap if k.cap is None else min(k.cap, cap))
     groups: dict[int, list[str]] = {cap: []}
     for key, c in sorted(best.items()):
         groups.setdefault(c, []).append(key)
-    return groups
+    return _Plan(groups, {p: f for p, f in sorted(fine.items()) if p not in whole}, sorted(whole))
 
 
 def place_from_row(r: Any) -> Place:
@@ -380,47 +440,36 @@ class ChtIndexRepository:
 
     async def candidates(self, keys: Iterable[QueryKey | str], cap: int) -> tuple[list[Person], list[str]]:
         """(the persons under ``keys``, the keys skipped because they hold more than ``cap`` persons): the
-        plain form of :meth:`block` (keys with their own cap are skipped silently above it)."""
-        groups = _by_cap(keys, cap)
-        own = {k: c for c, ks in groups.items() for k in ks}
-        if not own:
-            return [], []
-        sizes = await self.conn.execute(
-            select(cht_person_keys.c.key, func.count())
-            .where(cht_person_keys.c.key.in_(sorted(own)))
-            .group_by(cht_person_keys.c.key)
-        )
-        usable, overflow = [], []
-        for key, n in sizes:
-            if n <= own[key]:
-                usable.append(key)
-            elif key in groups[cap]:
-                overflow.append(key)
-        if not usable:
-            return [], sorted(overflow)
-        ids = select(cht_person_keys.c.person_id).where(cht_person_keys.c.key.in_(usable)).distinct()
-        rows = await self.conn.execute(select(cht_persons).where(cht_persons.c.person_id.in_(ids)))
-        return [person_from_row(r) for r in rows], sorted(overflow)
+        plain form of :meth:`block`."""
+        found = await self.block(keys, (), cap)
+        return found.persons, found.overflow
 
     async def block(
         self, keys: Iterable[QueryKey | str], tokens: Iterable[str], cap: int, ids: Iterable[str] = ()
     ) -> Block:
         """Everything one query reads, in one statement: the persons under ``keys`` (keys holding more than
         ``cap`` persons are skipped and reported; a ``QueryKey`` with its own cap is skipped silently above
-        it), the persons with the CHT ``ids``, and the frequencies of the name ``tokens`` (share of indexed
-        persons carrying each)."""
-        groups = list(_by_cap(keys, cap).items())
+        it; prefixes as ``QueryKey`` tells), the persons with the CHT ``ids``, and the frequencies of the name
+        ``tokens`` (share of indexed persons carrying each)."""
+        plan = _plan(keys, cap)
+        groups = list(plan.groups.items())
         toks = sorted({t[:64] for t in tokens} | {ALL})
         by_id = sorted(set(ids))
-        params: dict[str, Any] = {}
+        wide = min(WIDE_CAP, cap)
+        params: dict[str, Any] = {"wide": wide, "wide_over": wide + 1}
         for g, (c, group) in enumerate(groups):
             params.update({f"cap{g}": c, f"over{g}": c + 1})
             params.update({f"k{g}_{i}": k for i, k in enumerate(group)})
+        for i, (lo, fine) in enumerate(plan.fine.items()):
+            params.update({f"fl{i}": lo, f"fh{i}": _after(lo), f"ff{i}": fine})
+        for i, lo in enumerate(plan.whole):
+            params.update({f"wl{i}": lo, f"wh{i}": _after(lo)})
         params.update({f"t{i}": t for i, t in enumerate(toks)})
         params.update({f"i{i}": v for i, v in enumerate(by_id)})
         out = Block()
         counts: dict[str, int] = {}
-        rows = await self.conn.execute(_block_sql([len(g) for _, g in groups], len(toks), len(by_id)), params)
+        sql = _block_sql(tuple(len(g) for _, g in groups), len(plan.fine), len(plan.whole), len(toks), len(by_id))
+        rows = await self.conn.execute(sql, params)
         for row in rows:
             kind = row[0]
             if kind == 0:
@@ -446,6 +495,92 @@ class ChtIndexRepository:
 
     async def count_persons(self) -> int:
         return (await self.conn.execute(select(func.count()).select_from(cht_persons))).scalar_one()
+
+    # ---- a staged first full build -------------------------------------------------------------------
+    async def stage_persons(self, persons: Sequence[tuple[Person, set[str]]], removed: Sequence[str] = ()) -> None:
+        """Append persons (and deletions) to the staging table: no index to update, so a page costs its rows
+        only; :meth:`merge_stage` moves the last staged version of each person into the index."""
+        now = now_instant()
+        rows = [(False, *_person_values(p, k, now)[0]) for p, k in persons]
+        rows += [(True, pid, "", "", "", None, None, None, "[]", "[]", None, None, None, None, None, None, "[]",
+                  "", "[]", now) for pid in removed]
+        await self._bulk_insert(cht_stage_persons, ("deleted", *_ROW_COLUMNS), rows)
+
+    async def clear_stage(self) -> None:
+        await self.conn.execute(delete(cht_stage_persons))
+
+    async def staged_over_indexed(self) -> list[tuple[Person | None, str, Person, str]]:
+        """The persons staged that the index holds already (pushed meanwhile, or before the build): (the last
+        staged version or None for a deletion, when staged, the indexed version, when indexed)."""
+        cols = ", ".join(f"p.{c}" for c in _SCAN_COLUMNS)
+        staged = ", ".join(f"s.{c}" for c in _SCAN_COLUMNS)
+        rows = await self.conn.execute(
+            text(
+                f"SELECT s.deleted, s.updated_at, p.updated_at, {staged}, {cols} FROM cht_stage_persons s "
+                f"JOIN cht_persons p ON p.person_id = s.person_id WHERE s.stage_id IN ({_LAST_STAGED})"
+            )
+        )
+        n = len(_SCAN_COLUMNS)
+        return [
+            (None if r[0] else _person_from_values(r[3 : 3 + n]), r[1], _person_from_values(r[3 + n :]), r[2])
+            for r in rows
+        ]
+
+    async def merge_stage(self) -> int:
+        """Move the last staged version of every person the index does not hold into it, in key order (one
+        pass over each B-tree instead of a page rewrite per batch), then empty the staging table; the name
+        token counts are counted again. Persons the index holds are the caller's (:meth:`staged_over_indexed`).
+        Returns the persons moved."""
+        new = (
+            f"WHERE s.stage_id IN ({_LAST_STAGED}) AND NOT s.deleted "
+            "AND NOT EXISTS (SELECT 1 FROM cht_persons p WHERE p.person_id = s.person_id)"
+        )
+        each = (
+            "json_each(s.block_keys) j"
+            if self.conn.dialect.name == "sqlite"
+            else "LATERAL jsonb_array_elements_text(CAST(s.block_keys AS jsonb)) AS j(value)"
+        )
+        await self.conn.execute(  # the keys first: ``new`` reads cht_persons as it was
+            text(
+                "INSERT INTO cht_person_keys (key, person_id) SELECT j.value, s.person_id "
+                f"FROM cht_stage_persons s CROSS JOIN {each} {new} ORDER BY 1, 2"
+            )
+        )
+        cols = ", ".join(_ROW_COLUMNS)
+        moved = await self.conn.execute(
+            text(
+                f"INSERT INTO cht_persons ({cols}) SELECT {', '.join('s.' + c for c in _ROW_COLUMNS)} "
+                f"FROM cht_stage_persons s {new} ORDER BY s.person_id"
+            )
+        )
+        await self.clear_stage()
+        await self.recount_tokens()
+        return moved.rowcount
+
+    async def recount_tokens(self) -> None:
+        """The name-token counts from the persons indexed (a page at a time by primary key)."""
+        counts: Counter[str] = Counter()
+        last, total = "", 0
+        while True:
+            rows = (
+                await self.conn.execute(
+                    select(cht_persons.c.person_id, cht_persons.c.given, cht_persons.c.family)
+                    .where(cht_persons.c.person_id > last)
+                    .order_by(cht_persons.c.person_id)
+                    .limit(20_000)
+                )
+            ).all()
+            if not rows:
+                break
+            last = rows[-1].person_id
+            total += len(rows)
+            for r in rows:
+                counts.update({t[:64] for t in (r.given + " " + r.family).split()})
+        counts[ALL] = total
+        await self.conn.execute(delete(cht_name_tokens))
+        items = sorted(counts.items())
+        for chunk in _chunks(items, 5000):
+            await self._bulk_insert(cht_name_tokens, ("token", "persons"), list(chunk))
 
     # ---- places ----------------------------------------------------------------------------------
     async def put_places(self, places: Sequence[Place]) -> None:
@@ -540,6 +675,9 @@ class ChtIndexRepository:
     async def sync_seq(self, name: str) -> str | None:
         row = (await self.conn.execute(select(cht_sync_state.c.seq).where(cht_sync_state.c.name == name))).first()
         return row.seq if row else None
+
+    async def forget_sync_seq(self, name: str) -> None:
+        await self.conn.execute(delete(cht_sync_state).where(cht_sync_state.c.name == name))
 
     async def set_sync_seq(self, name: str, seq: str) -> None:
         done = await self.conn.execute(

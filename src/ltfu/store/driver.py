@@ -16,7 +16,9 @@ SQLAlchemy's type processing. ``Database.raw_listeners`` hear every statement (t
 
 from __future__ import annotations
 
+import asyncio
 import operator
+import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import ClauseElement
 
 from ltfu.store.sqlite_inline import InlineConnection
+from ltfu.turns import in_long_work
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,9 @@ class Driver(ABC):
         raise NotImplementedError
 
 
+THREAD_ROWS = 200  # a long unit of work's inserts this long run on a thread (SQLite)
+
+
 class SqliteDriver(Driver):
     def __init__(self, conn: InlineConnection, dialect: Dialect, listeners: list[Callable[[str], None]]) -> None:
         super().__init__(dialect, listeners)
@@ -118,8 +124,20 @@ class SqliteDriver(Driver):
 
     async def execute_many(self, c: Compiled, rows: list[dict[str, Any]]) -> None:
         self._heard(c.sql)
+        if len(rows) >= THREAD_ROWS and in_long_work():
+            # Milliseconds of B-tree work, most of it with the interpreter lock released (sqlite3_step): on a
+            # thread the loop serves other requests meanwhile. Nobody else uses this connection: it is the
+            # unit of work's, which waits here.
+            await asyncio.to_thread(_executemany, self._conn, c.sql, c.args_of(rows))
+            return
         self._conn.executemany(c.sql, c.args_of(rows))
         await self._owner.turn()
+
+
+def _executemany(conn: sqlite3.Connection, sql: str, args: list[tuple[Any, ...]]) -> None:
+    """On the thread, and its cursor closed there: a cursor kept alive past its statement (a result handed back
+    to the loop) holds the cached statement, and the next ``executemany`` of the same SQL fails (misuse)."""
+    conn.executemany(sql, args).close()
 
 
 class AsyncpgDriver(Driver):

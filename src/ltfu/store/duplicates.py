@@ -1,5 +1,8 @@
 """CHT persons flagged as duplicates of each other (``cht_duplicate_groups``, ``cht_duplicate_persons``).
 
+Groups never overlap: a flag that shares a person with open groups joins them into the oldest (the others
+close as ``merged``): A~B and B~C are one human recorded three times, one group (A, B, C).
+
 A group is *active* while it is open and at least two of its persons are still in the CHT index: once a CHT
 admin merged them in CHT (the merged-away contact is deleted, and the sync drops it from the index), the
 group stops holding matching back without anyone closing it here (matching checks the index when one of
@@ -12,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ltfu.store.resources import now_instant
@@ -30,6 +33,7 @@ def _group(r: Any, persons: list[str]) -> dict[str, Any]:
         "note": r.note,
         "resolved_by": r.resolved_by,
         "resolved_at": r.resolved_at,
+        "merged_into": r.merged_into,
     }
 
 
@@ -55,16 +59,41 @@ class DuplicateRepository:
             insert(cht_duplicate_persons), [{"group_id": group_id, "person_id": p} for p in dict.fromkeys(persons)]
         )
 
-    async def open_group_with(self, persons: Sequence[str]) -> str | None:
-        """An open group that already holds all of ``persons`` (flagging them again changes nothing)."""
-        wanted = set(persons)
+    async def open_groups_touching(self, persons: Sequence[str]) -> list[str]:
+        """The open groups holding any of ``persons``, oldest first (the one an overlapping flag joins)."""
         rows = await self.conn.execute(
-            select(cht_duplicate_persons.c.group_id, func.count())
-            .join(cht_duplicate_groups, cht_duplicate_groups.c.group_id == cht_duplicate_persons.c.group_id)
-            .where(cht_duplicate_groups.c.status == "open", cht_duplicate_persons.c.person_id.in_(wanted))
-            .group_by(cht_duplicate_persons.c.group_id)
+            select(cht_duplicate_groups.c.group_id)
+            .distinct()
+            .join(cht_duplicate_persons, cht_duplicate_groups.c.group_id == cht_duplicate_persons.c.group_id)
+            .where(cht_duplicate_groups.c.status == "open", cht_duplicate_persons.c.person_id.in_(set(persons)))
+            .order_by(cht_duplicate_groups.c.group_id)
         )
-        return next((r[0] for r in rows if r[1] == len(wanted)), None)
+        found = [r[0] for r in rows]
+        if len(found) < 2:
+            return found
+        when = dict(
+            (await self.conn.execute(
+                select(cht_duplicate_groups.c.group_id, cht_duplicate_groups.c.flagged_at)
+                .where(cht_duplicate_groups.c.group_id.in_(found))
+            )).all()
+        )
+        return sorted(found, key=lambda g: (when[g], g))
+
+    async def merge(self, target: str, persons: Sequence[str], others: Sequence[str], actor: str) -> None:
+        """``target`` gets ``persons`` and every person of ``others``, which close as ``merged`` into it (their
+        own rows stay, for the audit: who flagged what, when)."""
+        members = await self._members([target, *others])
+        missing = sorted(set(persons).union(*(members[g] for g in others)) - set(members[target]))
+        if missing:
+            await self.conn.execute(
+                insert(cht_duplicate_persons), [{"group_id": target, "person_id": p} for p in missing]
+            )
+        if others:
+            await self.conn.execute(
+                update(cht_duplicate_groups)
+                .where(cht_duplicate_groups.c.group_id.in_(list(others)))
+                .values(status="merged", merged_into=target, resolved_by=actor[:128], resolved_at=now_instant())
+            )
 
     async def open_members(self) -> dict[str, frozenset[str]]:
         """Every person of an open group → the other persons of its open groups (indexed or not)."""

@@ -12,17 +12,21 @@ one may have reached the receiver even when that try died without recording anyt
 
 from __future__ import annotations
 
+from collections import namedtuple
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, case, func, insert, not_, or_, select, update
+from sqlalchemy import and_, bindparam, case, func, insert, not_, null, or_, select, union_all, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import ClauseElement
 
 from ltfu.store import tallies
+from ltfu.store.driver import compiled
 from ltfu.store.resources import now_instant
 from ltfu.store.schema import delivery_attempts, outbox
 from ltfu.store.write_buffer import PendingId, WriteBuffer
@@ -34,6 +38,80 @@ _ADD_ONCE = {
     "postgresql": postgresql.insert(outbox).on_conflict_do_nothing(index_elements=[outbox.c.dedupe_key])
     .returning(outbox.c.id),
 }
+
+
+# The statements of every delivery, built once (``store/driver.py`` runs them without SQLAlchemy's per-statement
+# work when the unit of work has a driver): variants by the shape that changes (destinations, how many ids:
+# at most a claim's or a group's size). Kept for good: ``compiled`` knows a statement by its identity.
+_Record = namedtuple("_Record", [c.name for c in outbox.columns])  # type: ignore[misc]  # noqa: PYI024
+_ATTEMPT = insert(delivery_attempts)
+_STATUSES = ("unnumbered", "pending", "done", "dead")  # every status a row can have
+
+
+def _id_list(n: int) -> Any:
+    return outbox.c.id.in_([bindparam(f"i{k}") for k in range(n)])
+
+
+def _id_params(ids: Sequence[int]) -> dict[str, Any]:
+    return {f"i{k}": i for k, i in enumerate(ids)}
+
+
+@cache
+def _claim_statement(destinations: tuple[str, ...], by_key: bool, skip_locked: bool) -> ClauseElement:
+    """Due rows at the head of their order key, the oldest due first (``:now``, ``:lim``; ``:key``)."""
+    earlier = outbox.alias("earlier")
+    head = not_(
+        select(earlier.c.id)
+        .where(and_(earlier.c.order_key == outbox.c.order_key, earlier.c.status == "pending",
+                    earlier.c.id < outbox.c.id))
+        .exists()
+    )
+    q = (
+        select(outbox)
+        .where(and_(outbox.c.status == "pending", outbox.c.next_attempt_at <= bindparam("now"),
+                    outbox.c.destination.in_([bindparam(f"d{k}", d) for k, d in enumerate(destinations)]),
+                    or_(outbox.c.lease_until.is_(None), outbox.c.lease_until < bindparam("now")), head))
+        .order_by(outbox.c.next_attempt_at, outbox.c.id)
+        .limit(bindparam("lim"))
+    )
+    if by_key:
+        q = q.where(outbox.c.order_key == bindparam("key"))
+    if skip_locked:
+        q = q.with_for_update(skip_locked=True, of=outbox)
+    return q
+
+
+@cache
+def _followers_statement(skip_locked: bool) -> ClauseElement:
+    q = (select(outbox).where(and_(outbox.c.order_key == bindparam("key"), outbox.c.status == "pending",
+                                   outbox.c.id > bindparam("after")))
+         .order_by(outbox.c.id).limit(bindparam("lim")))
+    return q.with_for_update(of=outbox) if skip_locked else q
+
+
+@cache
+def _lease_statement(n: int) -> ClauseElement:
+    return update(outbox).where(_id_list(n)).values(
+        lease_owner=bindparam("w"), lease_until=bindparam("until"),
+        sent_at=func.coalesce(outbox.c.sent_at, bindparam("now")))
+
+
+@cache
+def _settle_statement(n: int, leased: bool) -> ClauseElement:
+    """Rows ``:i0..`` done, dead or due again (``:st``, ``:next``), leases dropped; with ``leased`` only while
+    pending and leased to ``:w``. Returns the ids it changed."""
+    where = _id_list(n)
+    if leased:
+        where = and_(where, outbox.c.lease_owner == bindparam("w"), outbox.c.status == "pending")
+
+    def kept(column: Any, name: str) -> Any:  # the parameter, or the value the row has when it is None
+        return func.coalesce(bindparam(name, type_=column.type), column)
+
+    return update(outbox).where(where).values(
+        status=kept(outbox.c.status, "st"), done_at=kept(outbox.c.done_at, "done_at"), last_error=bindparam("err"),
+        next_attempt_at=kept(outbox.c.next_attempt_at, "next"),
+        last_attempt_at=bindparam("at"), attempts=outbox.c.attempts + 1, lease_owner=null(), lease_until=null(),
+    ).returning(outbox.c.id)
 
 
 def instant_in(seconds: float) -> str:
@@ -54,6 +132,8 @@ class OutboxRow:
     organization_id: str | None
     last_error: str | None = None
     maybe_sent: bool = False  # an earlier claim took it to send: the receiver may already have it
+    # What its handler read for it in the claim's transaction (``Handler.prepare``), if anything.
+    prepared: Any = field(default=None, compare=False, repr=False)
 
 
 def _row(r: Any) -> OutboxRow:
@@ -80,6 +160,25 @@ class OutboxRepository:
         self.conn = conn
         self.skip_locked = skip_locked
         self.buffer = buffer
+
+    async def _fetch(self, statement: ClauseElement, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """A statement built once, at the unit of work's driver when it has one (after the held inserts:
+        they may be outbox rows)."""
+        driver = self.buffer.driver if self.buffer is not None else None
+        if driver is None:
+            return [tuple(r) for r in await self.conn.execute(statement, params)]
+        assert self.buffer is not None
+        await self.buffer.flush()
+        return await driver.fetch(compiled(statement, driver.dialect), params)
+
+    async def _execute_many(self, statement: ClauseElement, rows: list[dict[str, Any]]) -> None:
+        driver = self.buffer.driver if self.buffer is not None else None
+        if driver is None:
+            await self.conn.execute(statement, rows)
+            return
+        assert self.buffer is not None
+        await self.buffer.flush()
+        await driver.execute_many(compiled(statement, driver.dialect, list(rows[0])), rows)
 
     async def enqueue(
         self, destination: str, kind: str, order_key: str, payload: dict[str, Any], *, dedupe_key: str | None = None,
@@ -131,34 +230,19 @@ class OutboxRepository:
 
         The returned rows say whether an *earlier* claim took them (``maybe_sent``)."""
         now = now_instant()
-        earlier = outbox.alias("earlier")
-        head = not_(
-            select(earlier.c.id)
-            .where(and_(earlier.c.order_key == outbox.c.order_key, earlier.c.status == "pending",
-                        earlier.c.id < outbox.c.id))
-            .exists()
-        )
-        q = (
-            select(outbox)
-            .where(and_(outbox.c.status == "pending", outbox.c.next_attempt_at <= now,
-                        outbox.c.destination.in_(destinations),
-                        or_(outbox.c.lease_until.is_(None), outbox.c.lease_until < now), head))
-            .order_by(outbox.c.next_attempt_at, outbox.c.id)
-            .limit(limit)
-        )
+        params: dict[str, Any] = {"now": now, "lim": limit}
         if order_key is not None:
-            q = q.where(outbox.c.order_key == order_key)
-        if self.skip_locked:
-            q = q.with_for_update(skip_locked=True, of=outbox)
-        rows = (await self.conn.execute(q)).all()
-        if not rows:
-            return []
-        await self.conn.execute(
-            update(outbox).where(outbox.c.id.in_([r.id for r in rows]))
-            .values(lease_owner=worker, lease_until=instant_in(lease_s),
-                    sent_at=func.coalesce(outbox.c.sent_at, now))
-        )
+            params["key"] = order_key
+        found = await self._fetch(_claim_statement(tuple(destinations), order_key is not None, self.skip_locked),
+                                  params)
+        rows = [_Record(*r) for r in found]
+        await self._lease(rows, worker, lease_s, now)
         return [_row(r) for r in rows]
+
+    async def _lease(self, rows: list[Any], worker: str, lease_s: float, now: str) -> None:
+        if rows:
+            await self._fetch(_lease_statement(len(rows)), {
+                "w": worker, "until": instant_in(lease_s), "now": now, **_id_params([r.id for r in rows])})
 
     async def lease_owners(self, prefix: str) -> list[str]:
         held = and_(outbox.c.status == "pending", outbox.c.lease_owner.like(prefix + "%"))
@@ -184,54 +268,56 @@ class OutboxRepository:
         Asked in the transaction that claimed ``head``: no other worker claims rows behind a pending head, so
         the rows come back in lane order, without a gap."""
         now = now_instant()
-        q = (select(outbox).where(and_(outbox.c.order_key == head.order_key, outbox.c.status == "pending",
-                                       outbox.c.id > head.id))
-             .order_by(outbox.c.id).limit(limit))
-        if self.skip_locked:
-            q = q.with_for_update(of=outbox)
         taken = []
-        for r in (await self.conn.execute(q)).all():
+        found = await self._fetch(_followers_statement(self.skip_locked),
+                                  {"key": head.order_key, "after": head.id, "lim": limit})
+        for r in map(_Record._make, found):
             free = r.lease_until is None or r.lease_until < now
             if r.kind != head.kind or r.destination != head.destination or r.next_attempt_at > now or not free:
                 break  # the group stops at the first row that cannot go now: order stays
             taken.append(r)
-        if not taken:
-            return []
-        await self.conn.execute(
-            update(outbox).where(outbox.c.id.in_([r.id for r in taken]))
-            .values(lease_owner=worker, lease_until=instant_in(lease_s),
-                    sent_at=func.coalesce(outbox.c.sent_at, now))
-        )
+        await self._lease(taken, worker, lease_s, now)
         return [_row(r) for r in taken]
 
-    async def still_leased_by(self, row_ids: Sequence[int], worker: str) -> bool:
-        """Every row of ``row_ids`` is pending and leased to ``worker``."""
-        rows = (await self.conn.execute(
-            select(outbox.c.lease_owner, outbox.c.status).where(outbox.c.id.in_(row_ids)))).all()
-        return len(rows) == len(set(row_ids)) and all(r.lease_owner == worker and r.status == "pending" for r in rows)
+    async def settle(self, row_ids: int | Sequence[int], outcome: str, *, worker: str | None = None,
+                     delay_s: float = 0.0, error: str | None = None) -> bool:
+        """Rows ``done``, ``dead`` or due again in ``delay_s`` (``retry``), their leases dropped, one more attempt
+        counted. With ``worker``: all or none, only while every row is still pending and leased to it (else
+        nothing changes and False: the lease was lost, another worker may have the rows)."""
+        ids = _ids(row_ids)
+        now = now_instant()
+        params = {"st": None if outcome == "retry" else outcome, "done_at": now if outcome == "done" else None,
+                  "err": error[:2000] if error is not None and outcome != "done" else None,
+                  "next": instant_in(delay_s) if outcome == "retry" else None, "at": now, **_id_params(ids)}
+        if worker is not None:
+            params["w"] = worker
+        changed = await self._fetch(_settle_statement(len(ids), worker is not None), params)
+        return len(changed) == len(set(ids))
 
     async def record_attempt(self, row_ids: int | Sequence[int], status_code: int | None, latency_ms: int,
                              result: str, error: str | None) -> None:
         at = now_instant()
-        await self.conn.execute(insert(delivery_attempts), [
+        await self._execute_many(_ATTEMPT, [
             dict(outbox_id=i, attempted_at=at, status_code=status_code, latency_ms=latency_ms, result=result,
                  error=error) for i in _ids(row_ids)])
 
     async def done(self, row_ids: int | Sequence[int]) -> None:
-        now = now_instant()
-        await self.conn.execute(update(outbox).where(outbox.c.id.in_(_ids(row_ids))).values(
-            status="done", done_at=now, last_attempt_at=now, attempts=outbox.c.attempts + 1, lease_owner=None,
-            lease_until=None, last_error=None))
+        await self.settle(row_ids, "done")
 
     async def retry_later(self, row_ids: int | Sequence[int], delay_s: float, error: str) -> None:
-        await self.conn.execute(update(outbox).where(outbox.c.id.in_(_ids(row_ids))).values(
-            next_attempt_at=instant_in(delay_s), last_attempt_at=now_instant(), attempts=outbox.c.attempts + 1,
-            last_error=error[:2000], lease_owner=None, lease_until=None))
+        await self.settle(row_ids, "retry", delay_s=delay_s, error=error)
 
     async def dead(self, row_ids: int | Sequence[int], error: str) -> None:
-        await self.conn.execute(update(outbox).where(outbox.c.id.in_(_ids(row_ids))).values(
-            status="dead", last_attempt_at=now_instant(), attempts=outbox.c.attempts + 1, last_error=error[:2000],
-            lease_owner=None, lease_until=None))
+        await self.settle(row_ids, "dead", error=error)
+
+    async def last_enqueued_at(self, order_keys: Sequence[str]) -> str | None:
+        """When the newest message of these lanes was queued (None: never). Each lane's newest id per status is
+        one step along ``ix_outbox_order`` (order key, status, id), however many rows the outbox keeps."""
+        newest = union_all(*[
+            select(func.max(outbox.c.id).label("m")).where(and_(outbox.c.order_key == k, outbox.c.status == s))
+            for k in order_keys for s in _STATUSES]).subquery()
+        q = select(outbox.c.created_at).where(outbox.c.id == select(func.max(newest.c.m)).scalar_subquery())
+        return (await self.conn.execute(q)).scalar_one_or_none()
 
     async def cancel_pending(self, order_key: str, kind: str) -> int:
         """Drop pending rows of a kind for a key that no worker ever took to send (so the receiver

@@ -8,10 +8,11 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, bindparam, delete, insert, select, update
+from sqlalchemy import and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ltfu.fhir.outcome import FhirError
@@ -81,6 +82,19 @@ _CURRENT_MANY = select(resources.c.res_id, resources.c.version_id, resources.c.d
                        resources.c.content).where(and_(resources.c.res_type == bindparam("t"),
                                                        resources.c.res_id.in_(bindparam("ids", expanding=True))))
 _ADD_HISTORY = insert(resource_history).returning(resource_history.c.seq)
+_ADD_INDEX = insert(search_index)
+
+
+@cache
+def _current_of(n: int) -> Any:
+    """The current rows of ``n`` resources named by ``:t0, :i0 ...`` (built once per ``n``: ``compiled`` knows a
+    statement by its identity)."""
+    return select(resources.c.res_type, resources.c.res_id, resources.c.version_id, resources.c.deleted,
+                  resources.c.last_updated, resources.c.content).where(or_(*[
+                      and_(resources.c.res_type == bindparam(f"t{k}"), resources.c.res_id == bindparam(f"i{k}"))
+                      for k in range(n)]))
+
+
 _si = search_index
 # A token look-up brings the current rows along (the caller reads them next).
 _r = resources
@@ -170,7 +184,9 @@ class ResourceRepository:
         content = _dump(stamped)
         index = [{"res_type": res_type, "res_id": res_id, "param": r.param, "system": r.system, "value": r.value,
                   "value_hi": r.value_hi} for r in index_rows(stamped)]
-        if existing:
+        if existing and self.driver is not None:  # a new version (a Task moving): the same statements, at the driver
+            await self._update_at_driver(self.driver, res_type, res_id, version, when, method, content, index)
+        elif existing:
             seq = await self._history(res_type, res_id, version, when, False, method, content)
             await self.conn.execute(_SET_CURRENT, {"t": res_type, "i": res_id, "v": version, "s": seq, "w": when,
                                                    "d": False, "c": content})
@@ -196,6 +212,19 @@ class ResourceRepository:
         self._changed(res_type)
         return Stored(stamped, version, when, created=version == 1 or not existing)
 
+    async def _update_at_driver(self, driver: Driver, res_type: str, res_id: str, version: int, when: str,
+                                method: str, content: str, index: list[dict[str, Any]]) -> None:
+        if self.buffer is not None:
+            await self.buffer.flush()  # held rows first (the history's order, the index this transaction wrote)
+        history = {"res_type": res_type, "res_id": res_id, "version_id": version, "last_updated": when,
+                   "deleted": False, "method": method, "content": content}
+        (seq,), = await driver.fetch(compiled(_ADD_HISTORY, driver.dialect, list(history)), history)
+        current = {"t": res_type, "i": res_id, "v": version, "s": seq, "w": when, "d": False, "c": content}
+        await driver.execute_many(compiled(_SET_CURRENT, driver.dialect), [current])
+        await driver.execute_many(compiled(_DROP_INDEX, driver.dialect), [{"t": res_type, "i": res_id}])
+        if index:
+            await driver.execute_many(compiled(_ADD_INDEX, driver.dialect, list(index[0])), index)
+
     async def _history(
         self, res_type: str, res_id: str, version: int, when: str, deleted: bool, method: str,
         content: str | dict[str, Any],
@@ -217,6 +246,23 @@ class ResourceRepository:
             row = (await self._unbuffered.execute(_CURRENT, {"t": res_type, "i": res_id})).first()
             self._rows[key] = _Row(row.version_id, row.deleted, row.last_updated, row.content) if row else None
         return self._rows[key]
+
+    async def prefetch(self, keys: list[tuple[str, str]]) -> None:
+        """Read the current rows of several resources (of any types) in one statement; later reads of them in
+        this unit of work ask no one (an absent one is remembered as absent)."""
+        wanted = list(dict.fromkeys(k for k in keys if k not in self._rows))
+        if len(wanted) < 2:
+            return  # one is read when asked for
+        params = {f"t{n}": t for n, (t, _) in enumerate(wanted)} | {f"i{n}": i for n, (_, i) in enumerate(wanted)}
+        statement = _current_of(len(wanted))
+        if self.driver is not None:
+            found = await self.driver.fetch(compiled(statement, self.driver.dialect), params)
+        else:
+            found = [tuple(r) for r in await self._unbuffered.execute(statement, params)]
+        for key in wanted:
+            self._rows[key] = None
+        for t, i, v, d, w, c in found:
+            self._rows[(t, i)] = _Row(v, bool(d), w, c)
 
     async def get(self, res_type: str, res_id: str) -> Stored | None:
         """The current version, or None when unknown or deleted."""

@@ -12,6 +12,7 @@ from ltfu.store.resources import now_instant
 from ltfu.store.schema import match_decisions, match_reviews
 
 OPEN = ("open", "deferred")
+GONE = "cht-person-gone"  # the decision that records a link taken away because CHT deleted or merged the person
 
 
 def _item(r: Any) -> dict[str, Any]:
@@ -137,3 +138,13 @@ class ReviewRepository:
             )
         )
         return [r.person_id for r in rows if r.person_id]
+
+    async def linked_before(self, person_id: str) -> list[str]:
+        """The Patients that were linked to this CHT person until CHT deleted or merged it away
+        (``services/cht_gone.py`` records a ``cht-person-gone`` decision per Patient and person)."""
+        rows = await self.conn.execute(
+            select(match_decisions.c.patient_id).distinct().where(
+                match_decisions.c.person_id == person_id, match_decisions.c.action == GONE
+            )
+        )
+        return sorted(r.patient_id for r in rows)

@@ -262,6 +262,7 @@ signing_keys = Table(
     Column("secret", Text, nullable=False),
     Column("created_at", String(32), nullable=False),
     Column("retired_at", String(32), nullable=True),
+    Column("shown_at", String(32), nullable=True),  # handed to the facility (null: made with the subscription)
 )
 
 # The CHT person and place index (matching): fed by outbound push and the ``_changes`` sync.
@@ -304,13 +305,43 @@ cht_persons = Table(
     Column("updated_at", String(32), nullable=False),
 )
 
+# A first full sync from CHT writes here first (append-only, no index but its rowid) and merges into
+# cht_persons/cht_person_keys in key order once the feed is read (store/cht_index.py, migration 0023). A row
+# is a person as cht_persons holds it, or a deletion (``deleted``); the last staged row of a person counts.
+cht_stage_persons = Table(
+    "cht_stage_persons",
+    metadata,
+    Column("stage_id", Id, primary_key=True, autoincrement=True),
+    Column("person_id", String(128), nullable=False),
+    Column("deleted", Boolean, nullable=False, default=False),
+    Column("name", String(255), nullable=False, default=""),
+    Column("given", String(255), nullable=False, default=""),
+    Column("family", String(255), nullable=False, default=""),
+    Column("sex", String(1), nullable=True),
+    Column("birth_date", String(10), nullable=True),
+    Column("birth_precision", String(8), nullable=True),
+    Column("phones", Text, nullable=False, default="[]"),
+    Column("identifiers", Text, nullable=False, default="[]"),
+    Column("parent_id", String(128), nullable=True),
+    Column("household_id", String(128), nullable=True),
+    Column("chw_area_id", String(128), nullable=True),
+    Column("unit_id", String(128), nullable=True),
+    Column("unit_code", String(64), nullable=True),
+    Column("facility_code", String(64), nullable=True),
+    Column("lineage", Text, nullable=False, default="[]"),
+    Column("flags", String(64), nullable=False, default=""),
+    Column("block_keys", Text, nullable=False, default="[]"),
+    Column("updated_at", String(32), nullable=False),  # when staged
+)
+
 # Blocking keys (domain/matching/blocking.py): the candidates of a query are the union of its keys' rows.
 # One B-tree keyed (key, person_id) (SQLite: WITHOUT ROWID); a person's rows are found by the keys its
 # cht_persons row lists, so no index on person_id (migration 0019).
 cht_person_keys = Table(
     "cht_person_keys",
     metadata,
-    Column("key", String(200), primary_key=True),
+    # PostgreSQL: collated "C", so a key prefix is one range of the index (migration 0023)
+    Column("key", String(200).with_variant(String(200, collation="C"), "postgresql"), primary_key=True),
     Column("person_id", String(128), primary_key=True),
     sqlite_with_rowid=False,
 )
@@ -372,6 +403,7 @@ match_decisions = Table(
     Column("evidence", Text, nullable=False),
 )
 Index("ix_match_decisions_patient", match_decisions.c.patient_id, match_decisions.c.action)
+Index("ix_match_decisions_person", match_decisions.c.person_id, match_decisions.c.action)
 
 # CHT persons a reviewer flagged as one human recorded twice (CHT's own contact merge happens in CHT).
 # Matching never auto-links a member of an open group while another member is still indexed.
@@ -379,7 +411,7 @@ cht_duplicate_groups = Table(
     "cht_duplicate_groups",
     metadata,
     Column("group_id", String(64), primary_key=True),
-    Column("status", String(16), nullable=False),  # open | resolved
+    Column("status", String(16), nullable=False),  # open | resolved | merged (into ``merged_into``)
     Column("review_id", String(64), nullable=True),  # the review item it was flagged from
     Column("flagged_by", String(128), nullable=False),
     Column("flagged_at", String(32), nullable=False),
@@ -387,6 +419,7 @@ cht_duplicate_groups = Table(
     Column("evidence", Text, nullable=False),  # JSON: the candidates as the reviewer saw them
     Column("resolved_by", String(128), nullable=True),
     Column("resolved_at", String(32), nullable=True),
+    Column("merged_into", String(64), nullable=True),  # an overlapping flag joined it to that group (0021)
 )
 Index("ix_cht_duplicate_groups_status", cht_duplicate_groups.c.status)
 
@@ -431,4 +464,14 @@ tally_deltas = Table(
     Column("scope", String(64), nullable=False),
     Column("key", String(400), nullable=False),
     Column("n", Integer, nullable=False),
+)
+
+# What ``UnitOfWork.lock`` locks on PostgreSQL: one row per identity ever locked (a 64-bit hash of its key). A
+# locker inserts or updates the row and so holds a row lock until it commits: row locks live in the rows, not in
+# the server's lock table (a few thousand slots), so a 10,000-defaulter list locks each of its 20,000 identities
+# and nobody else waits for it (migration 0022). Unused on SQLite (one write transaction at a time).
+identity_locks = Table(
+    "identity_locks",
+    metadata,
+    Column("h", BigInteger, primary_key=True, autoincrement=False),
 )

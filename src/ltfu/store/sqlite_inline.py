@@ -36,7 +36,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ltfu.turns import turn
+from ltfu.turns import in_long_work, turn
 
 _WAITS_FOR_LOCK = ("BEGIN IMMEDIATE", "BEGIN EXCLUSIVE")
 CHECKPOINT_BYTES = 4 * 1024 * 1024  # about SQLite's own threshold (1,000 pages of 4 KiB)
@@ -206,7 +206,10 @@ class InlineConnection:
         return self._conn
 
     async def commit(self) -> None:
-        self._conn.commit()
+        if in_long_work():  # tenths of a second of pages written to the WAL (a large Bundle): the loop goes on
+            await asyncio.to_thread(self._conn.commit)
+        else:
+            self._conn.commit()
         if self._checkpointer is not None:
             self._checkpointer.maybe()
 

@@ -89,7 +89,7 @@ class UnitOfWork:
 
     @cached_property
     def receipts(self) -> ReceiptRepository:
-        return ReceiptRepository(self.conn)
+        return ReceiptRepository(self.conn, self.buffer)
 
     @cached_property
     def retention(self) -> RetentionRepository:
@@ -141,19 +141,17 @@ class UnitOfWork:
     async def lock(self, keys: list[str]) -> None:
         """Serialise this transaction with others that lock any of ``keys`` (until commit).
 
-        PostgreSQL: transaction-scoped advisory locks on ``LOCK_BUCKETS`` buckets of the keys, taken in
-        sorted order (no deadlock between two lockers) and in one statement. Buckets bound the locks a
-        10,000-patient list holds (PostgreSQL's lock table has room for a few thousand); two keys in one
-        bucket only wait for each other. SQLite needs none: its transactions already run one at a time.
+        PostgreSQL: a row lock per key, on its row of ``identity_locks`` (a 64-bit hash of the key), inserted
+        or updated in one statement, in sorted order (no deadlock between two lockers). Row locks are kept in
+        the rows, so a 10,000-patient list holds one per identity and only a request for one of those waits
+        for it (advisory locks live in the server's lock table, a few thousand slots: hashed into 512 shared
+        buckets, every bucket of which a long list held). A key already held by this transaction: no wait.
+        SQLite needs none: its transactions already run one at a time.
         """
         if self.db.is_sqlite or not keys:
             return
-        buckets = sorted({int.from_bytes(hashlib.sha256(k.encode()).digest()[:4], "big") % LOCK_BUCKETS
-                          for k in keys})
-        if len(buckets) == 1:
-            await self.conn.execute(_LOCK_ONE, {"b": buckets[0]})
-        else:
-            await self.conn.execute(_LOCK_MANY, {"bs": buckets})
+        hashes = sorted({int.from_bytes(hashlib.sha256(k.encode()).digest()[:8], "big", signed=True) for k in keys})
+        await self.conn.execute(_LOCK, {"hs": hashes})
 
     @asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
@@ -172,11 +170,9 @@ class UnitOfWork:
             raise
 
 
-LOCK_BUCKETS = 512
-_LOCK_SPACE = 7468  # the first key of our two-key advisory locks
-_LOCK_ONE = text(f"SELECT pg_advisory_xact_lock({_LOCK_SPACE}, :b)")
-_LOCK_MANY = text(f"SELECT count(pg_advisory_xact_lock({_LOCK_SPACE}, b)) FROM "
-                  "(SELECT unnest(CAST(:bs AS integer[])) AS b ORDER BY 1) AS buckets")
+# ON CONFLICT ... DO UPDATE locks the existing row (waits for its holder); an insert waits for an uncommitted twin.
+_LOCK = text("INSERT INTO identity_locks (h) SELECT unnest(CAST(:hs AS bigint[])) ORDER BY 1 "
+             "ON CONFLICT (h) DO UPDATE SET h = excluded.h")
 
 
 @asynccontextmanager

@@ -81,7 +81,7 @@ class WriteBuffer:
     def add(self, table: Table, row: dict[str, Any], assigned: PendingId | None = None) -> None:
         """Queue one row; ``assigned`` receives the database's id (history and outbox rows only)."""
         self._rows[table.name].append(row)
-        if table.name not in self._holds_ids and any(type(v) is PendingId for v in row.values()):
+        if table.name not in self._holds_ids and PendingId in map(type, row.values()):  # the test runs in C
             self._holds_ids.add(table.name)
         if table.name in self._ids:
             self._ids[table.name].append(assigned or PendingId())

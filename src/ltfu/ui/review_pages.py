@@ -60,6 +60,7 @@ STATUS_LABELS = {
     "created": NC_("review status", "Person created"),
     "rejected": NC_("review status", "Not a match"),
     "expired": NC_("review status", "Expired"),
+    "closed": NC_("review status", "Case closed first"),
 }
 ACTION_CONTEXT = "review decision"
 ACTION_LABELS = {
@@ -69,6 +70,9 @@ ACTION_LABELS = {
     "defer": NC_("review decision", "deferred"),
     "flag-duplicate": NC_("review decision", "flagged as duplicates in CHT"),
     "resolve-duplicate": NC_("review decision", "marked as dealt with in CHT"),
+    "cht-person-gone": NC_("review decision", "unlinked: the CHT person was deleted or merged in CHT"),
+    "report-old-link": NC_("review decision", "sent a CHW report on the former CHT person"),
+    "case-closed": NC_("review decision", "closed: the case ended before a decision"),
 }
 # The queue's filter: which items to show.
 FILTER_LABELS = {"open": N_("Open"), "decided": N_("Decided"), "all": N_("All")}

@@ -1,29 +1,27 @@
 """Tune the matcher's weights and thresholds in minutes, not hours: the blocks of ``bench/matching.py``'s
-incoming patients, read once from an in-memory copy of its index, then graded again for every setting.
+incoming patients, read once from the index it built, then graded again for every setting.
 
-``bench/matching.py`` builds its index through SQL (a 1e6 build takes ~40 min on this machine); grading is
-pure (``domain.matching.match``) and needs only each query's block: its candidates, the overflowing keys and
-the name frequencies. This tool generates the same community and the same incoming patients (it runs the
-bench's own ``build`` with the SQL writes replaced), indexes the persons in memory exactly as
-``services.cht_index.index_docs`` does (the same ``person_of``, placement, ``index_keys``, the row round trip
-of ``store.cht_index``), answers each query as ``ChtIndex.block`` does (key caps, overflow of the block cap,
-token frequencies over every indexed person) and keeps the blocks in a pickle. Then:
+Grading is pure (``domain.matching.match``) and needs only each query's block: its candidates, the
+overflowing keys, the name frequencies and the number of persons indexed. This tool draws the bench's
+incoming patients (its own ``build`` without writing: the same seed, the same community), reads each block
+from the kept index exactly as ``services.matching.find_matches`` does (``ChtIndex.block``), keeps the blocks
+in a pickle, then grades them with every ``--weights`` given:
 
-    nice -n 5 .venv/bin/python bench/match_tune.py --persons 1000000 --cache /tmp/blocks-1e6.pickle
-    nice -n 5 .venv/bin/python bench/match_tune.py --cache /tmp/blocks-1e6.pickle \
-        --weights '{"calibration_bits": -5}' --weights '{"calibration_bits": -7}'
+    nice -n 5 .venv/bin/python bench/matching.py --persons 1000000 --index /tmp/idx-1e6.db   # build once
+    nice -n 5 .venv/bin/python bench/match_tune.py --persons 1000000 --index /tmp/idx-1e6.db \
+        --cache /tmp/blocks-1e6.pickle
+    nice -n 5 .venv/bin/python bench/match_tune.py --cache /tmp/blocks-1e6.pickle --brief \
+        --weights '{"calibration_bits": 5}' --weights '{"certain_p": 0.99}'
 
-prints, per setting, the figures ``bench/matching.py`` reports (precision, recall, review, absent linked, by
-perturbation type). Latency is not measured here: ``bench/matching.py`` remains the benchmark; this is the
-tuning loop. The blocks depend on the blocking keys (``index_keys``/``query_keys``): rebuild the cache after
-changing them.
+prints, per setting, the accuracy figures of ``bench/matching.py`` with the same definitions (precision,
+recall, review, absent linked, by perturbation type). Latency is not measured here: ``bench/matching.py``
+remains the benchmark; this is the tuning loop. Read the blocks again after the blocking keys change.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import pickle
 import sys
@@ -36,18 +34,14 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 
 import matching as bench  # noqa: E402  (bench/matching.py)
-from ltfu.cht.people_index import contact_kind, lineage_of, person_of, place_of  # noqa: E402
-from ltfu.domain.matching import MatchConfig, index_keys, match, query_keys  # noqa: E402
-from ltfu.domain.matching.blocking import QueryKey  # noqa: E402
-from ltfu.domain.matching.records import Person, Place  # noqa: E402
+from ltfu.domain.matching import MatchConfig, match, query_keys  # noqa: E402
+from ltfu.domain.matching.records import Person  # noqa: E402
 from ltfu.fhir.match_patient import person_from_patient  # noqa: E402
 from ltfu.fhir.systems import Systems  # noqa: E402
-from ltfu.services.cht_index import _placement, place_levels  # noqa: E402
 from ltfu.settings import Settings  # noqa: E402
-from ltfu.store.cht_index import _person_from_values, _person_values  # noqa: E402
-
-# _SCAN_COLUMNS positions within the _ROW_COLUMNS row of store.cht_index (person_id … flags, lineage)
-_SCAN = (0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 14, 16, 15)
+from ltfu.store.db import Database  # noqa: E402
+from ltfu.store.index_size import indexed_persons  # noqa: E402
+from ltfu.store.uow import UnitOfWork  # noqa: E402
 
 
 @dataclass
@@ -66,107 +60,40 @@ class Blocks:
     total: int
 
 
-def _groups(keys: list[QueryKey], cap: int) -> tuple[dict[str, int], set[str]]:
-    """As ``store.cht_index._by_cap``: each key's cap (the largest asked), and the keys of the block cap."""
-    best: dict[str, int] = {}
-    for k in keys:
-        key = k.key[:200]
-        best[key] = max(best.get(key, 0), cap if k.cap is None else min(k.cap, cap))
-    return best, {k for k, c in best.items() if c == cap}
-
-
-async def _incoming(persons: int, incoming: int, seed: int) -> list[Any]:
-    async def nothing(uow: Any, batch: list) -> None:
-        return None
-
-    bench.index_docs = nothing
-    out, _, _ = await bench.build(None, persons, incoming, seed)  # type: ignore[arg-type]
-    return out
-
-
-def collect(persons: int, incoming: int, seed: int, cap: int) -> Blocks:
-    """Two passes of the bench's generator: the incoming patients and their keys, then the index."""
-
-    @contextlib.asynccontextmanager
-    async def no_uow(db: Any):
-        yield None
-
-    async def no_vacuum(db: Any) -> None:
-        return None
-
-    bench.unit_of_work = no_uow
-    bench.vacuum_analyze = no_vacuum
-    t0 = time.process_time()
-    items = asyncio.run(_incoming(persons, incoming, seed))[:incoming]
-    settings = Settings(workers=False)
+async def _read_blocks(url: str, items: list[Any], settings: Settings) -> Blocks:
+    """Each query's block as ``services.matching.find_matches`` reads it (the bench flags no duplicates)."""
+    db = Database(settings.model_copy(update={"database_url": url}))
     systems = Systems(settings.base_url)
-    queries = [
-        person_from_patient(i.patient, systems, settings.match_identifiers, settings.match_default_region)
-        for i in items
-    ]
-    asked = [_groups(query_keys(q), cap) for q in queries]
-    wanted = {k for best, _ in asked for k in best}
-    print(f"pass 1: {len(items)} incoming, {len(wanted)} keys, {time.process_time() - t0:.0f} s CPU", file=sys.stderr)
+    cap = MatchConfig().block_cap
+    persons: dict[str, int] = {}
+    stored: list[Person] = []
+    queries = []
+    async with db.connect() as conn:
+        uow = UnitOfWork(conn, db)
+        total = await indexed_persons(conn)
+        for item in items:
+            q = person_from_patient(item.patient, systems, settings.match_identifiers, settings.match_default_region)
+            by_id = [v for k, v in q.identifiers if k == "cht_id"]
+            block = await uow.cht_index.block(query_keys(q), q.tokens, cap, by_id)
+            at = []
+            for p in block.persons:
+                if p.id not in persons:
+                    persons[p.id] = len(stored)
+                    stored.append(p)
+                at.append(persons[p.id])
+            queries.append(Query(item, q, at, list(block.overflow), block.frequencies))
+    await db.dispose()
+    return Blocks(stored, queries, total)
 
-    holders: dict[str, list[int]] = defaultdict(list)  # key → indexes (up to the largest cap + 1)
-    sizes: Counter[str] = Counter()
-    tokens: Counter[str] = Counter()
-    rows: dict[int, Person] = {}
-    places: dict[str, Place] = {}
-    levels = place_levels(settings)
-    count = [0]
 
-    async def index(uow: Any, batch: list) -> None:
-        people = []
-        for doc in batch:
-            kind = contact_kind(doc, settings.cht_person_types)
-            if kind == "place":
-                p = place_of(doc)
-                places[p.id] = p
-            elif kind == "person":
-                people.append((doc, lineage_of(doc)))
-        where: dict[tuple[str, ...], dict] = {}
-        for doc, lineage in people:
-            if (placement := where.get(lineage)) is None:
-                placement = where[lineage] = _placement(lineage, places, levels)
-            person = person_of(doc, settings.match_default_region, lineage, **placement)
-            keys = index_keys(person)
-            n = count[0]
-            count[0] += 1
-            tokens.update(set(person.tokens))
-            hit = False
-            for k in {k[:200] for k in keys}:
-                if k in wanted:
-                    sizes[k] += 1
-                    if sizes[k] <= cap + 1:
-                        holders[k].append(n)
-                        hit = True
-            if hit:
-                row, _ = _person_values(person, keys, "")
-                rows[n] = _person_from_values([row[i] for i in _SCAN])
-
-    async def second() -> None:
-        bench.index_docs = index
-        await bench.build(None, persons, incoming, seed)  # type: ignore[arg-type]
-
-    asyncio.run(second())
-    total = count[0]
-    print(f"pass 2: {total} persons indexed, {len(rows)} in a block, {time.process_time() - t0:.0f} s CPU",
-          file=sys.stderr)
-    order = sorted(rows)
-    position = {n: i for i, n in enumerate(order)}
-    out = []
-    for item, q, (best, block_cap_keys) in zip(items, queries, asked, strict=True):
-        found: set[int] = set()
-        overflow = []
-        for k, c in best.items():
-            if sizes[k] <= c:
-                found.update(holders[k])
-            elif k in block_cap_keys:
-                overflow.append(k)
-        freq = {t: tokens[t[:64]] / total for t in q.tokens if tokens[t[:64]]}
-        out.append(Query(item, q, sorted(position[n] for n in found), sorted(overflow), freq))
-    return Blocks([rows[n] for n in order], out, total)
+def collect(url: str, persons: int, incoming: int, seed: int) -> Blocks:
+    """The incoming patients of the bench's generator (no write), their blocks from the built index."""
+    t0 = time.process_time()
+    settings = Settings(workers=False)
+    items = asyncio.run(bench.build(None, settings, persons, incoming, seed, write=False))[0][:incoming]  # type: ignore[arg-type]
+    blocks = asyncio.run(_read_blocks(url, items, settings))
+    print(f"{len(items)} blocks of {blocks.total} persons read, {time.process_time() - t0:.0f} s CPU", file=sys.stderr)
+    return blocks
 
 
 def evaluate(blocks: Blocks, cfg: MatchConfig, population: int | None) -> dict[str, Any]:
@@ -249,7 +176,9 @@ def evaluate(blocks: Blocks, cfg: MatchConfig, population: int | None) -> dict[s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--persons", type=int, default=None, help="build the cache (else read it)")
+    parser.add_argument("--persons", type=int, default=None, help="read the blocks into the cache (else read it)")
+    parser.add_argument("--index", default=None, help="the SQLite index bench/matching.py --index kept")
+    parser.add_argument("--database-url", default=None, help="or the database that holds the index")
     parser.add_argument("--incoming", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--cache", required=True, help="pickle of the blocks")
@@ -258,7 +187,7 @@ def main() -> None:
     parser.add_argument("--block-prior", action="store_true", help="the prior per block candidate (before)")
     args = parser.parse_args()
     if args.persons:
-        blocks = collect(args.persons, args.incoming, args.seed, MatchConfig().block_cap)
+        blocks = collect(args.database_url or f"sqlite:///{args.index}", args.persons, args.incoming, args.seed)
         with open(args.cache, "wb") as f:
             pickle.dump(blocks, f, protocol=pickle.HIGHEST_PROTOCOL)
     else:

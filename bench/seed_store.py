@@ -22,6 +22,7 @@ SQLite is written through ``sqlite3`` (``executemany``), PostgreSQL with ``COPY`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import sqlite3
 import time
@@ -97,6 +98,24 @@ class Store:
         assert self._loop is not None
         return self._loop.run_until_complete(coro)
 
+    @contextlib.contextmanager
+    def one_snapshot(self) -> Iterator[None]:
+        """The reads inside see one state of the store: a server still writing cannot slip a row in between
+        two tables (a current version whose history row was read before it was written)."""
+        if self._lite:
+            self._lite.execute("BEGIN")
+            try:
+                yield
+            finally:
+                self._lite.execute("COMMIT")
+            return
+        tr = self._pg.transaction(isolation="repeatable_read", readonly=True)
+        self._run(tr.start())
+        try:
+            yield
+        finally:
+            self._run(tr.commit())
+
     def rows(self, table: str) -> list[tuple[Any, ...]]:
         cols = ", ".join(f'"{c}"' for c in _columns(table))
         if self._lite:
@@ -144,7 +163,16 @@ class Store:
                     await self._pg.execute(f"SELECT setval('{_seq(t, c)}', (SELECT MAX({c}) FROM {t}))")
                 await self._pg.execute(COUNTERS)
 
-        self._run(copy())
+        import asyncpg
+
+        for attempt in range(5):  # the server's transactions lock the same tables one by one: a deadlock may end ours
+            try:
+                self._run(copy())
+                return
+            except asyncpg.DeadlockDetectedError:
+                if attempt == 4:
+                    raise
+                time.sleep(1)
 
 
 def _seq(table: str, col: str) -> str:
@@ -168,13 +196,14 @@ def _tokens(values: Iterable[Any], pattern: re.Pattern[str]) -> Iterator[str]:
 def snapshot(store: Store) -> Snapshot:
     ids = re.compile(UUID)
     snap = Snapshot()
-    for table in metadata.tables:
-        rows = store.rows(table)
-        for r in rows:
-            snap.tokens.update(_tokens(r, ids))
-        if table in CLONED:
-            idx = [_columns(table).index(c) for c in _pk(table)]
-            snap.keys[table] = {tuple(r[i] for i in idx) for r in rows}
+    with store.one_snapshot():
+        for table in metadata.tables:
+            rows = store.rows(table)
+            for r in rows:
+                snap.tokens.update(_tokens(r, ids))
+            if table in CLONED:
+                idx = [_columns(table).index(c) for c in _pk(table)]
+                snap.keys[table] = {tuple(r[i] for i in idx) for r in rows}
     return snap
 
 
@@ -213,10 +242,12 @@ def capture(store: Store, before: Snapshot, extra: Sequence[str] = ()) -> Templa
     ids = re.compile(UUID)
     rows: dict[str, list[list[Any]]] = {}
     ints: dict[str, list[int]] = {}
+    with store.one_snapshot():
+        stored = {table: store.rows(table) for table in CLONED}
     for table in CLONED:
         cols = _columns(table)
         idx = [cols.index(c) for c in _pk(table)]
-        added = [r for r in store.rows(table) if tuple(r[i] for i in idx) not in before.keys.get(table, set())]
+        added = [r for r in stored[table] if tuple(r[i] for i in idx) not in before.keys.get(table, set())]
         rows[table] = []
         new_ids = [i for i, c in enumerate(cols) if c in ("res_id", "case_id", "person_id", "review_id")][:1]
         for r in added:
@@ -240,8 +271,9 @@ def capture(store: Store, before: Snapshot, extra: Sequence[str] = ()) -> Templa
     return Template(rows, {f: (min(v), max(v)) for f, v in ints.items()}, len(rows["cases"]))
 
 
-# the keys' own columns (indexed) and the event counters; the columns pointing at them are no larger
-_TOP_SQL = [(FAMILIES[(t, c)], f'SELECT MAX("{c}") FROM "{t}"') for t, c in SERIALS]
+# the keys' own columns (indexed), the current versions' history numbers (unique, indexed: no larger than the
+# history's unless a history row went) and the event counters; the other columns pointing at them are no larger
+_TOP_SQL = [(FAMILIES[(t, c)], f'SELECT MAX("{c}") FROM "{t}"') for t, c in (*SERIALS, ("resources", "seq"))]
 _TOP_SQL += [("event", "SELECT MAX(events_since_start) FROM subscription_counters")]
 _TOP_SQL += [(FAMILIES[(t, c)], f"SELECT last_value FROM {_seq(t, c)}") for t, c in SERIALS]  # PostgreSQL only
 

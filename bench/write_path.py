@@ -17,7 +17,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import json
 import os
+import random
 import shutil
 import socket
 import statistics
@@ -87,10 +89,16 @@ class Stubs:
     def __init__(self) -> None:
         self.records = 0
         self.callbacks = 0
+        self.keep_refs = False
+        self.refs: list[tuple[str, str]] = []  # (case_ref, patient_uuid) of the follow-ups sent, when kept
 
     async def records_api(self, request: web.Request) -> web.Response:
-        await request.read()
+        body = await request.read()
         self.records += 1
+        if self.keep_refs:
+            doc = json.loads(body)
+            if doc.get("case_ref"):
+                self.refs.append((doc["case_ref"], doc.get("patient_uuid") or ""))
         return web.json_response({"success": True, "id": f"rec-{self.records}"})
 
     async def doc(self, request: web.Request) -> web.Response:
@@ -171,7 +179,7 @@ async def post(session: aiohttp.ClientSession, url: str, body: Any) -> tuple[int
 
 
 async def setup_facility(session: aiohttp.ClientSession, base: str, stub_url: str) -> str:
-    for _ in range(300):
+    for _ in range(1800):  # a loaded machine: the server may take a minute to start
         try:
             async with session.get(base + "/health") as r:
                 if r.status == 200:
@@ -253,12 +261,15 @@ async def load(
         while time.perf_counter() < end:
             path, body = request_body(route, tag, next(counter), org_id)
             t0 = time.perf_counter()
-            async with session.post(base + path, json=body, headers=AUTH) as r:
-                await r.read()
-                if r.status == 201:
-                    latencies.append(time.perf_counter() - t0)
-                else:
-                    errors += 1
+            try:
+                async with session.post(base + path, json=body, headers=AUTH) as r:
+                    await r.read()
+                    if r.status == 201:
+                        latencies.append(time.perf_counter() - t0)
+                    else:
+                        errors += 1
+            except aiohttp.ClientError:  # a connection dropped (a loaded machine): counted, not fatal
+                errors += 1
 
     t0 = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(conc)))
@@ -283,7 +294,10 @@ async def with_mediator(args: argparse.Namespace, body: Any) -> None:
     finally:
         mediator.stop()
         await runner.cleanup()
-        shutil.rmtree(tmp, ignore_errors=True)
+        if getattr(args, "keep", False):
+            print(f"kept {tmp}", flush=True)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 async def accept(args: argparse.Namespace) -> None:
@@ -471,8 +485,7 @@ def pg_scans(url: str) -> tuple[int, int]:
     from seed_store import Store
 
     with Store(url) as store:
-        rows = store._run(store._pg.fetch(
-            "SELECT COALESCE(SUM(seq_scan), 0), COALESCE(SUM(idx_scan), 0) FROM pg_stat_user_tables"))
+        rows = store.rows_sql("SELECT COALESCE(SUM(seq_scan), 0), COALESCE(SUM(idx_scan), 0) FROM pg_stat_user_tables")
     return int(rows[0][0]), int(rows[0][1])
 
 
@@ -480,9 +493,88 @@ def stored_cases(url: str) -> int:
     from seed_store import Store
 
     with Store(url) as store:
+        return int(store.rows_sql("SELECT COUNT(*) FROM cases")[0][0])
+
+
+def sample_cases(url: str, n: int) -> list[str]:
+    """``n`` stored case ids spread over the whole store (old copies and new cases alike), shuffled."""
+    from seed_store import Store
+
+    with Store(url) as store:
+        ids = [str(r[0]) for r in store.rows_sql("SELECT case_id FROM cases")]
+    random.Random(14).shuffle(ids)
+    return ids[:n]
+
+
+def storage(url: str, breakdown: bool) -> tuple[int, list[tuple[str, int]]]:
+    """Bytes the store takes (SQLite: the file and its WAL; PostgreSQL: the database) and, when asked, the
+    largest tables and indexes."""
+    from seed_store import Store
+
+    with Store(url) as store:
         if store.sqlite:
-            return int(store._lite.execute("SELECT COUNT(*) FROM cases").fetchone()[0])  # type: ignore[union-attr]
-        return int(store._run(store._pg.fetchval("SELECT COUNT(*) FROM cases")))
+            path = Path(store.url.database or "")
+            wal = path.with_name(path.name + "-wal")
+            total = sum(p.stat().st_size for p in (path, wal) if p.exists())
+            parts = store.rows_sql("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name ORDER BY 2 DESC LIMIT 12") \
+                if breakdown else []
+            parts = [("wal_file", wal.stat().st_size if wal.exists() else 0), *parts]
+        else:
+            total = int(store.rows_sql("SELECT pg_database_size(current_database())")[0][0])
+            parts = store.rows_sql(
+                "SELECT relname, pg_relation_size(c.oid) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'i', 't') ORDER BY 2 DESC LIMIT 12") \
+                if breakdown else []
+    return total, [(str(a), int(b)) for a, b in parts]
+
+
+async def quiet(m: Mediator, timeout: float) -> float:
+    """Wait until the server is idle (under 5% of a core over 3 s): the catch-up the copies caused is done.
+    Returns the seconds waited."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        cpu0 = m.cpu_s()
+        await asyncio.sleep(3)
+        if m.cpu_s() - cpu0 < 0.15:
+            break
+    return time.perf_counter() - t0
+
+
+def follow_up(case_ref: str, patient_uuid: str, tag: str) -> dict[str, Any]:
+    """A CHW's final follow-up report as CHT's outbound push sends it."""
+    return {"report_id": f"{tag}-{case_ref}", "case_ref": case_ref, "patient_uuid": patient_uuid, "method": "phone",
+            "contacted": "yes", "outcome": "returning_to_care", "attempt_no": 1,
+            "reported_date": int(time.time() * 1000)}
+
+
+async def requests_of(session: aiohttp.ClientSession, conc: int, calls: list[tuple[str, str, Any]],
+                      ok: tuple[int, ...], seconds: float = 1e9) -> tuple[int, int, list[float], float]:
+    """``calls`` (method, url, body) from ``conc`` clients, none started after ``seconds``: (answered with
+    ``ok``, other, latencies, elapsed)."""
+    todo = iter(calls)
+    latencies: list[float] = []
+    errors = 0
+    end = time.perf_counter() + seconds
+
+    async def client() -> None:
+        nonlocal errors
+        for method, url, body in todo:
+            if time.perf_counter() > end:
+                return
+            t0 = time.perf_counter()
+            try:
+                async with session.request(method, url, json=body, headers=AUTH) as r:
+                    await r.read()
+                    if r.status in ok:
+                        latencies.append(time.perf_counter() - t0)
+                    else:
+                        errors += 1
+            except aiohttp.ClientError:
+                errors += 1
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(conc)))
+    return len(latencies), errors, latencies, time.perf_counter() - t0
 
 
 async def template_cases(session: aiohttp.ClientSession, base: str, n: int) -> None:
@@ -507,12 +599,14 @@ async def template_cases(session: aiohttp.ClientSession, base: str, n: int) -> N
 
 
 async def growth(args: argparse.Namespace) -> None:
-    """Grow the store to each size, then measure the accept path of both routes there.
+    """Grow the store to each size, then measure there: new cases through both routes, reads of stored cases
+    (by id and by search) and CHT pushes of final reports for the cases just accepted.
 
     The store grows by copies (bench/seed_store.py) of a template the service wrote itself: ``--template``
-    CHT-linked patients with a request each (delivered to the CHT stub, notified to the facility), and a
-    defaulter Bundle of a quarter as many unlinked patients (matched or queued for review).
-    The measured requests are the real routes of the running ``ltfu serve``.
+    CHT-linked patients with a request each (delivered to the CHT stub, notified to the facility, closed by a
+    CHW's final report pushed from CHT), and a defaulter Bundle of a quarter as many unlinked patients (matched,
+    or queued for review and rejected there). Copies are spread over the past year: a store of closed cases, as
+    a deployment's is after a while. The measured requests are the real routes of the running ``ltfu serve``.
     """
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from seed_store import analyze, capture, replicate, snapshot
@@ -528,9 +622,11 @@ async def growth(args: argparse.Namespace) -> None:
             with Store(m.db_url) as store:
                 return capture(store, before, extra=[r"tpl-\d{7}"])
 
+        db = "sqlite" if m.sqlite else "postgresql"
         # the plain drivers run their own event loop (PostgreSQL): off this one, in a thread
         before = await asyncio.to_thread(take_snapshot)
         t0 = time.perf_counter()
+        stubs.keep_refs = True
         await template_cases(session, m.url, args.template)
         await drain(stubs, 0, args.template, args.drain_timeout)
         # a quarter as many again from a defaulter list of unlinked patients (matching, review queue)
@@ -538,10 +634,22 @@ async def growth(args: argparse.Namespace) -> None:
                                 headers=AUTH) as r:
             assert r.status == 200, await r.text()
         await settle(stubs, args.drain_timeout)
+        # the CHW closes every delivered case; the reviewer rejects what is queued
+        refs, stubs.refs = stubs.refs, []
+        ok, errors, _, _ = await requests_of(session, 8, [
+            ("POST", m.url + "/cht/follow-up", follow_up(c, p, "tpl")) for c, p in refs], (201,))
+        assert not errors, f"{errors} template follow-ups refused"
+        async with session.get(m.url + "/admin/review", headers=AUTH) as r:
+            items = (await r.json())["items"]
+        ok, errors, _, _ = await requests_of(session, 4, [
+            ("POST", f"{m.url}/admin/review/{i['review_id']}", {"action": "reject"}) for i in items], (200,))
+        assert not errors, f"{errors} template review decisions refused"
+        await settle(stubs, args.drain_timeout)
         template = await asyncio.to_thread(take_template)
         rows = sum(len(v) for v in template.rows.values())
-        print(f"template: {template.cases} cases, {rows} rows ({rows / template.cases:.1f} per case) "
-              f"in {time.perf_counter() - t0:.1f}s", flush=True)
+        print(f"template: {template.cases} cases, {rows} rows ({rows / template.cases:.1f} per case), "
+              f"{len(refs)} closed by a CHW, {len(items)} rejected in review, in {time.perf_counter() - t0:.1f}s",
+              flush=True)
         copies_made = 0
         for target in [int(x) for x in args.cases.split(",")]:
             stored = await asyncio.to_thread(stored_cases, m.db_url)
@@ -551,26 +659,49 @@ async def growth(args: argparse.Namespace) -> None:
             copies_made += copies
             if args.analyze:
                 await asyncio.to_thread(analyze, m.db_url)
+            catch_up = await quiet(m, 900)
             stored = await asyncio.to_thread(stored_cases, m.db_url)
+            size, parts = await asyncio.to_thread(storage, m.db_url, stored <= 200_000)
+            print(f"STORE db={db} stored_cases={stored} seed_s={seconds:.0f} catch_up_s={catch_up:.0f} "
+                  f"bytes={size} bytes_per_case={size / stored:.0f} "
+                  + " ".join(f"{name}={b / stored:.0f}" for name, b in parts), flush=True)
+            measured: list[tuple[str, int, int, list[float], float, float, str]] = []
             for route in ("mediator", "fhir"):
                 await load(session, m.url, route, org_id, args.conc, 2, f"warm{target}{route}")
                 await settle(stubs, args.drain_timeout)
+                if route == "mediator":  # the CHT push below reports on the cases accepted now
+                    stubs.refs, stubs.keep_refs = [], True
                 scans0 = await asyncio.to_thread(pg_scans, m.db_url) if not m.sqlite else None
                 cpu0 = m.cpu_s()
                 ok, errors, lat, elapsed = await load(
                     session, m.url, route, org_id, args.conc, args.duration, f"at{target}{route}")
-                cpu1 = m.cpu_s()
+                cpu = m.cpu_s() - cpu0
                 scans = ""
                 if scans0 is not None:
                     s1 = await asyncio.to_thread(pg_scans, m.db_url)
                     scans = (f" seq_scans_per_req={(s1[0] - scans0[0]) / max(ok, 1):.2f}"
                              f" idx_scans_per_req={(s1[1] - scans0[1]) / max(ok, 1):.1f}")
+                await drain(stubs, stubs.records - len(stubs.refs), ok, args.drain_timeout)
+                stubs.keep_refs = False
                 await settle(stubs, args.drain_timeout)
+                measured.append((f"accept_{route}", ok, errors, lat, elapsed, cpu, scans))
+            # reads of stored cases (old copies and new alike): by id, and the Task of a case by search
+            sample = await asyncio.to_thread(sample_cases, m.db_url, 2000)
+            for kind, calls in (
+                ("read", [("GET", f"{m.url}/fhir/ServiceRequest/{c}", None) for c in sample]),
+                ("search", [("GET", f"{m.url}/fhir/Task?based-on=ServiceRequest/{c}", None) for c in sample]),
+                ("cht_push", [("POST", m.url + "/cht/follow-up", follow_up(c, p, f"at{target}"))
+                              for c, p in stubs.refs]),
+            ):
+                cpu0 = m.cpu_s()
+                ok, errors, lat, elapsed = await requests_of(session, args.conc, calls, (200, 201), args.duration)
+                measured.append((kind, ok, errors, lat, elapsed, m.cpu_s() - cpu0, ""))
+                await settle(stubs, args.drain_timeout)
+            for kind, ok, errors, lat, elapsed, cpu, scans in measured:
                 print(
-                    f"GROWTH db={'sqlite' if m.sqlite else 'postgresql'} route={route} stored_cases={stored} "
-                    f"seed_s={seconds:.0f} analyzed={args.analyze} req_s={ok / elapsed:.1f} "
-                    f"cpu_ms_req={(cpu1 - cpu0) * 1000 / max(ok, 1):.2f} p50_ms={pct(lat, 50) * 1000:.0f} "
-                    f"p99_ms={pct(lat, 99) * 1000:.0f} errors={errors}{scans}",
+                    f"GROWTH db={db} {kind} stored_cases={stored} analyzed={args.analyze} requests={ok} "
+                    f"req_s={ok / elapsed:.1f} cpu_ms_req={cpu * 1000 / max(ok, 1):.2f} "
+                    f"p50_ms={pct(lat, 50) * 1000:.0f} p99_ms={pct(lat, 99) * 1000:.0f} errors={errors}{scans}",
                     flush=True,
                 )
 
@@ -590,6 +721,7 @@ def main() -> None:
     parser.add_argument("--cases", default="1000,100000,1000000")
     parser.add_argument("--template", type=int, default=500, help="growth: cases the service writes, then copied")
     parser.add_argument("--analyze", action="store_true", help="growth: ANALYZE after seeding (autovacuum's job)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (the SQLite store, the log)")
     args = parser.parse_args()
     if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {1})  # the load and the stubs stay off the mediator's core

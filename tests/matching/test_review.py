@@ -142,3 +142,23 @@ def test_review_scoping_reject_defer_and_expiry(server: Api, settings: Settings)
     task_b = server.get(f"/fhir/Task?based-on=ServiceRequest/{case_b}").json()["entry"][0]["resource"]
     assert task_b["status"] == "rejected"
     assert task_b["businessStatus"]["coding"][0]["code"] == "unassignable"
+
+
+async def test_expiry_takes_a_bounded_batch_oldest_first(db: Database) -> None:
+    """After a long stop thousands of items may be due at once: one sweep expires a batch (its transaction stays
+    short), the longest overdue first; the next sweeps take the rest."""
+    from sqlalchemy import insert, select
+
+    async with unit_of_work(db) as uow:
+        await uow.conn.execute(insert(match_reviews), [
+            {"review_id": f"r-{i}", "case_id": f"c-{i}", "organization_id": None, "patient_id": f"p-{i}",
+             "status": "open", "reason": "no-place", "proposal": "{}", "created_at": "2000-01-01T00:00:00.000000Z",
+             "due_at": f"200{i}-01-01T00:00:00.000000Z"} for i in (3, 1, 2)])
+    async with unit_of_work(db) as uow:
+        assert await review.expire_due(uow, limit=2) == 2
+        expired = (await uow.conn.execute(select(match_reviews.c.review_id)
+                                          .where(match_reviews.c.status == "expired"))).scalars().all()
+        assert sorted(expired) == ["r-1", "r-2"]
+    async with unit_of_work(db) as uow:
+        assert await review.expire_due(uow, limit=2) == 1
+        assert await review.expire_due(uow, limit=2) == 0

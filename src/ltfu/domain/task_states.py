@@ -11,8 +11,9 @@ _ALLOWED: dict[str, frozenset[str]] = {
     "in-progress": frozenset({"completed", "failed", "on-hold", "cancelled"}),
     "on-hold": frozenset({"in-progress", "cancelled"}),
 }
-# Expiry may end a case in any non-terminal state.
-_EXPIRY = frozenset({"requested", "received", "accepted", "in-progress", "on-hold"})
+# The states a case can leave (every one not terminal); expiry may end a case in any of them.
+OPEN = tuple(sorted(_ALLOWED))
+_EXPIRY = frozenset(OPEN)
 
 
 class IllegalTransition(ValueError):

@@ -209,6 +209,11 @@ def instant(dt: datetime) -> str:
 @lru_cache(maxsize=4096)  # a defaulter list repeats its dates; the ranges are pure functions of the text
 def date_range(text: str) -> tuple[str, str]:
     """The instant range a FHIR date/dateTime/instant covers; timezone-less values are taken as UTC."""
+    if len(text) == 27 and text[26] == "Z" and text[19] == "." and text[10] == "T" and text[4] == "-":
+        # An instant as we write them (``now_instant``: every Task and case stamp, each one new to the cache):
+        # it is its own range once it parses
+        datetime.fromisoformat(text[:26])
+        return text, text
     m = _DATE_RE.match(text.strip())
     if not m:
         raise ValueError(f"not a FHIR date: {text!r}")

@@ -39,6 +39,9 @@ _CREATE_FIRST = {"Endpoint": 0, "Organization": 1, "Practitioner": 2, "Patient":
 Token = tuple[str | None, str, bool]
 FLUSH_EVERY = 500  # entries between two sends of the held rows (a bound on what a long list holds)
 LONG_ENTRIES = 200  # a Bundle this long is long work (``ltfu.turns``): its turns give way to other requests
+# A Bundle longer than this commits on its own (``UnitOfWork.alone``): the small requests that share the SQLite
+# writer's COMMIT with others do not wait for a defaulter list to end.
+ALONE_ENTRIES = 50
 
 
 @dataclass
@@ -232,6 +235,8 @@ async def _prefetch(uow: UnitOfWork, entries: list[dict[str, Any]], skip: set[in
 
 async def transaction(uow: UnitOfWork, bundle: dict[str, Any], search: Search) -> list[EntryResult]:
     entries = _entries(bundle, uow.settings.bundle_max_entries)
+    if len(entries) > ALONE_ENTRIES:
+        await uow.alone()
     mapping: dict[str, str] = {}
     preassigned: dict[int, str] = {}
     existing: dict[int, Stored] = {}
@@ -313,6 +318,8 @@ async def transaction(uow: UnitOfWork, bundle: dict[str, Any], search: Search) -
 
 async def batch(uow: UnitOfWork, bundle: dict[str, Any], search: Search) -> list[EntryResult]:
     entries = _entries(bundle, uow.settings.bundle_max_entries)
+    if len(entries) > ALONE_ENTRIES:
+        await uow.alone()
     results: list[EntryResult] = []
     for e in entries:
         try:

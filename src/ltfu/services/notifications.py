@@ -13,17 +13,17 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, bindparam, func, insert, select, update
+from sqlalchemy import func, insert, select, update
 
 from ltfu.domain.callbacks import MASK, CallbackRefused, check_address, split_header
 from ltfu.fhir.outcome import FhirError
 from ltfu.fhir.systems import BACKPORT, Systems
 from ltfu.services import resources as ops
 from ltfu.services.resources import WriteHook
+from ltfu.store.lookups import SUBSCRIPTIONS_OF
 from ltfu.store.outbox import instant_in
 from ltfu.store.resources import Stored, now_instant
-from ltfu.store.schema import callback_secrets, outbox, subscription_counters, subscription_events
-from ltfu.store.schema import resources as current_rows
+from ltfu.store.schema import outbox, subscription_counters, subscription_events
 from ltfu.store.uow import UnitOfWork
 
 LIVE = ("requested", "active", "error")
@@ -71,32 +71,23 @@ def _subscription_for(systems: Systems, org_id: str, endpoint: dict[str, Any], h
     }
 
 
-_sc = subscription_counters.c
-_r = current_rows.c
-_cs = callback_secrets.c
-# A facility's subscriptions with their current rows and header secrets: the request reads all three.
-_SUBSCRIPTIONS_OF = (
-    select(_sc.subscription_id, _r.version_id, _r.deleted, _r.last_updated, _r.content, _cs.headers)
-    .select_from(subscription_counters
-                 .outerjoin(current_rows, and_(_r.res_type == "Subscription", _r.res_id == _sc.subscription_id))
-                 .outerjoin(callback_secrets, and_(_cs.res_type == "Subscription",
-                                                   _cs.res_id == _sc.subscription_id)))
-    .where(_sc.organization_id == bindparam("o"))
-    .order_by(_sc.subscription_id))
-
-
 async def subscriptions_of(uow: UnitOfWork, org_id: str) -> list[str]:
     key = ("subscriptions_of", org_id)  # asked for every event and request of the facility: once per transaction
     if key not in uow.memo:
         # No flush: the buffer never holds subscription_counters or callback_secrets rows, and a Subscription
         # it holds is already remembered by the repository (which keeps that newer row).
-        rows = await uow.fetch(_SUBSCRIPTIONS_OF, {"o": org_id}, see_buffer=False)
-        for sub_id, version, deleted, last_updated, content, headers in rows:
-            if version is not None:
-                uow.resources.remember("Subscription", sub_id, version, deleted, last_updated, content)
-            uow.callbacks.remember("Subscription", sub_id, headers)
-        uow.memo[key] = [r[0] for r in rows]
+        remember_subscriptions(uow, org_id, await uow.fetch(SUBSCRIPTIONS_OF, {"o": org_id}, see_buffer=False))
     return list(uow.memo[key])
+
+
+def remember_subscriptions(uow: UnitOfWork, org_id: str, rows: list[tuple[Any, ...]]) -> None:
+    """The facility's subscriptions as ``SUBSCRIPTIONS_OF`` reads them (here or in ``store/lookups``), for the
+    rest of the transaction."""
+    for sub_id, version, deleted, last_updated, content, headers in rows:
+        if version is not None:
+            uow.resources.remember("Subscription", sub_id, version, deleted, last_updated, content)
+        uow.callbacks.remember("Subscription", sub_id, headers)
+    uow.memo[("subscriptions_of", org_id)] = [r[0] for r in rows]
 
 
 async def facility_endpoint(uow: UnitOfWork, org: dict[str, Any]) -> dict[str, Any] | None:

@@ -15,6 +15,8 @@ from ltfu.store.uow import UnitOfWork
 async def find(uow: UnitOfWork, key: str) -> Stored | None:
     """A Patient by logical id, else by identifier value (``value`` or ``system|value``), among those the
     actor may name (``policy.bind_patients``)."""
+    if "|" not in key:
+        await uow.resources.prime_id_or_token("Patient", key)
     if "|" not in key and await policy.bind_patients(uow, [key]):
         stored = await uow.resources.get("Patient", key)
         if stored:

@@ -71,6 +71,7 @@ class FollowUpRequest:
 
 async def request_follow_up(uow: UnitOfWork, resource: dict[str, Any]) -> FollowUpRequest:
     """The PoC's LTFU request: the case, and the facility's Subscription (a facility: its own only)."""
+    await requests.prime(uow, resource)
     org = await requests.find_organization(uow, resource["requester"]["reference"].split("/", 1)[1])
     policy.require_own_organization(uow.actor, org.resource["id"] if org else None, "ServiceRequest.requester")
     if org is None:

@@ -19,6 +19,7 @@ from ltfu.fhir.search_params import date_range
 from ltfu.fhir.systems import TASK_CODE_SYSTEM, Systems
 from ltfu.services import notifications, patients, policy, tasks
 from ltfu.services.resources import WriteHook
+from ltfu.store.lookups import Ref, prime_new_case
 from ltfu.store.resources import Stored, now_instant
 from ltfu.store.uow import UnitOfWork
 
@@ -55,9 +56,8 @@ def _ensure_identifier(uow: UnitOfWork, resource: dict[str, Any]) -> dict[str, A
     return {**resource, "identifier": [{"system": system, "value": f"auto-{digest}"}]}
 
 
-async def _resolve_reference(uow: UnitOfWork, ref: dict[str, Any] | None, res_type: str,
-                             expression: str) -> Stored:
-    """``Type/id``, ``Type/<identifier value>`` (the PoC's form), ``Type?identifier=…`` or ``Reference.identifier``."""
+def _reference_key(ref: dict[str, Any] | None, res_type: str, expression: str) -> str:
+    """The key a reference names: an id or an identifier value (no ``|``), or ``system|value``."""
     if not isinstance(ref, dict):
         raise FhirError.of("required", f"{expression} is required", expression, status=422)
     text = ref.get("reference")
@@ -74,10 +74,46 @@ async def _resolve_reference(uow: UnitOfWork, ref: dict[str, Any] | None, res_ty
         key = f"{ident.get('system', '')}|{ident['value']}" if ident.get("system") else ident["value"]
     if not key:
         raise FhirError.of("required", f"{expression} needs a reference or an identifier", expression, status=422)
+    return key
+
+
+def _lookup(ref: dict[str, Any] | None, res_type: str) -> Ref | None:
+    """What ``_resolve_reference`` (and ``patients.find``) will look up for this reference."""
+    try:
+        key = _reference_key(ref, res_type, "")
+    except FhirError:
+        return None  # its own look-up reports it
+    if "|" not in key:
+        return Ref(res_type, key, None, key)
+    system, _, value = key.rpartition("|")
+    return Ref(res_type, None, system or None, value)
+
+
+async def prime(uow: UnitOfWork, sr: dict[str, Any]) -> None:
+    """A new case's look-ups (is it known, its requester and its subject, the requester's subscriptions) in
+    one statement before the steps that ask for each (``store/lookups``)."""
+    if not is_ltfu_request(sr, Systems(uow.settings.base_url)):
+        return
+    key = request_key(_ensure_identifier(uow, sr))
+    if uow.cases.is_known_absent(key):  # looked up already (a defaulter list's prefetch, or here)
+        return
+    refs = [r for r in (_lookup(sr.get("requester"), "Organization"), _lookup(sr.get("subject"), "Patient")) if r]
+    orgs = 0 if refs and refs[0].res_type == "Organization" else None
+    subscriptions = await prime_new_case(uow, key, refs, orgs)
+    for org_id, rows in (subscriptions or {}).items():
+        notifications.remember_subscriptions(uow, org_id, rows)
+
+
+async def _resolve_reference(uow: UnitOfWork, ref: dict[str, Any] | None, res_type: str,
+                             expression: str) -> Stored:
+    """``Type/id``, ``Type/<identifier value>`` (the PoC's form), ``Type?identifier=…`` or ``Reference.identifier``."""
+    key = _reference_key(ref, res_type, expression)
     if res_type == "Patient":
         found = await patients.find(uow, key)
     else:
         found = None
+        if "|" not in key:
+            await uow.resources.prime_id_or_token(res_type, key)
         if "|" not in key and await policy.can_see(uow, res_type, key):
             found = await uow.resources.get(res_type, key)
         if found is None:
@@ -96,6 +132,7 @@ async def _resolve_reference(uow: UnitOfWork, ref: dict[str, Any] | None, res_ty
 async def _existing(uow: UnitOfWork, resource: dict[str, Any]) -> Stored | None:
     if not is_ltfu_request(resource, Systems(uow.settings.base_url)):
         return None
+    await prime(uow, resource)
     resource = _ensure_identifier(uow, resource)
     case = await uow.cases.by_request_key(request_key(resource))
     if case is not None and not policy.case_in_scope(uow.actor, case):

@@ -229,10 +229,11 @@ async def decided_place(uow: UnitOfWork, case_id: str) -> tuple[str, str | None]
     return item["status"], place
 
 
-async def expire_due(uow: UnitOfWork) -> int:
-    """Items unresolved after ``LTFU_MATCH_REVIEW_DAYS``: the case is rejected ``unassignable``."""
+async def expire_due(uow: UnitOfWork, limit: int = 200) -> int:
+    """Items unresolved after ``LTFU_MATCH_REVIEW_DAYS``: the case is rejected ``unassignable``. At most ``limit``
+    per call (one sweep's transaction): after a long stop, or a shorter setting, thousands may be due at once."""
     n = 0
-    for item in await uow.reviews.due(now_instant()):
+    for item in await uow.reviews.due(now_instant(), limit):
         case = await uow.cases.get(item["case_id"])
         await uow.reviews.set_status(item["review_id"], "expired")
         await uow.reviews.record(

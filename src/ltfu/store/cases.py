@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ltfu.domain.task_states import TERMINAL
+from ltfu.domain.task_states import OPEN, TERMINAL
 from ltfu.store.driver import Driver, compiled
 from ltfu.store.schema import cases
 from ltfu.store.write_buffer import WriteBuffer
@@ -42,6 +42,13 @@ class CaseRepository:
             await self.conn.execute(insert(cases).values(**values))
         else:
             self.buffer.add(cases, values)
+
+    def known_absent(self, request_key: str) -> None:
+        """No case has this request key (another statement looked: ``store/lookups``)."""
+        self._absent.add(request_key)
+
+    def is_known_absent(self, request_key: str) -> bool:
+        return request_key in self._absent
 
     async def get(self, case_id: str) -> Any:
         if self.driver is not None:
@@ -98,7 +105,8 @@ class CaseRepository:
         await self.conn.execute(update(cases).where(cases.c.case_id == case_id).values(**values))
 
     async def expired(self, now: str, limit: int) -> list[str]:
+        # the open states by name: ix_cases_status_window is then read for each, up to ``now`` (NOT IN reads them all)
         q = (select(cases.c.case_id)
-             .where(and_(cases.c.status.not_in(TERMINAL), cases.c.window_end.is_not(None), cases.c.window_end < now))
+             .where(and_(cases.c.status.in_(OPEN), cases.c.window_end.is_not(None), cases.c.window_end < now))
              .order_by(cases.c.window_end).limit(limit))
         return list((await self.conn.execute(q)).scalars())

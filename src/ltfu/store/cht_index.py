@@ -212,12 +212,25 @@ def _after(prefix: str) -> str:
     return prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
+def _range_rows(table: str, limit: str, pg: bool) -> str:
+    """The person ids of the ranges of ``table`` that hold at most ``limit`` rows. PostgreSQL reads each
+    range in a ``LATERAL`` subquery with that limit (it cuts nothing: the range was counted), which tells
+    its planner how few rows a range gives (it cannot know, and would otherwise merge-join every person)."""
+    where = _IN_RANGE.format(t=table)
+    if pg:
+        return (
+            f"SELECT r.person_id FROM {table} CROSS JOIN LATERAL (SELECT k.person_id FROM cht_person_keys k "
+            f"WHERE {where} LIMIT {limit}) r WHERE {table}.n <= {limit}"
+        )
+    return f"SELECT k.person_id FROM cht_person_keys k JOIN {table} ON {where} WHERE {table}.n <= {limit}"
+
+
 _COUNT = "(SELECT count(*) FROM (SELECT 1 FROM cht_person_keys k WHERE {where} LIMIT {limit}) s)"
 _IN_RANGE = "k.key >= {t}.lo AND k.key < {t}.hi"
 
 
 @lru_cache(maxsize=512)
-def _block_sql(groups: tuple[int, ...], fine: int, whole: int, tokens: int, ids: int) -> Any:
+def _block_sql(groups: tuple[int, ...], fine: int, whole: int, tokens: int, ids: int, pg: bool = False) -> Any:
     """One statement for a whole query (one round trip): each key's size counted up to its cap + 1 only (a
     huge key costs no more than a small one), the persons of the keys within their cap (and of ``ids``), the
     overflowing keys of the first group (the block cap; the other groups' caps are silent), and the
@@ -226,7 +239,11 @@ def _block_sql(groups: tuple[int, ...], fine: int, whole: int, tokens: int, ids:
 
     Prefixes (key ranges ``[lo, hi)``): ``fine`` ones are read while they hold at most ``:wide`` persons, and
     beyond it their finer key joins the first group; ``whole`` ones are read within the block cap (the
-    first group's) and reported above it."""
+    first group's) and reported above it.
+
+    PostgreSQL cannot estimate how many rows a key range holds (it guesses millions) and would then read every
+    person to merge-join them: the ids are collected into an array first (``= ANY(ARRAY(…))``), so the
+    persons are looked up one by one in their primary key."""
     ctes, sized = [], []
     for g, n in enumerate(groups):
         values = ", ".join(f"(:k{g}_{i})" for i in range(n)) or "(NULL)"
@@ -267,13 +284,12 @@ WITH {", ".join(ctes)},
 sized AS ({" UNION ALL ".join(sized)}),
 ids AS (
   SELECT k.person_id FROM cht_person_keys k JOIN sized ON k.key = sized.key WHERE sized.n <= sized.cap
-  UNION SELECT k.person_id FROM cht_person_keys k JOIN fsized ON {_IN_RANGE.format(t="fsized")}
-    WHERE fsized.n <= :wide
-  UNION SELECT k.person_id FROM cht_person_keys k JOIN wsized ON {_IN_RANGE.format(t="wsized")}
-    WHERE wsized.n <= :cap0{by_id}
+  UNION {_range_rows("fsized", ":wide", pg)}
+  UNION {_range_rows("wsized", ":cap0", pg)}{by_id}
 )
 SELECT 0 AS kind, CAST(NULL AS INTEGER) AS persons, {cols}
-FROM cht_persons p WHERE p.person_id IN (SELECT person_id FROM ids)
+FROM cht_persons p WHERE {"p.person_id = ANY(ARRAY(SELECT person_id FROM ids))" if pg else
+    "p.person_id IN (SELECT person_id FROM ids)"}
 UNION ALL SELECT 1, NULL, sized.key, {pad} FROM sized WHERE sized.n > sized.cap AND sized.grp = 0
 UNION ALL SELECT 1, NULL, wsized.lo, {pad} FROM wsized WHERE wsized.n > :cap0
 UNION ALL SELECT 2, t.persons, t.token, {pad} FROM cht_name_tokens t WHERE t.token IN ({token_list})
@@ -468,7 +484,8 @@ class ChtIndexRepository:
         params.update({f"i{i}": v for i, v in enumerate(by_id)})
         out = Block()
         counts: dict[str, int] = {}
-        sql = _block_sql(tuple(len(g) for _, g in groups), len(plan.fine), len(plan.whole), len(toks), len(by_id))
+        pg = self.conn.dialect.name != "sqlite"
+        sql = _block_sql(tuple(len(g) for _, g in groups), len(plan.fine), len(plan.whole), len(toks), len(by_id), pg)
         rows = await self.conn.execute(sql, params)
         for row in rows:
             kind = row[0]

@@ -2,7 +2,8 @@
 
 SQLite: one write connection (a single writer anyway: queuing on the pool is cheaper than lock
 contention) — its statements on the event loop's own thread (``sqlite_inline``; ``LTFU_SQLITE_INLINE_WRITES``,
-on by default) — and a small pool of read-only connections. In WAL mode readers never wait for the writer, so reads
+on by default), concurrent units of work sharing a COMMIT (``group_commit``) — and a small pool of
+read-only connections. In WAL mode readers never wait for the writer, so reads
 (FHIR reads and searches, the dashboard, authentication) go on while a large Bundle or the workers write.
 PostgreSQL: one pool; every statement gets a custom plan (see ``_create_engine``).
 """
@@ -10,6 +11,7 @@ PostgreSQL: one pool; every statement gets a custom plan (see ``_create_engine``
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,12 +20,14 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event, text
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.util import await_only
 
 from ltfu.settings import Settings
 from ltfu.store import sqlite_inline
 from ltfu.store.client_reader import ClientReader
+from ltfu.store.group_commit import GroupCommit
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -36,16 +40,28 @@ class Database:
         self.settings = settings
         self.is_sqlite = settings.is_sqlite
         self.checkpointer: sqlite_inline.Checkpointer | None = None
-        self.engine: AsyncEngine = _create_engine(settings, self)
-        self.read_engine: AsyncEngine = _create_read_engine(settings) or self.engine
         # Told the SQL of each statement sent to a driver without SQLAlchemy (``driver``, ``client_reader``).
         self.raw_listeners: list[Callable[[str], None]] = []
+        self.engine: AsyncEngine = _create_engine(settings, self)
+        self.read_engine: AsyncEngine = _create_read_engine(settings) or self.engine
+        # The inline SQLite writer: units of work ready at the same moment share a COMMIT (group_commit.py).
+        self.group = GroupCommit(self.engine, self.raw_listeners) if self.checkpointer is not None else None
         self.client_reader = ClientReader(self)  # authentication's per-request read (opens on first use)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        if self.group is not None:
+            async with self.group.transaction() as conn:
+                yield conn
+            return
         async with self.engine.begin() as conn:
             yield conn
+
+    async def alone(self, conn: AsyncConnection) -> None:
+        """The transaction ``conn`` is in (which has written nothing yet) commits on its own: a long unit of
+        work (a defaulter list) keeps no other request waiting for a shared COMMIT (``group_commit``)."""
+        if self.group is not None:
+            await self.group.alone(conn)
 
     @asynccontextmanager
     async def read_transaction(self) -> AsyncIterator[AsyncConnection]:
@@ -114,8 +130,10 @@ def _create_engine(settings: Settings, owner: Database) -> AsyncEngine:
         # to a generic plan chosen while the tables were empty (seq scans), and keep it as they grow
         # inside one long transaction (a first defaulter list on a fresh database). Custom plans cost
         # a little planning per statement and follow the data.
-        return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True,
-                                   connect_args={"server_settings": {"plan_cache_mode": "force_custom_plan"}})
+        engine = create_async_engine(url, pool_size=10, max_overflow=10,
+                                     connect_args={"server_settings": {"plan_cache_mode": "force_custom_plan"}})
+        _ping_when_idle(engine)
+        return engine
     path = _sqlite_path(url)
     if path and path != ":memory:":
         _private_file(Path(path))
@@ -131,7 +149,8 @@ def _create_engine(settings: Settings, owner: Database) -> AsyncEngine:
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # 64 MB of page cache (SQLite's default is 2 MB): loading a large CHT index inserts blocking keys all
         # over a B-tree of hundreds of MB, and each page evicted before its next insert is written again
-        _sqlite_pragmas(dbapi_conn, "PRAGMA journal_mode=WAL", "PRAGMA foreign_keys=ON", "PRAGMA cache_size=-65536")
+        _sqlite_pragmas(dbapi_conn, "PRAGMA journal_mode=WAL", "PRAGMA foreign_keys=ON", "PRAGMA cache_size=-65536",
+                        "PRAGMA temp_store=MEMORY")
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
@@ -146,6 +165,35 @@ def _create_engine(settings: Settings, owner: Database) -> AsyncEngine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+PING_IDLE_S = 1.0
+_IDLE_SINCE = "ltfu.idle_since"
+
+
+def _ping_when_idle(engine: AsyncEngine) -> None:
+    """A pooled PostgreSQL connection that sat idle for ``PING_IDLE_S`` is pinged before use, and replaced if
+    the server dropped it (a restart, a timeout); one back from a unit of work a moment ago is used as it is.
+    SQLAlchemy's ``pool_pre_ping`` pings at every checkout: with asyncpg a ping is BEGIN, a statement and
+    ROLLBACK — three round trips, a third of a new case's."""
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _connected(_dbapi_conn: Any, record: Any) -> None:
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _checked_in(_dbapi_conn: Any, record: Any) -> None:
+        if record is not None:
+            record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _checked_out(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        if time.monotonic() - record.info.get(_IDLE_SINCE, 0.0) < PING_IDLE_S:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except Exception as exc:  # the pool connects anew (up to three times)
+            raise DisconnectionError() from exc
 
 
 def _sqlite_path(url: str) -> str:

@@ -106,6 +106,10 @@ class Driver(ABC):
     async def copy(self, table: str, columns: tuple[str, ...], records: list[tuple[Any, ...]]) -> None:
         raise NotImplementedError
 
+    async def execute(self, sql: str, args: list[Any]) -> None:
+        """A statement built for this driver (positional ``$n`` parameters): PostgreSQL only."""
+        raise NotImplementedError
+
 
 THREAD_ROWS = 200  # a long unit of work's inserts this long run on a thread (SQLite)
 
@@ -162,6 +166,11 @@ class AsyncpgDriver(Driver):
 
     copies = True
 
+    async def execute(self, sql: str, args: list[Any]) -> None:
+        await self._begun()
+        self._heard(sql)
+        await self._conn.execute(sql, *args)
+
     async def copy(self, table: str, columns: tuple[str, ...], records: list[tuple[Any, ...]]) -> None:
         """``COPY table (columns) FROM STDIN`` (binary): a defaulter list's 260,000 index rows cost the
         server a fraction of as many INSERTs. Same transaction, same constraints and triggers."""
@@ -171,7 +180,23 @@ class AsyncpgDriver(Driver):
 
 
 async def driver_of(conn: AsyncConnection, listeners: list[Callable[[str], None]]) -> Driver | None:
-    """The driver behind the unit of work's connection, when its statements can go there directly."""
+    """The driver behind the unit of work's connection, when its statements can go there directly.
+
+    Kept in the connection's ``info`` (it lives as long as the DBAPI connection; SQLAlchemy clears it when
+    that one is closed or invalidated): every unit of work asks, and finding it costs a greenlet switch."""
+    info = conn.info
+    known = info.get(_DRIVER)
+    if known is not None and known[1] is listeners:
+        return known[0]
+    found = await _find_driver(conn, listeners)
+    info[_DRIVER] = (found, listeners)
+    return found
+
+
+_DRIVER = "ltfu.driver"
+
+
+async def _find_driver(conn: AsyncConnection, listeners: list[Callable[[str], None]]) -> Driver | None:
     raw = await conn.get_raw_connection()
     driver_conn = raw.driver_connection
     if isinstance(driver_conn, InlineConnection):

@@ -12,7 +12,7 @@ from functools import cache
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, bindparam, delete, insert, or_, select, update
+from sqlalchemy import and_, bindparam, delete, insert, literal_column, or_, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ltfu.fhir.outcome import FhirError
@@ -104,6 +104,17 @@ _ROWS_BY_TOKEN = (select(_r.c.res_id, _r.c.version_id, _r.c.deleted, _r.c.last_u
                   .where(and_(_si.c.res_type == bindparam("t"), _si.c.param == bindparam("p"),
                               _si.c.value == bindparam("v"))).limit(10))
 _ROWS_BY_TOKEN_SYSTEM = _ROWS_BY_TOKEN.where(_si.c.system == bindparam("s"))
+# A key that may be a logical id or an identifier value (``Patient/<value>``, the PoC's references): the
+# current row of that id and the rows whose identifier has that value, in one statement.
+_KEY_ROWS = (select(literal_column("1").label("by_token"), _r.c.res_id, _r.c.version_id, _r.c.deleted,
+                    _r.c.last_updated, _r.c.content)
+             .select_from(_si.join(_r, _JOINED))
+             .where(and_(_si.c.res_type == bindparam("t"), _si.c.param == bindparam("p"),
+                         _si.c.value == bindparam("v"))).limit(10).subquery())
+_ID_OR_TOKEN = union_all(
+    select(literal_column("0"), _r.c.res_id, _r.c.version_id, _r.c.deleted, _r.c.last_updated, _r.c.content)
+    .where(and_(_r.c.res_type == bindparam("t"), _r.c.res_id == bindparam("v"))),
+    select(_KEY_ROWS))
 _BY_TOKENS = select(_si.c.res_id, _si.c.system, _si.c.value).where(and_(
     _si.c.res_type == bindparam("t"), _si.c.param == bindparam("p"), _si.c.value.in_(bindparam("vs", expanding=True))))
 
@@ -132,6 +143,15 @@ class ResourceRepository:
         """A current row read by another statement (a join): later reads ask no one. A row this unit
         of work already holds (perhaps newer: its own write) is kept."""
         self._rows.setdefault((res_type, res_id), _Row(version, bool(deleted), last_updated, content))
+
+    def read_row(self, res_type: str, res_id: str, row: tuple[Any, ...] | None) -> None:
+        """The current row (version, deleted, last updated, content) or its absence, read by another statement
+        (``store/lookups``) as ``get`` would have read it: ``get`` then asks no one."""
+        self._rows[(res_type, res_id)] = _Row(row[0], bool(row[1]), row[2], row[3]) if row else None
+
+    def read_token(self, res_type: str, param: str, system: str | None, value: str, ids: list[str]) -> None:
+        """Ids of a token read by another statement, as ``find_ids_by_token`` would have read them."""
+        self._tokens[(res_type, param, system, value)] = list(dict.fromkeys(ids))
 
     def _changed(self, res_type: str) -> None:
         if self._tokens:
@@ -352,6 +372,25 @@ class ResourceRepository:
             ids = [i for s, i in by_code.get(code, []) if not system_given or s == system]
             out[token] = list(dict.fromkeys(ids))
         return out
+
+    async def prime_id_or_token(self, res_type: str, key: str, param: str = "identifier") -> None:
+        """Look ``key`` up as an id and as a ``param`` value (any system) at once: the ``get`` and
+        ``find_ids_by_token`` that follow ask no one (one statement instead of two)."""
+        token = (res_type, param, None, key)
+        if self.driver is None or (res_type, key) in self._rows or token in self._tokens:
+            return
+        if self.buffer is not None and self.buffer.pending:
+            # The token search would send the held rows first, which a plain ``get`` never does (every resource
+            # the buffer holds is remembered): a key of a Bundle's own resource would cost a flush.
+            return
+        self._rows[(res_type, key)] = None
+        ids = []
+        for by_token, res_id, version, deleted, last_updated, content in await self.driver.fetch(
+                compiled(_ID_OR_TOKEN, self.driver.dialect), {"t": res_type, "p": param, "v": key}):
+            self._rows[(res_type, res_id)] = _Row(version, bool(deleted), last_updated, content)
+            if by_token:
+                ids.append(res_id)
+        self._tokens[token] = list(dict.fromkeys(ids))
 
     async def find_ids_by_token(self, res_type: str, param: str, system: str | None, value: str) -> list[str]:
         """Ids of current resources with the token (``system`` None = any system)."""

@@ -91,9 +91,11 @@ class ReviewRepository:
             values["due_at"] = due_at
         await self.conn.execute(update(match_reviews).where(match_reviews.c.review_id == review_id).values(**values))
 
-    async def due(self, now: str) -> list[dict[str, Any]]:
+    async def due(self, now: str, limit: int) -> list[dict[str, Any]]:
+        """The ``limit`` open items longest past their deadline."""
         rows = await self.conn.execute(
             select(match_reviews).where(match_reviews.c.status.in_(OPEN), match_reviews.c.due_at <= now)
+            .order_by(match_reviews.c.due_at, match_reviews.c.review_id).limit(limit)
         )
         return [_item(r) for r in rows]
 

@@ -158,11 +158,49 @@ def _criterion_clause(res_type: str, c: Criterion) -> ColumnElement[bool]:
     return not_(match) if c.modifier == "not" else match
 
 
+# A search by an exact key (an identifier, a reference, a code) mostly matches a few resources of a type that
+# has many. Asked for its matches in ``seq`` order, the planner walks the whole type along ix_resources_type_seq
+# testing each (no statistics tell it how few match): a cost that grows with the store (bench/write_path.py
+# growth, "search"). So the index is asked first: when an exact criterion has at most ``FEW`` index rows,
+# the page is read by those ids and sorted; else the walk stays (the matches are dense enough for it).
+FEW = 500
+
+
+def _exact(c: Criterion) -> bool:
+    """Every value of ``c`` is a key of ix_search_lookup (res_type, param, value)."""
+    if not c.values or c.modifier not in (None, "exact"):
+        return False
+    if c.kind == "token":
+        return c.modifier is None and all(v[1] is not None for v in c.values)
+    if c.kind == "reference":
+        return c.modifier is None and not any(v.startswith("*/") for v in c.values)
+    return c.kind == "string" and c.modifier == "exact"
+
+
+async def _few_ids(conn: AsyncConnection, q: SearchQuery) -> list[str] | None:
+    """The ids an exact criterion allows, when at most ``FEW`` index rows match it (None: no such criterion)."""
+    si = search_index
+    for c in q.criteria:
+        if not _exact(c):
+            continue
+        value = or_(*(_value_clause(c, v) for v in c.values))
+        rows = (await conn.execute(select(si.c.res_id).where(and_(si.c.res_type == q.res_type, si.c.param == c.param,
+                                                                   value)).limit(FEW + 1))).scalars().all()
+        if len(rows) <= FEW:
+            return list(dict.fromkeys(rows))
+    return None
+
+
 async def run_search(conn: AsyncConnection, q: SearchQuery) -> SearchResult:
     r = resources
     scope = facility_clause(q.res_type, q.facility, r.c.res_id) if q.facility is not None else None
     where = and_(r.c.res_type == q.res_type, r.c.deleted.is_(False),
                  *(_criterion_clause(q.res_type, c) for c in q.criteria), *([scope] if scope is not None else []))
+    few = await _few_ids(conn, q)
+    order: Any = r.c.seq
+    if few is not None:
+        where = and_(where, r.c.res_id.in_(few))
+        order = r.c.seq + 0  # sort the few: ordered by the bare column, the planner walks the type's index again
     total = None
     if q.total or q.summary_count:
         total = int((await conn.execute(select(func.count()).select_from(r).where(where))).scalar_one())
@@ -171,7 +209,7 @@ async def run_search(conn: AsyncConnection, q: SearchQuery) -> SearchResult:
     page = select(r.c.seq, r.c.content).where(where)
     if q.cursor is not None:
         page = page.where(r.c.seq < q.cursor if q.descending else r.c.seq > q.cursor)
-    page = page.order_by(r.c.seq.desc() if q.descending else r.c.seq).limit(q.count + 1)
+    page = page.order_by(order.desc() if q.descending else order).limit(q.count + 1)
     rows = (await conn.execute(page)).all()
     more = len(rows) > q.count
     rows = rows[: q.count]

@@ -114,6 +114,11 @@ class UnitOfWork:
     async def flush(self) -> None:
         await self.buffer.flush()
 
+    async def alone(self) -> None:
+        """This unit of work (which has written nothing yet) is long: it commits on its own, and the units of
+        work of other requests that share the SQLite writer's COMMIT (``group_commit``) do not wait for it."""
+        await self.db.alone(self._flushing.raw)
+
     def attach(self, driver: Driver | None) -> None:
         """Hot statements go to the driver directly (``store/driver.py``) when there is one."""
         self.driver = driver

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from sqlalchemy import Table, insert, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import Insert
@@ -78,6 +79,11 @@ class WriteBuffer:
         self._pending = False
         self.driver: Driver | None = None  # set by the unit of work: the inserts go straight to the driver
 
+    @property
+    def pending(self) -> bool:
+        """Rows are held (the next statement sends them first)."""
+        return self._pending
+
     def add(self, table: Table, row: dict[str, Any], assigned: PendingId | None = None) -> None:
         """Queue one row; ``assigned`` receives the database's id (history and outbox rows only)."""
         self._rows[table.name].append(row)
@@ -108,6 +114,7 @@ class WriteBuffer:
         self._pending = False
         await self._assign_ids()
         holds_ids, self._holds_ids = self._holds_ids, set()
+        runs: list[tuple[Table, list[dict[str, Any]]]] = []  # rows of one table with the same columns
         for table in _ORDER:
             rows = self._rows[table.name]
             if not rows:
@@ -116,24 +123,32 @@ class WriteBuffer:
             if table.name in holds_ids:
                 rows = [_resolved(r) for r in rows]
             start = 0
-            for end in range(1, len(rows) + 1):  # one executemany per run of rows with the same columns
+            for end in range(1, len(rows) + 1):
                 if end < len(rows) and rows[end].keys() == rows[start].keys():
                     continue
-                if self.driver is not None and self.driver.copies and end - start >= COPY_ROWS:
-                    c = compiled(_INSERT[table.name], self.driver.dialect, list(rows[start]))
-                    await self.driver.copy(table.name, c.names, c.args_of(rows[start:end]))
-                    start = end
-                    continue
-                for chunk in range(start, end, _CHUNK):
-                    if chunk > start:
-                        await turn()  # a long list: other requests get a turn between chunks
-                    batch = rows[chunk : min(chunk + _CHUNK, end)]
-                    if self.driver is not None:
-                        c = compiled(_INSERT[table.name], self.driver.dialect, list(batch[0]))
-                        await self.driver.execute_many(c, batch)
-                    else:
-                        await self._conn.execute(_INSERT[table.name], batch)
+                runs.append((table, rows[start:end] if start or end < len(rows) else rows))
                 start = end
+        if self.driver is not None and self.driver.copies and len(runs) > 1 and all(
+                len(rows) < COPY_ROWS for _, rows in runs):
+            # PostgreSQL: a new case's rows (history, current, index, case, outbox) in one statement, one round
+            # trip instead of one per table
+            sql, args = _insert_all(runs)
+            await self.driver.execute(sql, args)
+            return
+        for table, rows in runs:
+            if self.driver is not None and self.driver.copies and len(rows) >= COPY_ROWS:
+                c = compiled(_INSERT[table.name], self.driver.dialect, list(rows[0]))
+                await self.driver.copy(table.name, c.names, c.args_of(rows))
+                continue
+            for chunk in range(0, len(rows), _CHUNK):
+                if chunk:
+                    await turn()  # a long list: other requests get a turn between chunks
+                batch = rows[chunk : chunk + _CHUNK]
+                if self.driver is not None:
+                    c = compiled(_INSERT[table.name], self.driver.dialect, list(batch[0]))
+                    await self.driver.execute_many(c, batch)
+                else:
+                    await self._conn.execute(_INSERT[table.name], batch)
 
     async def _assign_ids(self) -> None:
         history, messages = self._ids[resource_history.name], self._ids[outbox.name]
@@ -166,6 +181,28 @@ class WriteBuffer:
                 p.value = value
                 row[column] = value
             pending.clear()
+
+
+_JSON_TYPES = {bool: "boolean", int: "bigint", float: "float8"}  # else text (assigned to the varchar columns)
+_INSERT_ALL: dict[tuple[tuple[str, tuple[str, ...]], ...], str] = {}
+
+
+def _insert_all(runs: list[tuple[Table, list[dict[str, Any]]]]) -> tuple[str, list[Any]]:
+    """PostgreSQL: one statement inserting every run, each an ``INSERT ... SELECT`` from
+    ``json_to_recordset`` (the run's rows as one JSON parameter: encoded by orjson, where arrays of values
+    cost the driver a type check per value) in a ``WITH`` of its own. No run reads another's rows: the buffer
+    holds no row that depends on another's insert but through the numbers it assigned before."""
+    shape = tuple((table.name, tuple(rows[0])) for table, rows in runs)
+    sql = _INSERT_ALL.get(shape)
+    if sql is None:
+        parts = []
+        for n, ((name, columns), (table, _)) in enumerate(zip(shape, runs, strict=True), 1):
+            fields = ", ".join(f"{c} {_JSON_TYPES.get(table.c[c].type.python_type, 'text')}" for c in columns)
+            names = ", ".join(columns)
+            parts.append(f"w{n} AS (INSERT INTO {name} ({names}) SELECT {names} FROM json_to_recordset(${n}::json) "
+                         f"AS r({fields}))")
+        sql = _INSERT_ALL[shape] = f"WITH {', '.join(parts)} SELECT 1"
+    return sql, [orjson.dumps(rows).decode() for _, rows in runs]
 
 
 def _resolved(row: dict[str, Any]) -> dict[str, Any]:

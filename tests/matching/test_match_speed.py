@@ -16,7 +16,7 @@ from ltfu.cht.people_index import person_of
 from ltfu.domain.matching import MatchConfig, index_keys, match, query_keys
 from ltfu.domain.matching import matcher as matcher_module
 from ltfu.domain.matching.blocking import WIDE_CAP
-from ltfu.domain.matching.matcher import _with_household_phones
+from ltfu.domain.matching.matcher import _with_household_phones, prior_log_odds
 from ltfu.domain.matching.scoring import score, weight_bound
 from ltfu.emulators.population import Community, absent_patient, facility_patient
 from ltfu.fhir.match_patient import person_from_patient
@@ -94,16 +94,16 @@ def test_skipping_by_the_bound_changes_no_decision(monkeypatch: pytest.MonkeyPat
     fast = []
     for q in incoming:
         block = _blocks(by_key, q)
-        prior = math.log2(CFG.prior / max(len(block), 1)) + CFG.calibration_bits
+        prior = prior_log_odds(CFG, len(people))
         for candidate in _with_household_phones(block):
             bound, actual = weight_bound(q, candidate, freq, CFG), score(q, candidate, freq, CFG).weight
             assert bound >= actual - 1e-9, (q, candidate)
             pairs += 1
             skipped += bound + prior < 0
-        fast.append(_signature(match(q, block, freq, CFG)))
+        fast.append(_signature(match(q, block, freq, CFG, population=len(people))))
     # the plain matcher: every candidate scored
     monkeypatch.setattr(matcher_module, "bounder", lambda *_: lambda _candidate: math.inf)
-    plain = [_signature(match(q, _blocks(by_key, q), freq, CFG)) for q in incoming]
+    plain = [_signature(match(q, _blocks(by_key, q), freq, CFG, population=len(people))) for q in incoming]
     assert fast == plain
     assert sum(1 for s in plain if s[2]) > 100  # most incoming patients have candidates
     assert pairs > 2000 and skipped > pairs / 2  # and the bound does skip most of the scoring
@@ -144,5 +144,6 @@ async def test_one_statement_reads_the_block_the_keys_name(
                 [everyone[pid] for pid in {p.id for p in (await uow.cht_index.block(query_keys(q), (), 2000)).persons}],
                 freq.get,
                 CFG,
+                population=len(everyone),
             )
             assert _signature(result) == _signature(direct)

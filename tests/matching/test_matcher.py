@@ -6,6 +6,7 @@ from ltfu.domain.matching import MatchConfig, Person, index_keys, match, query_k
 from ltfu.domain.matching.normalise import birth_date, name_tokens
 
 CFG = MatchConfig()
+POPULATION = 100_000  # persons indexed, as in a deployment (the prior is spread over them)
 
 
 def person(
@@ -178,19 +179,37 @@ def test_rare_names_weigh_more_than_common_names() -> None:
 
 def test_grades_follow_the_posterior() -> None:
     incoming = person(given="Grace", family="Wambui", sex="F", dob="1988")
-    names_only = match(incoming, [person("a", "Grace", "Wambui", "F", "1988")], common).best
+    cht = [person("a", "Grace", "Wambui", "F", "1988")]
+    names_only = match(incoming, cht, common, population=POPULATION).best
     assert names_only.grade in ("probable", "possible")
-    assert match(incoming, [person("a", "Grace", "Otieno", "F", "1990")], common).candidates == ()  # below possible
+    other = [person("a", "Grace", "Otieno", "F", "1990")]
+    assert match(incoming, other, common, population=POPULATION).candidates == ()  # below possible
+
+
+def test_the_prior_is_spread_over_the_index_not_the_block() -> None:
+    """The same evidence weighs less in a larger community (more namesakes), whatever the block size."""
+    incoming = person(given="Grace", family="Wambui", sex="F", dob="1988")
+    cht = person("a", "Grace", "Wambui", "F", "1988")
+    crowd = [person(f"x{i}", "Grace", "Otieno", "F", "1950") for i in range(50)]
+    alone = match(incoming, [cht], common, population=POPULATION).best.probability
+    assert match(incoming, [cht, *crowd], common, population=POPULATION).best.probability == alone
+    assert match(incoming, [cht], common, population=10 * POPULATION).best.probability < alone
+    # without a population the candidates are the whole population
+    by_default = match(incoming, [cht], common).best.probability
+    assert by_default == match(incoming, [cht], common, population=1).best.probability
 
 
 def test_probable_and_possible_follow_their_thresholds() -> None:
+    # names only, in a small community (1,000 persons): neither sure nor negligible
     incoming, cht = person(given="Grace", family="Wambui"), person("a", "Grace", "Wambi")
-    p = match(incoming, [cht], common).best.probability
+    p = match(incoming, [cht], common, population=1000).best.probability
     assert 0.01 < p < 0.99
     between = MatchConfig(probable_p=p + 0.001, possible_p=p - 0.001)
-    assert match(incoming, [cht], common, between).best.grade == "possible"
-    assert match(incoming, [cht], common, MatchConfig(probable_p=p - 0.001)).best.grade == "probable"
-    assert match(incoming, [cht], common, MatchConfig(probable_p=p + 0.002, possible_p=p + 0.001)).candidates == ()
+    assert match(incoming, [cht], common, between, population=1000).best.grade == "possible"
+    probable = MatchConfig(probable_p=p - 0.001)
+    assert match(incoming, [cht], common, probable, population=1000).best.grade == "probable"
+    above = MatchConfig(probable_p=p + 0.002, possible_p=p + 0.001)
+    assert match(incoming, [cht], common, above, population=1000).candidates == ()
 
 
 def test_birth_date_levels() -> None:

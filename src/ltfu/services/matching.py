@@ -12,6 +12,7 @@ from ltfu.domain.matching import MatchConfig, MatchResult, Person, match, query_
 from ltfu.fhir.match_patient import match_bundle, patient_from_person, person_from_patient
 from ltfu.fhir.systems import Systems
 from ltfu.settings import Settings
+from ltfu.store.index_size import indexed_persons
 from ltfu.store.uow import UnitOfWork
 
 
@@ -28,14 +29,16 @@ def match_config(settings: Settings) -> MatchConfig:
 async def find_matches(uow: UnitOfWork, incoming: Person, *, excluded: Iterable[str] = ()) -> MatchResult:
     """Candidates from the blocking keys (and by CHT id when the patient carries one), graded. Persons a
     reviewer flagged as CHT duplicates of each other (still indexed) bring each other in and are never
-    auto-linked (``cht-duplicate``)."""
+    auto-linked (``cht-duplicate``). The prior is spread over every indexed person (``population``), not
+    over the block: the score does not move with the blocking keys."""
     cfg = match_config(uow.settings)
     by_id = [v for k, v in incoming.identifiers if k == "cht_id"]
     block = await uow.cht_index.block(query_keys(incoming), incoming.tokens, cfg.block_cap, by_id)
     found, flagged = await _with_flagged_duplicates(uow, block.persons)
+    population = max(await indexed_persons(uow.conn), len(found))
     return match(
         incoming, found, block.frequencies.get, cfg, excluded=excluded, overflow=bool(block.overflow),
-        duplicates=flagged,
+        duplicates=flagged, population=population,
     )
 
 

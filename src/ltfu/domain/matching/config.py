@@ -56,17 +56,18 @@ class MatchConfig:
     identifier_agree_weight: float = 20.0
     # classification
     prior: float = 0.5  # share of incoming patients expected to be in CHT
-    # Added to the log-odds: field agreements inside a block are correlated, so raw Fellegi–Sunter weights are
-    # over-confident; measured with bench/matching.py (where true and false best candidates are even). −6 since
-    # the narrower blocking keys of 0018 (a block ~4× smaller moved the crossing up by ~1.5 bits; was −5).
-    calibration_bits: float = -6.0
-    # Thresholds chosen from the measured distribution (bench/matching.py, 1e5 persons, seed 13; docs §5):
-    # ``certain`` is decided by the rules (names agree, strong evidence or certain_min_weight, the lead over the
-    # runner-up), p only has to reach probable; 0.995 sent exact name + exact birth date to review whenever the
-    # block was large (the prior divides by the block size).
-    certain_p: float = 0.90
+    # The prior odds of one indexed person: ``prior / population`` (every indexed person, not the block: the
+    # weights compare against the whole index, and the blocking keys must not move a score), plus this, measured
+    # with bench/match_tune.py (docs §5): positive, the starting weights being conservative for a true match
+    # (a typo, a year-only date, a relative's phone all weigh less than an exact field). Was −6 over the block.
+    calibration_bits: float = 6.0
+    # Thresholds chosen from the measured distribution (bench/match_tune.py, 1e5 and 1e6 persons, seed 13;
+    # docs §5): ``certain`` is decided by the rules (names agree, strong evidence or certain_min_weight, the lead
+    # over the runner-up) and p ≥ certain_p, which with a prior over the index now tells a rare name from a
+    # common one (0.90 over the block linked 0.73% of absent patients to a namesake at 1e6).
+    certain_p: float = 0.995
     probable_p: float = 0.90
-    possible_p: float = 0.15  # was 0.50: recall 0.951 → 0.973 for review 20.8% → 18.6% (with the rules above)
+    possible_p: float = 0.30  # review from here; 0.15 over the block (recall/review trade-off, docs §5)
     certain_min_weight: float = 19.0  # without an exact birth date or own phone, names and the rest must reach this
     margin_bits: float = 6.0  # the runner-up must be this far below for a certain grade
     block_cap: int = 2000  # most candidates per blocking key; more is reported, never silently dropped

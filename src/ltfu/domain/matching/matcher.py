@@ -33,6 +33,14 @@ def _posterior(weight: float) -> float:
     return odds / (1.0 + odds)
 
 
+def prior_log_odds(cfg: MatchConfig, population: int) -> float:
+    """log2 of the prior odds that one indexed person is the patient: ``prior / population``, plus
+    ``calibration_bits``. The weights compare against the whole index (a name's weight is its share of the
+    indexed persons), so the prior is per indexed person, not per candidate of the block: the blocking keys
+    only choose which persons are worth scoring, and the block's size must not move the score."""
+    return math.log2(cfg.prior / max(population, 1)) + cfg.calibration_bits
+
+
 def _grade_by_p(p: float, cfg: MatchConfig) -> str | None:
     if p >= cfg.probable_p:
         return "probable"
@@ -50,14 +58,16 @@ def match(
     excluded: Iterable[str] = (),
     overflow: bool = False,
     duplicates: Iterable[str] = (),
+    population: int | None = None,
 ) -> MatchResult:
     """Grade every candidate; ``excluded`` ids (permanent "not a match" decisions) are never proposed;
     ``duplicates`` (persons a reviewer flagged as one human recorded twice in CHT) are never ``certain``,
-    as persons sharing a unique identifier are not."""
+    as persons sharing a unique identifier are not. ``population``: the persons indexed (the candidates
+    were drawn from them); without it the candidates are the whole population."""
     cfg = cfg or MatchConfig()
     never = set(excluded)
     pool = _with_household_phones([c for c in candidates if c.id not in never])
-    prior_bits = math.log2(cfg.prior / max(len(pool), 1)) + cfg.calibration_bits
+    prior_bits = prior_log_odds(cfg, population if population is not None else len(pool))
     vetoed: list[tuple[str, str]] = []
     graded: list[Candidate] = []
     id_holders: dict[str, list[str]] = {}

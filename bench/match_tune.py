@@ -107,26 +107,9 @@ def evaluate(blocks: Blocks, cfg: MatchConfig, population: int | None) -> dict[s
         ids = [c.person_id for c in result.candidates]
         missed = None
         if item.truth and item.truth not in ids:
-            missed = (
-                "missed-not-retrieved"
-                if item.truth not in {p.id for p in pool}
-                else "missed-vetoed"
-                if item.truth in {v for v, _ in result.vetoed}
-                else "missed-below-possible"
-            )
+            missed = bench.why_missed(item.truth, pool, result)
         best = result.best
-        certain = best is not None and best.grade == "certain"
-        outcome = (
-            "certain-correct"
-            if certain and best.person_id == item.truth
-            else "certain-wrong"
-            if certain
-            else "review-with-truth"
-            if item.truth in ids
-            else "review-without-truth"
-            if ids
-            else "none"
-        )
+        certain, outcome = bench.outcome_of(item.truth, result, ids)
         if certain and best.person_id in item.household:
             totals["household-wrong"] += 1
         totals[outcome] += 1

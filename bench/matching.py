@@ -36,6 +36,7 @@ from urllib.parse import parse_qs, urlparse
 from ltfu.cht.client import ChtResponse
 from ltfu.delivery.cht_sync import ChtSync
 from ltfu.domain.matching import query_keys
+from ltfu.domain.matching.records import MatchResult, Person
 from ltfu.emulators.population import Community, Incoming, absent_patient, facility_patient
 from ltfu.fhir.match_patient import person_from_patient
 from ltfu.fhir.systems import Systems
@@ -76,6 +77,22 @@ class Feed:
 
     async def close(self) -> None:
         return None
+
+
+def why_missed(truth: str, pool: list[Person], result: MatchResult) -> str:
+    """Why a true match is not among the candidates: never retrieved (blocking), vetoed, or graded too low."""
+    if truth not in {p.id for p in pool}:
+        return "missed-not-retrieved"
+    return "missed-vetoed" if truth in {v for v, _ in result.vetoed} else "missed-below-possible"
+
+
+def outcome_of(truth: str | None, result: MatchResult, ids: list[str]) -> tuple[bool, str]:
+    """(auto-linked?, the outcome's name) of one incoming patient against its known truth."""
+    best = result.best
+    certain = best is not None and best.grade == "certain"
+    if certain:
+        return True, "certain-correct" if best.person_id == truth else "certain-wrong"
+    return False, "review-with-truth" if truth in ids else "review-without-truth" if ids else "none"
 
 
 async def build(
@@ -201,26 +218,9 @@ async def run(args: argparse.Namespace) -> dict:
             missed = None
             if item.truth and item.truth not in ids:  # why: never a candidate (blocking), vetoed, or graded too low
                 pool, _ = await UnitOfWork(conn, db).cht_index.candidates(query_keys(query), cfg.block_cap)
-                missed = (
-                    "missed-not-retrieved"
-                    if item.truth not in {p.id for p in pool}
-                    else "missed-vetoed"
-                    if item.truth in {v for v, _ in result.vetoed}
-                    else "missed-below-possible"
-                )
+                missed = why_missed(item.truth, pool, result)
         best = result.best
-        certain = best is not None and best.grade == "certain"
-        outcome = (
-            "certain-correct"
-            if certain and best.person_id == item.truth
-            else "certain-wrong"
-            if certain
-            else "review-with-truth"
-            if item.truth in ids
-            else "review-without-truth"
-            if ids
-            else "none"
-        )
+        certain, outcome = outcome_of(item.truth, result, ids)
         if certain and best.person_id in item.household:
             outcome_household = "household-wrong"
             totals[outcome_household] += 1

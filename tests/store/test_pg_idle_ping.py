@@ -14,6 +14,8 @@ from ltfu.store import db as db_module
 from ltfu.store.db import Database
 from ltfu.store.uow import unit_of_work
 
+pytestmark = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)  # PostgreSQL's pool
+
 
 async def _backend_pid(database: Database) -> int:
     async with database.transaction() as conn:
@@ -21,8 +23,6 @@ async def _backend_pid(database: Database) -> int:
 
 
 async def test_a_connection_dropped_while_idle_is_replaced(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
-    if db.is_sqlite:
-        pytest.skip("PostgreSQL's pool")
     first = await _backend_pid(db)
     other = await asyncpg.connect(db.settings.sqlalchemy_url.replace("postgresql+asyncpg://", "postgresql://"))
     try:  # the server drops the pooled connection (a restart, an idle timeout)
@@ -36,8 +36,6 @@ async def test_a_connection_dropped_while_idle_is_replaced(db: Database, monkeyp
 
 
 async def test_a_connection_just_used_is_not_pinged(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
-    if db.is_sqlite:
-        pytest.skip("PostgreSQL's pool")
     pings: list[Any] = []
     real = db.engine.dialect.do_ping
     monkeypatch.setattr(db.engine.dialect, "do_ping", lambda conn: pings.append(conn) or real(conn))

@@ -6,19 +6,16 @@ the reviewer's decision still sends the case to the new person. SQLite and Postg
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Any
 
 import requests
 
-from ltfu.services import intake
 from ltfu.settings import Settings
-from ltfu.store.db import Database
-from ltfu.store.uow import unit_of_work
 from tests.api.test_roles import _clients
 from tests.conftest import Api
 from tests.matching.test_cht_person_gone import _business, _request, _revoke, _task
+from tests.matching.test_pushed_twin import _link
 from tests.matching.test_review import _org
 
 CONTACT = "https://ltfu.example.org/fhir/NamingSystem/cht-contact-id"
@@ -33,18 +30,6 @@ def _push() -> requests.Session:
 def _person(pid: str, name: str = "Achieng Otieno") -> dict[str, Any]:
     return {"_id": pid, "type": "person", "name": name, "sex": "female", "date_of_birth": "1990-02-03",
             "phone": "+254711000111", "parent": {"_id": "hh-1"}}
-
-
-def _link(settings: Settings, patient: str, person: str) -> None:
-    async def run() -> None:
-        db = Database(settings)
-        try:
-            async with unit_of_work(db) as uow:
-                await intake.link_patient(uow, patient, person)
-        finally:
-            await db.dispose()
-
-    asyncio.run(run())
 
 
 def _report(report_id: str, person: str, case: str | None, outcome: str = "not_located", attempt: int = 1,
